@@ -1,0 +1,459 @@
+"""The ``automl-deft`` command line: a thin door into the library.
+
+Each command parses its options, calls one library function, and prints. Any
+:class:`~automl_deft.errors.AutomlDeftError` becomes ``error: <one line>`` on
+stderr with exit status 2 (user errors) or 3 (infrastructure); ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from automl_deft import __version__
+from automl_deft.errors import AutomlDeftError, UserError
+
+log = logging.getLogger("automl_deft")
+
+
+class _Group(click.Group):
+    """Maps project errors to one line on stderr and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AutomlDeftError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+ANY_PATH = click.Path(path_type=Path)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="automl-deft")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and results.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """AutoML + DEFT for PCB optical inspection (golden vs test image classifiers).
+
+    Judged by FAR at 100% recall: the share of good boards flagged when every
+    defect must be caught. Start with `automl-deft quickstart DIR`.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+@cli.command("demo-workspace")
+@click.argument("directory", type=ANY_PATH)
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option(
+    "--scale",
+    type=click.Choice(["tiny", "small", "medium"]),
+    default="small",
+    show_default=True,
+    help="tiny for tests, small for `make run`, medium for benchmarks.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing workspace in DIRECTORY.")
+def demo_workspace(directory: Path, seed: int, scale: str, force: bool) -> None:
+    """Generate a synthetic AOI workspace (the embedded default) in DIRECTORY.
+
+    Bare-board copper patches with benign nuisance and six defect types, split
+    into a small PASS-dominant training set, a validation set, a larger KPI
+    test set with board families and subtle defects the training set lacks,
+    and a labelled mining pool.
+    """
+    from automl_deft.synth.demo import generate_demo_workspace
+
+    summary = generate_demo_workspace(directory, seed=seed, scale=scale, force=force)
+    click.echo(f"wrote {scale} workspace (seed {seed}) to {summary.root} in {summary.seconds:.1f}s")
+    for split, n in summary.counts.items():
+        click.echo(f"  {split:<12} {n:>6} rows")
+
+
+@cli.command()
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option("--no-images", is_flag=True, help="Skip decoding images and content-hash leakage.")
+@click.option("--no-pool", is_flag=True, help="Do not require inputs/mining_pool.csv.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> None:
+    """Check a workspace: CSV schema, images, class balance, duplicates, leakage.
+
+    Leakage is checked between train, validation, KPI test (and the mining pool
+    against validation and KPI test) by the row key (input_path, golden_path,
+    label, object_name, boardname) and by input image content. Exit status 2
+    lists every problem, one line each, with the fix.
+    """
+    from automl_deft.workspace import validate_workspace
+
+    report = validate_workspace(
+        workspace, check_image_files=not no_images, require_pool=not no_pool
+    )
+    if as_json:
+        payload = {
+            "workspace": str(report.workspace),
+            "images_checked": report.images_checked,
+            "overlapping_rows": report.overlapping_rows,
+            "sets": [
+                {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+                for s in report.summaries
+            ],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(report.table())
+    click.echo(
+        f"\nOK: {report.images_checked} image files checked, leakage check: "
+        f"{report.overlapping_rows} overlapping rows"
+    )
+
+
+@cli.command("import-deeppcb")
+@click.argument("src", type=EXISTING_DIR)
+@click.argument("directory", type=ANY_PATH)
+@click.option("--crop-size", default=64, show_default=True, help="Crop side in pixels.")
+@click.option("--pass-per-image", default=8, show_default=True, help="PASS crops per board image.")
+@click.option("--val-fraction", default=0.2, show_default=True, help="Share of trainval pairs.")
+@click.option("--pool-fraction", default=0.4, show_default=True, help="Share of trainval pairs.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing workspace in DIRECTORY.")
+def import_deeppcb_cmd(
+    src: Path,
+    directory: Path,
+    crop_size: int,
+    pass_per_image: int,
+    val_fraction: float,
+    pool_fraction: float,
+    seed: int,
+    force: bool,
+) -> None:
+    """Convert a DeepPCB download (SRC holds PCBData/) into a workspace in DIRECTORY.
+
+    Defect crops are centred on the annotated boxes, PASS crops come from
+    regions no box touches; DeepPCB's test split becomes the KPI set and its
+    trainval pairs are split by board image into train, validation and pool.
+    """
+    from automl_deft.importers.deeppcb import import_deeppcb
+
+    summary = import_deeppcb(
+        src,
+        directory,
+        crop_size=crop_size,
+        pass_per_image=pass_per_image,
+        val_fraction=val_fraction,
+        pool_fraction=pool_fraction,
+        seed=seed,
+        force=force,
+    )
+    click.echo(f"imported DeepPCB into {directory}")
+    click.echo(summary.table())
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+# --- model ----------------------------------------------------------------------------
+
+
+def _spec_options(fn: Any) -> Any:
+    fn = click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a spec key, e.g. --set train.num_epochs=5 (repeatable).",
+    )(fn)
+    return click.option(
+        "-s",
+        "--spec",
+        "spec_path",
+        type=EXISTING_FILE,
+        help="Training spec YAML (default: WORKSPACE/specs/baseline_spec.yaml).",
+    )(fn)
+
+
+@cli.command("train")
+@click.argument("workspace", type=EXISTING_DIR)
+@_spec_options
+@click.option("--train-csv", type=EXISTING_FILE, help="Default: the workspace training set.")
+@click.option("--val-csv", type=EXISTING_FILE, help="Default: the workspace validation set.")
+@click.option("-o", "--out", "out_dir", type=ANY_PATH, help="Default: WORKSPACE/results/train.")
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="Resume from latest.pt."
+)
+def train_cmd(
+    workspace: Path,
+    spec_path: Path | None,
+    overrides: tuple[str, ...],
+    train_csv: Path | None,
+    val_csv: Path | None,
+    out_dir: Path | None,
+    resume: bool,
+) -> None:
+    """Train the Siamese classifier; keep best-validation and latest checkpoints.
+
+    Validation far_pct (FAR at 100% recall) picks the best checkpoint. An
+    interrupted run resumes from OUT/latest.pt. Warm start from another model
+    with --set train.pretrained_model_path=PATH.
+    """
+    from automl_deft.model.spec import load_spec, parse_set_option
+    from automl_deft.model.train import train
+    from automl_deft.workspace import Workspace, read_dataset_csv
+
+    ws = Workspace.at(workspace)
+    if val_csv is not None and val_csv.resolve() == ws.kpi_csv:
+        raise UserError("the KPI test set cannot be the validation set; pass another --val-csv")
+    spec = load_spec(spec_path or ws.spec_path, parse_set_option(overrides))
+    result = train(
+        spec,
+        read_dataset_csv(train_csv or ws.train_csv, role="train"),
+        read_dataset_csv(val_csv or ws.val_csv, role="validation"),
+        ws.images_dir,
+        out_dir or ws.results_dir / "train",
+    )
+    best = result.best_metrics
+    click.echo(
+        f"best epoch {best.get('epoch')}: val far_pct={_pct(best.get('far_pct'))} "
+        f"val_loss={best.get('val_loss', float('nan')):.4f}  ({result.seconds:.1f}s, "
+        f"{result.images_per_second:.0f} img/s)"
+    )
+    click.echo(f"best checkpoint:   {result.best_checkpoint}")
+    click.echo(f"latest checkpoint: {result.latest_checkpoint}")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def _images_dir(csv: Path, images_dir: Path | None) -> Path:
+    from automl_deft.workspace import find_images_dir
+
+    return images_dir or find_images_dir(csv)
+
+
+@cli.command("infer")
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.argument("csv", type=EXISTING_FILE)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Default: CSV with _inference.csv.")
+@click.option("--batch-size", type=int, help="Default: twice the training batch size.")
+def infer_cmd(
+    checkpoint: Path,
+    csv: Path,
+    images_dir: Path | None,
+    out_csv: Path | None,
+    batch_size: int | None,
+) -> None:
+    """Score CSV with CHECKPOINT: writes the CSV plus a siamese_score column."""
+    from automl_deft.model.infer import infer_csv
+
+    out_csv = out_csv or csv.with_name(csv.stem + "_inference.csv")
+    frame = infer_csv(checkpoint, csv, _images_dir(csv, images_dir), out_csv, batch_size=batch_size)
+    click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
+
+
+def _report_kpi(result: Any, target_text: str | None, as_json: bool) -> None:
+    from automl_deft.kpi import confusion_matrix_text, parse_target
+
+    target = parse_target(target_text) if target_text else None
+    if as_json:
+        payload = result.to_dict()
+        if target is not None:
+            payload["target"] = str(target)
+            payload["target_met"] = target.is_met(result)
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(result.summary())
+    if result.available:
+        click.echo(
+            f"far_pct={result.far_pct:.4f} threshold={result.threshold:.6g} "
+            f"precision={result.precision:.4f} recall={result.recall:.4f} f1={result.f1:.4f}"
+        )
+        click.echo(confusion_matrix_text(result.recall100))
+    if target is not None:
+        click.echo(f"target {target}: {'MET' if target.is_met(result) else 'NOT MET'}")
+
+
+def _kpi_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+    fn = click.option("--plot", type=ANY_PATH, help="Write a score-distribution PNG here.")(fn)
+    fn = click.option("--sweep-csv", type=ANY_PATH, help="Write the threshold sweep CSV here.")(fn)
+    return click.option(
+        "--target", metavar="TEXT", help='KPI target, e.g. "FAR < 5% at recall=100%".'
+    )(fn)
+
+
+def _write_extras(frame: Any, result: Any, sweep_csv: Path | None, plot: Path | None) -> None:
+    from automl_deft.kpi import plot_score_distribution, write_sweep_csv
+    from automl_deft.workspace import SCORE_COLUMN
+
+    if sweep_csv:
+        write_sweep_csv(frame["label"], frame[SCORE_COLUMN], sweep_csv)
+    if plot:
+        plot_score_distribution(
+            frame["label"], frame[SCORE_COLUMN], plot, threshold=result.threshold
+        )
+
+
+@cli.command("kpi")
+@click.argument("inference_csv", type=EXISTING_FILE)
+@_kpi_options
+def kpi_cmd(
+    inference_csv: Path,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """FAR at 100% recall of an inference CSV (labels + siamese_score).
+
+    The threshold is the highest candidate that still flags every defect
+    (score > threshold = defect); far_pct is the share of PASS rows above it.
+    """
+    from automl_deft.kpi import kpi_from_frame, read_inference_csv
+
+    frame = read_inference_csv(inference_csv)
+    result = kpi_from_frame(frame)
+    _write_extras(frame, result, sweep_csv, plot)
+    _report_kpi(result, target, as_json)
+
+
+@cli.command("evaluate")
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.argument("csv", type=EXISTING_FILE)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@_kpi_options
+def evaluate_cmd(
+    checkpoint: Path,
+    csv: Path,
+    images_dir: Path | None,
+    out_csv: Path | None,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Infer CSV with CHECKPOINT and print the KPI (e.g. on WORKSPACE/kpi/testing_set.csv)."""
+    from automl_deft.io import atomic_write_csv
+    from automl_deft.kpi import kpi_from_frame
+    from automl_deft.model.infer import infer_frame
+    from automl_deft.workspace import read_dataset_csv
+
+    frame = infer_frame(
+        checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
+    )
+    if out_csv:
+        atomic_write_csv(out_csv, frame)
+    result = kpi_from_frame(frame)
+    _write_extras(frame, result, sweep_csv, plot)
+    _report_kpi(result, target, as_json)
+
+
+@cli.command("zero-shot")
+@click.argument("csv", type=EXISTING_FILE)
+@click.option(
+    "--method", default="pixel-diff", show_default=True, help="pixel-diff or feature-distance."
+)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-s", "--spec", "spec_path", type=EXISTING_FILE, help="For lights and image size.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@_kpi_options
+def zero_shot_cmd(
+    csv: Path,
+    method: str,
+    images_dir: Path | None,
+    spec_path: Path | None,
+    out_csv: Path | None,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Score CSV with a training-free method and print its KPI (the baseline to beat)."""
+    from automl_deft.io import atomic_write_csv
+    from automl_deft.kpi import kpi_from_frame
+    from automl_deft.model.spec import Spec, load_spec
+    from automl_deft.model.zero_shot import zero_shot_frame
+    from automl_deft.workspace import read_dataset_csv
+
+    images = _images_dir(csv, images_dir)
+    spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
+    frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
+    if out_csv:
+        atomic_write_csv(out_csv, frame)
+    result = kpi_from_frame(frame)
+    _write_extras(frame, result, sweep_csv, plot)
+    _report_kpi(result, target, as_json)
+
+
+def _workspace_spec(images_dir: Path) -> Any:
+    from automl_deft.model.spec import load_spec
+    from automl_deft.workspace import IMAGES_DIR, SPEC_FILE
+
+    root = images_dir
+    for _ in IMAGES_DIR.split("/"):
+        root = root.parent
+    spec = root / SPEC_FILE
+    return load_spec(spec) if spec.is_file() else None
+
+
+# --- end to end -----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=ANY_PATH)
+@click.option(
+    "--scale", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--zero-shot", "zero_shot_method", default="pixel-diff", show_default=True)
+def quickstart(directory: Path, scale: str, seed: int, zero_shot_method: str) -> None:
+    """Synthetic workspace → validate → train → KPI on the KPI set, vs zero-shot.
+
+    Reuses the workspace in DIRECTORY if there is one, and resumes an
+    interrupted training. This is what `make run` runs.
+    """
+    from automl_deft.quickstart import quickstart as run_quickstart
+
+    result = run_quickstart(directory, scale=scale, seed=seed, zero_shot_method=zero_shot_method)
+    click.echo(result.validation.table())
+    click.echo("")
+    click.echo(f"KPI test set: {result.trained.n_pass} PASS, {result.trained.n_defect} defect rows")
+    click.echo(f"  trained model   {result.trained.summary()}")
+    click.echo(f"  zero-shot ({zero_shot_method})  {result.zero_shot.summary()}")
+    if result.trained.available and result.zero_shot.available:
+        ratio = result.trained.far_pct / max(result.zero_shot.far_pct, 1e-12)
+        click.echo(
+            f"FAR@100% recall: trained {result.trained.far_pct:.2f}% vs zero-shot "
+            f"{result.zero_shot.far_pct:.2f}% (ratio {ratio:.2f})"
+        )
+    click.echo(f"outputs: {result.out_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="automl-deft")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

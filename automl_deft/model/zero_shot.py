@@ -1,0 +1,132 @@
+"""Training-free scorers: the "did training beat zero-shot?" baseline.
+
+Each scorer maps golden/test pairs to a defect score with no training at all.
+They answer the workflow's quality question: if a trained model does not beat
+a pixel difference, the training (or the search) did not earn its cost.
+
+Registry: ``pixel-diff`` (aligned absolute difference) and ``feature-distance``
+(distance of pretrained EfficientNet-Lite0 features).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from automl_deft.errors import UserError
+from automl_deft.model.data import PairSource, to_float
+from automl_deft.model.spec import Spec
+from automl_deft.workspace import SCORE_COLUMN
+
+
+class ZeroShotScorer(abc.ABC):
+    """Scores a batch of float pairs ``[B, C, H, W]`` in [0, 1]; higher = more defective."""
+
+    name: str
+
+    @abc.abstractmethod
+    def score_batch(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        """Defect scores ``[B]``."""
+
+
+class PixelDiffScorer(ZeroShotScorer):
+    """Absolute difference after the best integer shift (|dx|, |dy| <= ``max_shift``),
+    smoothed by a ``window`` box filter; the score is the maximum of the smoothed map.
+
+    The alignment search removes misregistration; the box filter suppresses
+    isolated speckle, so what remains is the largest locally-consistent change.
+    """
+
+    name = "pixel-diff"
+
+    def __init__(self, max_shift: int = 2, window: int = 3) -> None:
+        self.max_shift = max_shift
+        self.window = window
+
+    def score_batch(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        r = self.max_shift
+        h, w = test.shape[-2:]
+        core = test[..., r : h - r, r : w - r]
+        best_err = None
+        best_diff = None
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                g = golden[..., r + dy : h - r + dy, r + dx : w - r + dx]
+                diff = (core - g).abs().mean(dim=1, keepdim=True)  # [B, 1, h', w']
+                err = diff.mean(dim=(1, 2, 3))
+                if best_err is None:
+                    best_err, best_diff = err, diff
+                else:
+                    better = err < best_err
+                    best_err = torch.where(better, err, best_err)
+                    best_diff = torch.where(better.view(-1, 1, 1, 1), diff, best_diff)
+        assert best_diff is not None
+        smooth = F.avg_pool2d(best_diff, self.window, stride=1)
+        return smooth.amax(dim=(1, 2, 3))
+
+
+class FeatureDistanceScorer(ZeroShotScorer):
+    """Largest per-location L2 distance of ImageNet EfficientNet-Lite0 features (stride 8)."""
+
+    name = "feature-distance"
+
+    def __init__(self) -> None:
+        from automl_deft.model.network import EfficientNetLite0
+        from automl_deft.model.spec import BackboneSpec
+
+        self.encoder = EfficientNetLite0(1, BackboneSpec(type="efficientnet_lite0")).eval()
+
+    @torch.no_grad()
+    def score_batch(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        self.encoder.to(golden.device)
+        if golden.shape[1] != 1:
+            golden, test = golden.mean(1, keepdim=True), test.mean(1, keepdim=True)
+        n = golden.shape[0]
+        feats = self.encoder(torch.cat([golden, test]))[1]
+        dist = (feats[:n] - feats[n:]).pow(2).sum(dim=1).sqrt()
+        return dist.flatten(1).amax(dim=1)
+
+
+SCORERS: dict[str, Callable[[], ZeroShotScorer]] = {
+    PixelDiffScorer.name: PixelDiffScorer,
+    FeatureDistanceScorer.name: FeatureDistanceScorer,
+}
+
+
+def get_scorer(name: str) -> ZeroShotScorer:
+    """A scorer from the registry by name."""
+    try:
+        return SCORERS[name]()
+    except KeyError:
+        raise UserError(
+            f"unknown zero-shot method {name!r}; choose one of {', '.join(sorted(SCORERS))}"
+        ) from None
+
+
+@torch.no_grad()
+def zero_shot_frame(
+    frame: pd.DataFrame,
+    images_dir: str | os.PathLike[str],
+    spec: Spec,
+    *,
+    method: str = PixelDiffScorer.name,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Score ``frame`` with a zero-shot method; returns a copy with ``siamese_score``."""
+    scorer = get_scorer(method)
+    size = (spec.dataset.classify.image_width, spec.dataset.classify.image_height)
+    source = PairSource.from_frame(frame, images_dir, spec.naming(), size)
+    device = torch.device("cpu")
+    scores = [
+        scorer.score_batch(*to_float(pixels, device)).double()
+        for pixels, _ in source.batches(np.arange(len(source)), batch_size)
+    ]
+    out = frame.reset_index(drop=True).copy()
+    out[SCORE_COLUMN] = torch.cat(scores).numpy() if scores else np.zeros(0)
+    return out

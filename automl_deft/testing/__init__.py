@@ -1,0 +1,1 @@
+"""Test fakes and tiny synthetic inputs that ship with the package."""

@@ -1,0 +1,524 @@
+"""The AOI workspace: layout, CSV schema, image path resolution, validation, leakage.
+
+A workspace is a directory laid out the way the original workflow expects::
+
+    <ws>/train/base/training_set.csv     base training set
+    <ws>/train/base/validation_set.csv   validation set (HPO metric, checkpoint selection)
+    <ws>/kpi/testing_set.csv             KPI test set (never used for HPO)
+    <ws>/kpi/images/                     images root for every CSV
+    <ws>/inputs/mining_pool.csv          labelled mining pool (images under the same root)
+    <ws>/specs/baseline_spec.yaml        the baseline training spec
+
+CSV paths are *directories* relative to the images root; the file of a row for a
+given light is ``{images_dir}/{input_path}/{object_name}_{light}{ext}``.
+:func:`resolve_image_path` is the only place that rule is written down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from automl_deft.errors import WorkspaceError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("input_path", "golden_path", "label", "object_name")
+"""Columns every dataset CSV must have."""
+
+LEAKAGE_KEY_COLUMNS: tuple[str, ...] = (
+    "input_path",
+    "golden_path",
+    "label",
+    "object_name",
+    "boardname",
+)
+"""The row identity used for leakage checks (``boardname`` is optional)."""
+
+PASS_LABEL = "PASS"
+SCORE_COLUMN = "siamese_score"
+
+TRAIN_CSV = "train/base/training_set.csv"
+VAL_CSV = "train/base/validation_set.csv"
+KPI_CSV = "kpi/testing_set.csv"
+POOL_CSV = "inputs/mining_pool.csv"
+IMAGES_DIR = "kpi/images"
+SPEC_FILE = "specs/baseline_spec.yaml"
+
+MAX_LISTED = 5
+"""How many offending rows/files an error message names before it just counts."""
+
+
+def is_pass(label: object) -> bool:
+    """Ground truth of one label: ``PASS`` (any case, stripped) is good, anything else a defect."""
+    return str(label).strip().upper() == PASS_LABEL
+
+
+def normalize_label(label: object) -> str:
+    """``PASS`` stays upper case; every defect label is stripped and lower-cased."""
+    return PASS_LABEL if is_pass(label) else str(label).strip().lower()
+
+
+def defect_mask(labels: Iterable[object]) -> np.ndarray:
+    """Boolean array, True where the label is a defect (the KPI's positive class)."""
+    return np.array([not is_pass(v) for v in labels], dtype=bool)
+
+
+@dataclass(frozen=True)
+class ImageNaming:
+    """How a row's files are named: one file per light, all with one extension."""
+
+    lights: tuple[str, ...] = ("SolderLight",)
+    ext: str = ".png"
+
+
+def resolve_image_path(
+    images_dir: str | os.PathLike[str], rel_dir: str, object_name: str, light: str, ext: str
+) -> Path:
+    """The one rule that turns a CSV row into a file path.
+
+    Args:
+        images_dir: the images root (``<ws>/kpi/images`` by default).
+        rel_dir: ``input_path`` or ``golden_path`` of the row, a relative directory.
+        object_name: the row's ``object_name``.
+        light: the light name (a key of ``dataset.classify.input_map``).
+        ext: the image extension including the dot.
+
+    Raises:
+        WorkspaceError: when ``rel_dir`` is absolute.
+    """
+    if is_absolute(rel_dir):
+        raise WorkspaceError(
+            f"path {rel_dir!r} is absolute; CSV paths must be directories relative to the "
+            f"images root ({images_dir})"
+        )
+    return Path(images_dir) / rel_dir / f"{object_name}_{light}{ext}"
+
+
+def is_absolute(rel: str) -> bool:
+    """True for POSIX or Windows absolute paths (a CSV may come from either)."""
+    return PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute()
+
+
+def row_paths(
+    frame: pd.DataFrame, images_dir: str | os.PathLike[str], naming: ImageNaming, column: str
+) -> list[list[Path]]:
+    """For each row, the files of ``column`` (``input_path`` or ``golden_path``), one per light."""
+    return [
+        [resolve_image_path(images_dir, rel, obj, light, naming.ext) for light in naming.lights]
+        for rel, obj in zip(frame[column], frame["object_name"], strict=True)
+    ]
+
+
+def leakage_keys(frame: pd.DataFrame) -> pd.Series:
+    """The leakage key of every row, as one string (``boardname`` empty when absent)."""
+    parts = [
+        frame[c].astype(str) if c in frame.columns else pd.Series("", index=frame.index)
+        for c in LEAKAGE_KEY_COLUMNS
+    ]
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + "\x1f" + part
+    return key
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-1 of a file's bytes (content identity, not security)."""
+    return hashlib.sha1(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def input_content_hashes(
+    frame: pd.DataFrame, images_dir: str | os.PathLike[str], naming: ImageNaming
+) -> list[str]:
+    """Per row, one digest over the bytes of all its *input* (test) images.
+
+    Golden images are left out on purpose: one golden reference may legitimately
+    serve rows in several sets; a tested image may not.
+    """
+    out = []
+    for files in row_paths(frame, images_dir, naming, "input_path"):
+        h = hashlib.sha1(usedforsecurity=False)
+        for f in files:
+            h.update(file_digest(f).encode())
+        out.append(h.hexdigest())
+    return out
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one workspace; see the module docstring for the layout."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> Workspace:
+        return cls(Path(root).resolve())
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / TRAIN_CSV
+
+    @property
+    def val_csv(self) -> Path:
+        return self.root / VAL_CSV
+
+    @property
+    def kpi_csv(self) -> Path:
+        return self.root / KPI_CSV
+
+    @property
+    def pool_csv(self) -> Path:
+        return self.root / POOL_CSV
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / IMAGES_DIR
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / SPEC_FILE
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    def csvs(self) -> dict[str, Path]:
+        """The dataset CSVs by role, in the order they are reported."""
+        return {
+            "train": self.train_csv,
+            "validation": self.val_csv,
+            "kpi_test": self.kpi_csv,
+            "mining_pool": self.pool_csv,
+        }
+
+
+def find_images_dir(csv_path: str | os.PathLike[str]) -> Path:
+    """The images root of the workspace a CSV lives in (searching upwards from the CSV).
+
+    Raises:
+        WorkspaceError: when no enclosing directory has ``kpi/images``.
+    """
+    start = Path(csv_path).resolve().parent
+    for directory in (start, *start.parents):
+        if (directory / IMAGES_DIR).is_dir():
+            return directory / IMAGES_DIR
+    raise WorkspaceError(
+        f"cannot find the images root for {csv_path} (no {IMAGES_DIR}/ above it); pass --images-dir"
+    )
+
+
+def read_dataset_csv(path: str | os.PathLike[str], *, role: str = "dataset") -> pd.DataFrame:
+    """Read a dataset CSV as strings and check its schema.
+
+    Raises:
+        WorkspaceError: missing file, unparsable CSV, missing required columns,
+            empty cells in required columns, or absolute paths.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WorkspaceError(f"{role} CSV not found: {path}; create it or fix the path")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkspaceError(f"{role} CSV {path} cannot be parsed ({first}); fix the file") from exc
+    problems = check_schema(frame, role=role, path=path)
+    if problems:
+        raise WorkspaceError(problems)
+    return frame
+
+
+def check_schema(frame: pd.DataFrame, *, role: str, path: Path | str) -> list[str]:
+    """Schema problems of one CSV (required columns, empty cells, absolute paths)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        return [
+            f"{role} CSV {path} is missing required column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}"
+        ]
+    problems = []
+    for col in REQUIRED_COLUMNS:
+        empty = frame.index[frame[col].str.strip() == ""]
+        if len(empty):
+            problems.append(
+                f"{role} CSV {path}: {len(empty)} row(s) with empty {col!r} "
+                f"(first at line {_lines(empty)}); fill them in or drop the rows"
+            )
+    for col in ("input_path", "golden_path"):
+        bad = frame.index[frame[col].map(is_absolute)]
+        if len(bad):
+            problems.append(
+                f"{role} CSV {path}: {len(bad)} absolute {col} value(s) "
+                f"(e.g. {frame.at[bad[0], col]!r} at line {_lines(bad)}); "
+                "make them directories relative to the images root"
+            )
+    return problems
+
+
+def _lines(index: Sequence[int] | pd.Index) -> str:
+    """CSV line numbers (header is line 1) of the first few rows of ``index``."""
+    shown = [str(int(i) + 2) for i in list(index)[:MAX_LISTED]]
+    more = f" and {len(index) - MAX_LISTED} more" if len(index) > MAX_LISTED else ""
+    return ", ".join(shown) + more
+
+
+@dataclass
+class CsvSummary:
+    """Counts for one CSV, as shown by ``automl-deft validate``."""
+
+    role: str
+    path: Path
+    rows: int
+    n_pass: int
+    n_defect: int
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_workspace` found (only returned when nothing blocks)."""
+
+    workspace: Path
+    summaries: list[CsvSummary]
+    images_checked: int
+    overlapping_rows: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        """A fixed-width table: one line per CSV with counts and the label distribution."""
+        head = f"{'set':<12} {'rows':>6} {'PASS':>6} {'defect':>6}  labels"
+        lines = [head, "-" * len(head)]
+        for s in self.summaries:
+            dist = ", ".join(f"{k}={v}" for k, v in s.labels.items())
+            lines.append(f"{s.role:<12} {s.rows:>6} {s.n_pass:>6} {s.n_defect:>6}  {dist}")
+        return "\n".join(lines)
+
+
+def summarize(frame: pd.DataFrame, *, role: str, path: Path) -> CsvSummary:
+    """Row and label counts of one CSV (labels normalised, most frequent first)."""
+    labels = Counter(normalize_label(v) for v in frame["label"])
+    n_pass = labels.get(PASS_LABEL, 0)
+    return CsvSummary(
+        role=role,
+        path=path,
+        rows=len(frame),
+        n_pass=n_pass,
+        n_defect=len(frame) - n_pass,
+        labels=dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )
+
+
+def check_images(
+    frame: pd.DataFrame, images_dir: Path, naming: ImageNaming, *, role: str
+) -> tuple[list[str], int]:
+    """Every file exists, decodes, and golden/input sizes agree. Returns problems, files checked."""
+    missing: list[Path] = []
+    unreadable: list[Path] = []
+    mismatched: list[str] = []
+    sizes: dict[Path, tuple[int, int] | None] = {}
+
+    def size_of(p: Path) -> tuple[int, int] | None:
+        if p not in sizes:
+            if not p.is_file():
+                missing.append(p)
+                sizes[p] = None
+            else:
+                try:
+                    with Image.open(p) as im:
+                        im.load()
+                        sizes[p] = im.size
+                except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                    unreadable.append(p)
+                    sizes[p] = None
+        return sizes[p]
+
+    inputs = row_paths(frame, images_dir, naming, "input_path")
+    goldens = row_paths(frame, images_dir, naming, "golden_path")
+    for i, (ins, gos) in enumerate(zip(inputs, goldens, strict=True)):
+        for fi, fg in zip(ins, gos, strict=True):
+            si, sg = size_of(fi), size_of(fg)
+            if si is not None and sg is not None and si != sg:
+                mismatched.append(f"line {i + 2}: input {si[0]}x{si[1]} vs golden {sg[0]}x{sg[1]}")
+    problems = []
+    if missing:
+        problems.append(
+            f"{role}: {len(missing)} image file(s) missing under {images_dir} "
+            f"(e.g. {_names(missing, images_dir)}); restore them or remove their rows"
+        )
+    if unreadable:
+        problems.append(
+            f"{role}: {len(unreadable)} image file(s) cannot be decoded "
+            f"(e.g. {_names(unreadable, images_dir)}); re-export them or remove their rows"
+        )
+    if mismatched:
+        problems.append(
+            f"{role}: {len(mismatched)} row(s) whose golden and input images differ in size "
+            f"({'; '.join(mismatched[:MAX_LISTED])}); re-crop them to one size"
+        )
+    return problems, len(sizes)
+
+
+def _names(paths: Sequence[Path], root: Path) -> str:
+    shown = []
+    for p in paths[:MAX_LISTED]:
+        try:
+            shown.append(str(p.relative_to(root)))
+        except ValueError:
+            shown.append(str(p))
+    return ", ".join(shown)
+
+
+def find_duplicates(frame: pd.DataFrame, *, role: str) -> list[str]:
+    """Rows that repeat the leakage key inside one CSV."""
+    keys = leakage_keys(frame)
+    dup = frame.index[keys.duplicated(keep="first")]
+    if not len(dup):
+        return []
+    return [
+        f"{role}: {len(dup)} duplicate row(s) (same {', '.join(LEAKAGE_KEY_COLUMNS)}) at line(s) "
+        f"{_lines(dup)}; remove the duplicates"
+    ]
+
+
+LEAKAGE_PAIRS: tuple[tuple[str, str], ...] = (
+    ("train", "validation"),
+    ("train", "kpi_test"),
+    ("validation", "kpi_test"),
+    ("mining_pool", "validation"),
+    ("mining_pool", "kpi_test"),
+)
+"""Pairs of sets that must not share a row. Pool rows become training rows when
+mined, so the pool must not hold validation or KPI rows either."""
+
+
+def find_leakage(
+    frames: dict[str, pd.DataFrame],
+    *,
+    content: dict[str, list[str]] | None = None,
+    pairs: Iterable[tuple[str, str]] = LEAKAGE_PAIRS,
+) -> tuple[list[str], int]:
+    """Overlaps between sets by row key and (when given) by input-image content.
+
+    Args:
+        frames: the CSVs by role.
+        content: per role, the row content hashes (:func:`input_content_hashes`).
+        pairs: which role pairs must be disjoint.
+
+    Returns:
+        (problems, number of overlapping rows over all pairs).
+    """
+    keys = {role: set(leakage_keys(f)) for role, f in frames.items()}
+    problems: list[str] = []
+    total = 0
+    for a, b in pairs:
+        if a not in frames or b not in frames:
+            continue
+        shared = keys[a] & keys[b]
+        if shared:
+            total += len(shared)
+            example = next(iter(sorted(shared))).split("\x1f")
+            problems.append(
+                f"leakage: {len(shared)} row(s) appear in both {a} and {b} "
+                f"(e.g. input_path={example[0]!r}, object_name={example[3]!r}); "
+                f"remove them from one of the two sets"
+            )
+        if content and a in content and b in content:
+            same = set(content[a]) & set(content[b])
+            if same:
+                total += len(same)
+                idx = content[b].index(next(iter(sorted(same))))
+                row = frames[b].iloc[idx]
+                problems.append(
+                    f"leakage: {len(same)} input image(s) in {b} have identical content to "
+                    f"images in {a} (e.g. {row['input_path']}/{row['object_name']}); "
+                    "a copied image under another name is still the same sample: remove it"
+                )
+    return problems, total
+
+
+def validate_workspace(
+    root: str | os.PathLike[str],
+    naming: ImageNaming | None = None,
+    *,
+    check_image_files: bool = True,
+    require_pool: bool = True,
+) -> ValidationReport:
+    """Check a whole workspace; raise one :class:`WorkspaceError` listing every problem.
+
+    Args:
+        root: the workspace directory.
+        naming: lights and extension; read from the workspace spec when omitted.
+        check_image_files: decode every image and compare golden/input sizes, and
+            check leakage by image content as well as by row key.
+        require_pool: treat a missing mining pool as an error.
+    """
+    ws = Workspace.at(root)
+    if not ws.root.is_dir():
+        raise WorkspaceError(f"workspace {ws.root} does not exist; create it or fix the path")
+    problems: list[str] = []
+    if naming is None:
+        if not ws.spec_path.is_file():
+            problems.append(
+                f"spec not found: {ws.spec_path}; write one (automl-deft demo-workspace shows "
+                "an example)"
+            )
+            naming = ImageNaming()
+        else:
+            from automl_deft.model.spec import load_spec
+
+            naming = load_spec(ws.spec_path).naming()
+    if not ws.images_dir.is_dir():
+        problems.append(f"images root not found: {ws.images_dir}; put the images there")
+
+    frames: dict[str, pd.DataFrame] = {}
+    for role, path in ws.csvs().items():
+        if role == "mining_pool" and not require_pool and not path.exists():
+            continue
+        try:
+            frames[role] = read_dataset_csv(path, role=role)
+        except WorkspaceError as exc:
+            problems.extend(exc.problems)
+
+    summaries = [summarize(f, role=r, path=ws.csvs()[r]) for r, f in frames.items()]
+    for s in summaries:
+        if s.rows == 0:
+            problems.append(f"{s.role} CSV {s.path} has no rows; add samples")
+        elif s.role in ("train", "validation", "kpi_test") and (s.n_pass == 0 or s.n_defect == 0):
+            only = PASS_LABEL if s.n_defect == 0 else "defect"
+            problems.append(
+                f"{s.role} set has a single class (only {only} rows); it needs both PASS "
+                "and defect rows"
+            )
+    for role, frame in frames.items():
+        problems.extend(find_duplicates(frame, role=role))
+
+    n_files = 0
+    content: dict[str, list[str]] | None = None
+    if check_image_files and ws.images_dir.is_dir():
+        image_problems: list[str] = []
+        for role, frame in frames.items():
+            found, n = check_images(frame, ws.images_dir, naming, role=role)
+            image_problems.extend(found)
+            n_files += n
+        problems.extend(image_problems)
+        if not image_problems:
+            content = {
+                role: input_content_hashes(frame, ws.images_dir, naming)
+                for role, frame in frames.items()
+            }
+    leaks, overlapping = find_leakage(frames, content=content)
+    problems.extend(leaks)
+    if problems:
+        raise WorkspaceError(problems)
+    return ValidationReport(
+        workspace=ws.root,
+        summaries=summaries,
+        images_checked=n_files,
+        overlapping_rows=overlapping,
+    )
