@@ -429,11 +429,21 @@ def find_leakage(
                 f"remove them from one of the two sets"
             )
         if content and a in content and b in content:
-            same = set(content[a]) & set(content[b])
+            # Rows already caught by key are not counted twice.
+            keys_b = leakage_keys(frames[b]).tolist()
+            hashes_a = {
+                h
+                for h, k in zip(content[a], leakage_keys(frames[a]), strict=True)
+                if k not in shared
+            }
+            same = [
+                i
+                for i, (h, k) in enumerate(zip(content[b], keys_b, strict=True))
+                if k not in shared and h in hashes_a
+            ]
             if same:
                 total += len(same)
-                idx = content[b].index(next(iter(sorted(same))))
-                row = frames[b].iloc[idx]
+                row = frames[b].iloc[same[0]]
                 problems.append(
                     f"leakage: {len(same)} input image(s) in {b} have identical content to "
                     f"images in {a} (e.g. {row['input_path']}/{row['object_name']}); "

@@ -36,7 +36,7 @@ def versions() -> dict[str, str]:
     """Library versions recorded in every checkpoint."""
     return {
         "automl_deft": automl_deft.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
     }
 

@@ -314,8 +314,8 @@ def train(
                 train_state={
                     "numpy_rng": json.dumps(rng.bit_generator.state),
                     "torch_rng": aug_gen.get_state(),
-                    "history": history,
-                    "best": best,
+                    "history": plain(history),
+                    "best": plain(best),
                 },
             )
             save_checkpoint(latest_path, payload)
@@ -347,5 +347,10 @@ def _payload(
         "arch": model.arch,
         "epoch": epoch,
         "step": step,
-        "metrics": metrics,
+        "metrics": plain(metrics),
     }
+
+
+def plain(obj: Any) -> Any:
+    """Plain Python values (no numpy scalars), as ``weights_only`` checkpoint loading requires."""
+    return json.loads(json.dumps(obj, default=float))

@@ -12,6 +12,8 @@ features" (what a ``short`` bridges) is well defined.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -104,7 +106,7 @@ class Layout:
         """Every straight piece of every trace."""
         out = []
         for t in self.traces:
-            for (x0, y0), (x1, y1) in zip(t.points[:-1], t.points[1:], strict=True):
+            for (x0, y0), (x1, y1) in itertools.pairwise(t.points):
                 out.append(Segment(x0, y0, x1, y1, t.width, t.net))
         return out
 
@@ -476,8 +478,9 @@ class _LayoutBuilder:
 
     def _direction(self) -> str:
         keys = list(self.style.orient)
-        weights = np.array([self.style.orient[k] for k in keys], dtype=float)
-        return keys[int(self.rng.choice(len(keys), p=weights / weights.sum()))]
+        cum = list(itertools.accumulate(self.style.orient[k] for k in keys))
+        pick = bisect.bisect_right(cum, float(self.rng.random()) * cum[-1])
+        return keys[min(pick, len(keys) - 1)]
 
     def _land(self, x: float, y: float, width: int) -> tuple[list[Pad], list[Via]]:
         s, rng = self.style, self.rng
@@ -572,10 +575,10 @@ def _cut_polyline(
     pts: list[tuple[float, float]], frac: float
 ) -> tuple[list[tuple[float, float]], tuple[float, float]]:
     """The first ``frac`` of a polyline (by length) and its new end point."""
-    lengths = [math.dist(a, b) for a, b in zip(pts[:-1], pts[1:], strict=True)]
+    lengths = [math.dist(a, b) for a, b in itertools.pairwise(pts)]
     target = frac * sum(lengths)
     out = [pts[0]]
-    for (a, b), seg in zip(zip(pts[:-1], pts[1:], strict=True), lengths, strict=True):
+    for (a, b), seg in zip(itertools.pairwise(pts), lengths, strict=True):
         if target <= seg:
             t = target / seg if seg else 0.0
             end = (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))
