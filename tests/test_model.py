@@ -112,9 +112,9 @@ def test_warm_start_loads_weights_and_trains_full_budget(
 
     bad = _spec(
         tiny_ws,
-        **{"train.pretrained_model_path": ckpt, "model.classify.learnable_difference_modules": 3},
+        **{"train.pretrained_model_path": ckpt, "model.classify.learnable_difference_modules": 2},
     )
-    with pytest.raises(CheckpointError, match="learnable_difference_modules: checkpoint 2"):
+    with pytest.raises(CheckpointError, match="learnable_difference_modules: checkpoint 3"):
         train(bad, tr, va, Workspace.at(tiny_ws).images_dir, tmp_path / "x", progress=False)
 
 

@@ -1,12 +1,14 @@
 """The Siamese "ChangeNet-lite" classifier.
 
-One encoder is shared by the golden and the test image and returns features at
-four scales (strides 2-32 depending on the backbone). A learnable difference
-module compares golden and test features at the deepest ``k`` scales
-(``model.classify.learnable_difference_modules``), pools each comparison map
-with max+mean (a defect is small: max pooling keeps it visible), and a small
-head maps the fused vector to two logits (PASS, defect). The defect probability
-is the ``siamese_score``.
+The test image is first registered onto its golden image (best integer shift,
+:mod:`automl_deft.model.align`). One encoder is shared by both images and
+returns features at four scales (strides 1-8 for ``cnn_small``, 4-32 for
+EfficientNet-Lite0). A learnable difference module compares golden and test
+features at the ``k`` finest scales (``model.classify.learnable_difference_modules``;
+defects are a few pixels wide, so fine scales matter most), pools each
+comparison map with max+mean (max pooling keeps a small defect visible), and a
+small head maps the fused vector to two logits (PASS, defect). The defect
+probability is the ``siamese_score``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automl_deft.errors import CheckpointError
+from automl_deft.model.align import register
 from automl_deft.model.spec import BackboneSpec, Spec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,15 +45,19 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SmallCNN(Encoder):
-    """Four stride-2 stages (width w, 2w, 4w, 4w); fast on CPU, trained from scratch."""
+    """A full-resolution stem and three stride-2 stages (width w, 2w, 4w, 4w).
 
-    def __init__(self, in_channels: int, width: int = 32) -> None:
+    Features at strides 1, 2, 4 and 8: AOI defects are a few pixels wide, so the
+    finest scales carry most of the signal. Fast on CPU, trained from scratch.
+    """
+
+    def __init__(self, in_channels: int, width: int = 16) -> None:
         super().__init__()
         widths = (width, 2 * width, 4 * width, 4 * width)
-        self.stem = _conv_bn(in_channels, width)
+        self.stem = nn.Sequential(_conv_bn(in_channels, width), _conv_bn(width, width))
         stages = []
         cin = width
-        for w in widths:
+        for w in widths[1:]:
             stages.append(nn.Sequential(_conv_bn(cin, w, stride=2), _conv_bn(w, w)))
             cin = w
         self.stages = nn.ModuleList(stages)
@@ -59,9 +66,8 @@ class SmallCNN(Encoder):
         self.input_std = 0.25
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.input_mean) / self.input_std
-        x = self.stem(x)
-        feats = []
+        x = self.stem((x - self.input_mean) / self.input_std)
+        feats = [x]
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
@@ -151,13 +157,18 @@ def build_encoder(backbone: BackboneSpec, in_channels: int) -> Encoder:
 
 
 class DifferenceModule(nn.Module):
-    """Compares golden and test features at several scales and fuses the result."""
+    """Compares golden and test features at several scales and fuses the result.
+
+    Per scale a 1x1 convolution sees ``[golden, test, |test - golden|]``: the
+    encoder's receptive field already carries the local shape, and a 1x1 compare
+    keeps the full-resolution scale cheap on a CPU.
+    """
 
     def __init__(self, channels: tuple[int, ...], embedding: int) -> None:
         super().__init__()
         self.compare = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(3 * c, embedding, 3, padding=1, bias=False),
+                nn.Conv2d(3 * c, embedding, 1, bias=False),
                 nn.BatchNorm2d(embedding),
                 nn.ReLU(inplace=True),
             )
@@ -183,9 +194,10 @@ class ChangeNetLite(nn.Module):
         k = spec.model.classify.learnable_difference_modules
         self.encoder = build_encoder(spec.model.backbone, self.arch["in_channels"])
         self.difference = DifferenceModule(
-            self.encoder.channels[-k:], spec.model.classify.embedding_vectors
+            self.encoder.channels[:k], spec.model.classify.embedding_vectors
         )
         self.num_scales = k
+        self.align_max_shift = spec.model.classify.align_max_shift
         emb = spec.model.classify.embedding_vectors
         self.head = nn.Sequential(
             nn.Linear(self.difference.out_features, emb),
@@ -206,7 +218,8 @@ class ChangeNetLite(nn.Module):
 
     def forward(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         n = golden.shape[0]
-        feats = self.encoder(torch.cat([golden, test], dim=0))[-self.num_scales :]
+        test = register(golden, test, self.align_max_shift)
+        feats = self.encoder(torch.cat([golden, test], dim=0))[: self.num_scales]
         fused = self.difference([f[:n] for f in feats], [f[n:] for f in feats])
         return self.head(fused)
 

@@ -46,7 +46,7 @@ class ClassifyLossSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    num_epochs: int = 12
+    num_epochs: int = 20
     pretrained_model_path: str | None = None
     """Warm start: load model weights (not the optimizer or epoch) from this checkpoint."""
     checkpoint_interval: int = 1
@@ -55,6 +55,8 @@ class TrainSpec:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
+    ema_decay: float = 0.98
+    """Per-step decay of the weight average that is validated and saved (0: off)."""
     optim: OptimSpec = field(default_factory=OptimSpec)
     classify: ClassifyLossSpec = field(default_factory=ClassifyLossSpec)
 
@@ -73,9 +75,11 @@ class BackboneSpec:
 @dataclass(frozen=True)
 class ModelClassifySpec:
     difference_module: Literal["learnable"] = "learnable"
-    learnable_difference_modules: int = 2
-    """How many feature scales (1..4, deepest first) the difference module fuses."""
-    embedding_vectors: int = 64
+    learnable_difference_modules: int = 3
+    """How many feature scales (1..4, finest first) the difference module fuses."""
+    embedding_vectors: int = 32
+    align_max_shift: int = 2
+    """Register the test image onto the golden one by up to this many pixels (0: off)."""
     dropout: float = 0.1
 
 
@@ -101,10 +105,10 @@ class RandomRotate:
 
 @dataclass(frozen=True)
 class RandomColor:
-    enabled: bool = True
+    enabled: bool = False
     color_probability: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
+    brightness: float = 0.1
+    contrast: float = 0.1
     saturation: float = 0.0
     hue: float = 0.0
 
@@ -119,9 +123,9 @@ class AugmentationConfig:
 
 @dataclass(frozen=True)
 class DatasetClassifySpec:
-    batch_size: int = 32
+    batch_size: int = 16
     workers: int = 0
-    fpratio_sampling: float = 0.5
+    fpratio_sampling: float = 1.0
     """Share of the PASS rows drawn each epoch (all defect rows are always drawn)."""
     image_width: int = 64
     image_height: int = 64
@@ -273,6 +277,7 @@ def _check_ranges(spec: Spec) -> None:
     checks: list[tuple[bool, str]] = [
         (spec.train.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (spec.train.optim.lr > 0, "train.optim.lr must be > 0"),
+        (0 <= spec.train.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
         (spec.train.optim.weight_decay >= 0, "train.optim.weight_decay must be >= 0"),
         (0 <= spec.train.optim.momentum < 1, "train.optim.momentum must be in [0, 1)"),
         (
@@ -286,6 +291,10 @@ def _check_ranges(spec: Spec) -> None:
         (spec.model.classify.embedding_vectors >= 1, "model.classify.embedding_vectors >= 1"),
         (0 <= spec.model.classify.dropout < 1, "model.classify.dropout must be in [0, 1)"),
         (spec.model.backbone.width >= 4, "model.backbone.width must be >= 4"),
+        (
+            0 <= spec.model.classify.align_max_shift <= 8,
+            "model.classify.align_max_shift must be in 0..8",
+        ),
         (spec.dataset.classify.batch_size >= 1, "dataset.classify.batch_size must be >= 1"),
         (spec.dataset.classify.workers >= 0, "dataset.classify.workers must be >= 0"),
         (

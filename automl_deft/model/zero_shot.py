@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from automl_deft.errors import UserError
+from automl_deft.model.align import register
 from automl_deft.model.data import PairSource, to_float
 from automl_deft.model.spec import Spec
 from automl_deft.workspace import SCORE_COLUMN
@@ -52,23 +53,10 @@ class PixelDiffScorer(ZeroShotScorer):
     def score_batch(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         r = self.max_shift
         h, w = test.shape[-2:]
-        core = test[..., r : h - r, r : w - r]
-        best_err = None
-        best_diff = None
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                g = golden[..., r + dy : h - r + dy, r + dx : w - r + dx]
-                diff = (core - g).abs().mean(dim=1, keepdim=True)  # [B, 1, h', w']
-                err = diff.mean(dim=(1, 2, 3))
-                if best_err is None:
-                    best_err, best_diff = err, diff
-                else:
-                    better = err < best_err
-                    best_err = torch.where(better, err, best_err)
-                    best_diff = torch.where(better.view(-1, 1, 1, 1), diff, best_diff)
-        assert best_diff is not None
-        smooth = F.avg_pool2d(best_diff, self.window, stride=1)
-        return smooth.amax(dim=(1, 2, 3))
+        aligned = register(golden, test, r)
+        # The border r pixels of a shifted image are replicated, not observed: leave them out.
+        diff = (aligned - golden)[..., r : h - r, r : w - r].abs().mean(dim=1, keepdim=True)
+        return F.avg_pool2d(diff, self.window, stride=1).amax(dim=(1, 2, 3))
 
 
 class FeatureDistanceScorer(ZeroShotScorer):

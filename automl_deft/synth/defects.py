@@ -42,11 +42,11 @@ ADDS_COPPER = frozenset({"short", "spur", "copper"})
 """Types painted towards the copper level; the others remove copper."""
 
 FULL_CONTRAST = (0.85, 1.0)
-LOW_CONTRAST = (0.4, 0.7)
+LOW_CONTRAST = (0.5, 0.75)
 LOW_CONTRAST_PROB = 0.25
 """How often :func:`paint_defect` picks a low contrast when none is given."""
 
-MIN_CHANGED = {"low": 2, "medium": 4, "high": 8}
+MIN_CHANGED = {"low": 5, "medium": 8, "high": 12}
 """Fewest pixels a defect of each severity must visibly change."""
 VISIBLE_FRACTION = 0.25
 """A pixel counts as changed when it moved this fraction of the copper/background gap."""
@@ -58,14 +58,14 @@ EDGE_MARGIN = 3
 """Sites stay this many pixels inside the image so the defect is not cropped away."""
 
 # Sizes per severity (pixels). Ranges are inclusive for ints, [lo, hi) for floats.
-OPEN_GAP = {"low": (1, 2), "medium": (2, 3), "high": (4, 6)}
-MOUSEBITE = {"low": (1, 1.5, 1.0), "medium": (2, 2.0, 1.5), "high": (3, 2.5, 2.0)}
+OPEN_GAP = {"low": (2, 3), "medium": (3, 4), "high": (5, 7)}
+MOUSEBITE = {"low": (2, 1.5, 1.5), "medium": (2, 2.0, 2.0), "high": (3, 2.5, 2.5)}
 """(most bites, half-length of a bite, depth of a bite); depth is capped so a trace is never cut."""
-SPUR_LEN = {"low": (2, 3), "medium": (3, 4), "high": (5, 7)}
-SPUR_WIDTH = {"low": 1, "medium": 2, "high": 2}
-COPPER_R = {"low": (1.0, 1.5), "medium": (1.8, 2.5), "high": (3.0, 4.0)}
-PINHOLE_R = {"low": (1.0, 1.2), "medium": (1.5, 1.8), "high": (2.0, 2.6)}
-SHORT_WIDTH = {"low": 1, "medium": 2, "high": 3}
+SPUR_LEN = {"low": (3, 4), "medium": (4, 6), "high": (6, 9)}
+SPUR_WIDTH = {"low": 2, "medium": 2, "high": 3}
+COPPER_R = {"low": (1.5, 2.0), "medium": (2.2, 3.0), "high": (3.2, 4.5)}
+PINHOLE_R = {"low": (1.4, 1.7), "medium": (1.8, 2.2), "high": (2.3, 3.0)}
+SHORT_WIDTH = {"low": 2, "medium": 2, "high": 3}
 SHORT_MAX_GAP = 12
 """Longest bridge a short may paint."""
 

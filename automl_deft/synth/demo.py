@@ -100,12 +100,12 @@ class SplitPlan:
 
 
 _TRAIN_TYPES = {
-    "open": 0.27,
-    "short": 0.27,
-    "mousebite": 0.03,
-    "spur": 0.2,
-    "copper": 0.2,
-    "pin-hole": 0.03,
+    "open": 0.24,
+    "short": 0.24,
+    "mousebite": 0.08,
+    "spur": 0.18,
+    "copper": 0.18,
+    "pin-hole": 0.08,
 }
 _EVEN_TYPES = dict.fromkeys(DEFECT_TYPES, 1.0)
 _TRAIN_FAMILIES = ("A", "B", "C", "D")
@@ -118,8 +118,8 @@ SPLITS: tuple[SplitPlan, ...] = (
         0.85,
         _TRAIN_FAMILIES,
         _TRAIN_TYPES,
-        {"low": 0.1, "medium": 0.5, "high": 0.4},
-        0.1,
+        {"low": 0.2, "medium": 0.45, "high": 0.35},
+        0.2,
     ),
     SplitPlan(
         "val",
@@ -128,8 +128,8 @@ SPLITS: tuple[SplitPlan, ...] = (
         0.85,
         _TRAIN_FAMILIES,
         _TRAIN_TYPES,
-        {"low": 0.1, "medium": 0.5, "high": 0.4},
-        0.1,
+        {"low": 0.2, "medium": 0.45, "high": 0.35},
+        0.2,
     ),
     SplitPlan(
         "kpi",
@@ -138,8 +138,8 @@ SPLITS: tuple[SplitPlan, ...] = (
         0.92,
         BOARD_FAMILIES,
         _EVEN_TYPES,
-        {"low": 0.45, "medium": 0.35, "high": 0.2},
-        0.45,
+        {"low": 0.4, "medium": 0.35, "high": 0.25},
+        0.35,
     ),
     SplitPlan(
         "pool",

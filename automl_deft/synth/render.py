@@ -33,6 +33,10 @@ SHIFT_PROB = 0.5
 """Probability that a tested image is misregistered by one pixel."""
 EDGE_FLIPS = (1, 6)
 """Range of copper-edge pixels flipped in a tested image (inclusive)."""
+ETCH_PROB = 0.7
+"""Probability that a region of the tested board is over- or under-etched by one pixel."""
+ETCH_REGION = (0.35, 0.9)
+"""Side of the etched region as a fraction of the image side."""
 SPECKLE = (0, 4)
 """Range of isolated speckle pixels in a tested image (inclusive)."""
 SPECKLE_DELTA = (40, 90)
@@ -337,6 +341,8 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         pick = rng.choice(len(ys), size=k, replace=False)
         copper = copper.copy()
         copper[ys[pick], xs[pick]] = ~copper[ys[pick], xs[pick]]
+    if rng.random() < ETCH_PROB:
+        copper = _etch(copper, rng)
     if rng.random() < SHIFT_PROB:
         dy, dx = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)][
             int(rng.integers(8))
@@ -361,13 +367,40 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def _etch(copper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Move copper edges facing one direction by one pixel inside a random rectangle.
+
+    Over-etching (edges recede) and under-etching (edges grow) are the benign
+    width variation every real board shows. They leave long, one-pixel-thin
+    differences along edges: large for a pixel difference, harmless for a
+    board. Edges recede only where the copper is at least three pixels wide, so
+    etching never cuts a trace (that would be an ``open``).
+    """
+    h, w = copper.shape
+    rh = int(h * rng.uniform(*ETCH_REGION))
+    rw = int(w * rng.uniform(*ETCH_REGION))
+    y0 = int(rng.integers(0, h - rh + 1))
+    x0 = int(rng.integers(0, w - rw + 1))
+    region = np.zeros_like(copper)
+    region[y0 : y0 + rh, x0 : x0 + rw] = True
+    dy, dx = ((0, 1), (0, -1), (1, 0), (-1, 0))[int(rng.integers(4))]
+    if rng.random() < 0.5:  # under-etch: copper grows into the neighbour pixel
+        changed = copper | shift_image(copper, dy, dx)
+    else:  # over-etch: edge pixels facing (dy, dx) recede where the copper is wide
+        facing = ~shift_image(copper, -dy, -dx)
+        wide = shift_image(copper, dy, dx) & shift_image(copper, 2 * dy, 2 * dx)
+        changed = copper & ~(facing & wide)
+    return np.where(region, changed, copper)
+
+
 def shift_image(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``out[y, x] = a[y - dy, x - dx]``; the uncovered border repeats the edge."""
     if dy == 0 and dx == 0:
         return a.copy()
     h, w = a.shape
-    p = np.pad(a, 1, mode="edge")
-    return p[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w].copy()
+    k = max(abs(dy), abs(dx))
+    p = np.pad(a, k, mode="edge")
+    return p[k - dy : k - dy + h, k - dx : k - dx + w].copy()
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
