@@ -441,11 +441,11 @@ def quickstart(directory: Path, scale: str, seed: int, zero_shot_method: str) ->
     click.echo(f"KPI test set: {result.trained.n_pass} PASS, {result.trained.n_defect} defect rows")
     click.echo(f"  trained model   {result.trained.summary()}")
     click.echo(f"  zero-shot ({zero_shot_method})  {result.zero_shot.summary()}")
-    if result.trained.available and result.zero_shot.available:
-        ratio = result.trained.far_pct / max(result.zero_shot.far_pct, 1e-12)
+    trained, zero = result.trained.far_pct, result.zero_shot.far_pct
+    if trained is not None and zero is not None:
+        ratio = trained / max(zero, 1e-12)
         click.echo(
-            f"FAR@100% recall: trained {result.trained.far_pct:.2f}% vs zero-shot "
-            f"{result.zero_shot.far_pct:.2f}% (ratio {ratio:.2f})"
+            f"FAR@100% recall: trained {trained:.2f}% vs zero-shot {zero:.2f}% (ratio {ratio:.2f})"
         )
     click.echo(f"outputs: {result.out_dir}")
 

@@ -53,7 +53,11 @@ def atomic_write(
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically replace ``path`` with ``text``."""
-    atomic_write(path, lambda fh: fh.write(text))
+
+    def write(fh: IO[Any]) -> None:
+        fh.write(text)
+
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -25,11 +25,11 @@ PRELOAD_LIMIT_BYTES = 2 * 1024**3
 
 
 def _read(path: os.PathLike[str] | str, size: tuple[int, int]) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != size:
-            im = im.resize(size, Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    with Image.open(path) as raw:
+        im = raw.convert("L")
+    if im.size != size:
+        im = im.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
 
 
 @dataclass

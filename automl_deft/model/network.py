@@ -108,8 +108,14 @@ class EfficientNetLite0(Encoder):
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks
         self.in_channels = in_channels
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.imagenet_mean: torch.Tensor
+        self.imagenet_std: torch.Tensor
+        self.register_buffer(
+            "imagenet_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "imagenet_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
+        )
         # Find the last block of each resolution once, with a dry run.
         with torch.no_grad():
             x = self.stem(torch.zeros(1, 3, 64, 64))
@@ -128,7 +134,7 @@ class EfficientNetLite0(Encoder):
             x = x.expand(-1, 3, -1, -1)
         elif self.in_channels != 3:
             x = x.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
+        x = (x - self.imagenet_mean) / self.imagenet_std
         x = self.stem(x)
         feats = []
         for i, block in enumerate(self.blocks):

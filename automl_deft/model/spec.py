@@ -155,7 +155,8 @@ class Spec:
 
     def naming(self) -> ImageNaming:
         """Lights (``input_map`` keys in channel order) and extension of the image files."""
-        lights = sorted(self.dataset.classify.input_map, key=self.dataset.classify.input_map.get)
+        channel = self.dataset.classify.input_map
+        lights = sorted(channel, key=lambda light: channel[light])
         return ImageNaming(lights=tuple(lights), ext=self.dataset.classify.image_ext)
 
     def with_overrides(self, override: dict[str, Any]) -> Spec:
@@ -225,7 +226,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 f"unknown spec key {name!r}; known keys here: {', '.join(sorted(fields))}"
             )
         kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in value.items()}
-        return tp(**kwargs)
+        return tp(**kwargs)  # type: ignore[operator]  # tp is a dataclass type here
     origin = get_origin(tp)
     args = get_args(tp)
     if origin in (typing.Union, types.UnionType):

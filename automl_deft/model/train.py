@@ -257,7 +257,7 @@ def train(
     for epoch in range(start_epoch + 1, spec.train.num_epochs + 1):
         model.train()
         indices = epoch_indices(train_src.targets, cfg.fpratio_sampling, rng)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=device)
         bar = tqdm(
             total=len(indices),
             desc=f"epoch {epoch}/{spec.train.num_epochs}",
