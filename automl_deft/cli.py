@@ -302,18 +302,6 @@ def _kpi_options(fn: Any) -> Any:
     )(fn)
 
 
-def _write_extras(frame: Any, result: Any, sweep_csv: Path | None, plot: Path | None) -> None:
-    from automl_deft.kpi import plot_score_distribution, write_sweep_csv
-    from automl_deft.workspace import SCORE_COLUMN
-
-    if sweep_csv:
-        write_sweep_csv(frame["label"], frame[SCORE_COLUMN], sweep_csv)
-    if plot:
-        plot_score_distribution(
-            frame["label"], frame[SCORE_COLUMN], plot, threshold=result.threshold
-        )
-
-
 @cli.command("kpi")
 @click.argument("inference_csv", type=EXISTING_FILE)
 @_kpi_options
@@ -329,11 +317,10 @@ def kpi_cmd(
     The threshold is the highest candidate that still flags every defect
     (score > threshold = defect); far_pct is the share of PASS rows above it.
     """
-    from automl_deft.kpi import kpi_from_frame, read_inference_csv
+    from automl_deft.kpi import judge_scored_frame, read_inference_csv
 
     frame = read_inference_csv(inference_csv)
-    result = kpi_from_frame(frame)
-    _write_extras(frame, result, sweep_csv, plot)
+    result = judge_scored_frame(frame, sweep_csv=sweep_csv, plot=plot)
     _report_kpi(result, target, as_json)
 
 
@@ -354,18 +341,14 @@ def evaluate_cmd(
     as_json: bool,
 ) -> None:
     """Infer CSV with CHECKPOINT and print the KPI (e.g. on WORKSPACE/kpi/testing_set.csv)."""
-    from automl_deft.io import atomic_write_csv
-    from automl_deft.kpi import kpi_from_frame
+    from automl_deft.kpi import judge_scored_frame
     from automl_deft.model.infer import infer_frame
     from automl_deft.workspace import read_dataset_csv
 
     frame = infer_frame(
         checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
     )
-    if out_csv:
-        atomic_write_csv(out_csv, frame)
-    result = kpi_from_frame(frame)
-    _write_extras(frame, result, sweep_csv, plot)
+    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
     _report_kpi(result, target, as_json)
 
 
@@ -390,8 +373,7 @@ def zero_shot_cmd(
     as_json: bool,
 ) -> None:
     """Score CSV with a training-free method and print its KPI (the baseline to beat)."""
-    from automl_deft.io import atomic_write_csv
-    from automl_deft.kpi import kpi_from_frame
+    from automl_deft.kpi import judge_scored_frame
     from automl_deft.model.spec import Spec, load_spec
     from automl_deft.model.zero_shot import zero_shot_frame
     from automl_deft.workspace import read_dataset_csv
@@ -399,10 +381,7 @@ def zero_shot_cmd(
     images = _images_dir(csv, images_dir)
     spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
     frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
-    if out_csv:
-        atomic_write_csv(out_csv, frame)
-    result = kpi_from_frame(frame)
-    _write_extras(frame, result, sweep_csv, plot)
+    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
     _report_kpi(result, target, as_json)
 
 

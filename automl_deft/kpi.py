@@ -466,6 +466,39 @@ def kpi_from_frame(frame: pd.DataFrame, score_column: str = SCORE_COLUMN) -> KPI
     return compute_kpi(labels, scores)
 
 
+def judge_scored_frame(
+    frame: pd.DataFrame,
+    *,
+    inference_csv: str | os.PathLike[str] | None = None,
+    sweep_csv: str | os.PathLike[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> KPIResult:
+    """The KPI of a scored table, writing whichever artifacts are asked for.
+
+    Args:
+        frame: a dataset table with ``label`` and ``siamese_score``.
+        inference_csv: write the scored table here (atomically).
+        sweep_csv: write the threshold sweep here.
+        plot: write the score-distribution PNG (threshold marked) here.
+        title: plot title (default: the KPI summary).
+    """
+    result = kpi_from_frame(frame)
+    if inference_csv is not None:
+        atomic_write_csv(inference_csv, frame)
+    if sweep_csv is not None:
+        write_sweep_csv(frame["label"], frame[SCORE_COLUMN], sweep_csv)
+    if plot is not None:
+        plot_score_distribution(
+            frame["label"],
+            frame[SCORE_COLUMN],
+            plot,
+            threshold=result.threshold,
+            title=title or result.summary(),
+        )
+    return result
+
+
 def read_inference_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read an inference CSV with every column as text (labels like ``NA`` stay labels)."""
     path = Path(path)

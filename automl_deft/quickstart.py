@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automl_deft.io import atomic_write_csv, atomic_write_json
-from automl_deft.kpi import KPIResult, compute_kpi, plot_score_distribution, write_sweep_csv
+from automl_deft.io import atomic_write_json
+from automl_deft.kpi import KPIResult, judge_scored_frame
 from automl_deft.model.infer import infer_frame
 from automl_deft.model.spec import load_spec
 from automl_deft.model.train import train
 from automl_deft.model.zero_shot import zero_shot_frame
 from automl_deft.workspace import (
-    SCORE_COLUMN,
     ValidationReport,
     Workspace,
     read_dataset_csv,
@@ -47,21 +46,6 @@ class QuickstartResult:
             "train_seconds": self.train_seconds,
             "out_dir": str(self.out_dir),
         }
-
-
-def evaluate_and_save(frame: Any, out_dir: Path, name: str) -> KPIResult:
-    """KPI of a scored frame; also writes the inference CSV, sweep CSV and score plot."""
-    result = compute_kpi(frame["label"], frame[SCORE_COLUMN])
-    atomic_write_csv(out_dir / f"{name}_inference.csv", frame)
-    write_sweep_csv(frame["label"], frame[SCORE_COLUMN], out_dir / f"{name}_sweep.csv")
-    plot_score_distribution(
-        frame["label"],
-        frame[SCORE_COLUMN],
-        out_dir / f"{name}_scores.png",
-        threshold=result.threshold,
-        title=f"{name}: {result.summary()}",
-    )
-    return result
 
 
 def quickstart(
@@ -95,9 +79,19 @@ def quickstart(
     train_seconds = time.perf_counter() - t0
 
     scored = infer_frame(trained.best_checkpoint, kpi_frame, ws.images_dir)
-    trained_kpi = evaluate_and_save(scored, out, "trained")
+    trained_kpi = _judge(scored, out, "trained")
     zs = zero_shot_frame(kpi_frame, ws.images_dir, spec, method=zero_shot_method)
-    zs_kpi = evaluate_and_save(zs, out, "zero_shot")
+    zs_kpi = _judge(zs, out, "zero_shot")
     result = QuickstartResult(ws.root, report, trained_kpi, zs_kpi, train_seconds, out)
     atomic_write_json(out / "quickstart_summary.json", result.to_dict())
     return result
+
+
+def _judge(frame: Any, out_dir: Path, name: str) -> KPIResult:
+    return judge_scored_frame(
+        frame,
+        inference_csv=out_dir / f"{name}_inference.csv",
+        sweep_csv=out_dir / f"{name}_sweep.csv",
+        plot=out_dir / f"{name}_scores.png",
+        title=name,
+    )

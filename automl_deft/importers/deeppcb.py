@@ -39,6 +39,7 @@ from automl_deft.model.spec import Spec, deep_merge, default_spec_dict, save_spe
 from automl_deft.workspace import (
     MAX_LISTED,
     PASS_LABEL,
+    REQUIRED_COLUMNS,
     ImageNaming,
     Workspace,
     resolve_image_path,
@@ -85,10 +86,7 @@ ROLE_DIRS: dict[str, str] = {
 IMAGES_SUBDIR = "deeppcb"
 
 COLUMNS: tuple[str, ...] = (
-    "input_path",
-    "golden_path",
-    "label",
-    "object_name",
+    *REQUIRED_COLUMNS,
     "boardname",
     "severity",
     "source_image",

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,13 +47,16 @@ from automl_deft.io import atomic_write_csv, atomic_write_text
 from automl_deft.model.spec import default_spec_dict, save_spec
 from automl_deft.synth.defects import DEFECT_TYPES, SEVERITIES, sample_contrast, synthesize_sample
 from automl_deft.synth.render import BOARD_FAMILIES, DEFAULT_SIZE
-from automl_deft.workspace import PASS_LABEL, ImageNaming, Workspace, resolve_image_path
+from automl_deft.workspace import (
+    PASS_LABEL,
+    REQUIRED_COLUMNS,
+    ImageNaming,
+    Workspace,
+    resolve_image_path,
+)
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "input_path",
-    "golden_path",
-    "label",
-    "object_name",
+    *REQUIRED_COLUMNS,
     "boardname",
     "severity",
     "contrast",
@@ -109,28 +113,18 @@ _TRAIN_TYPES = {
 }
 _EVEN_TYPES = dict.fromkeys(DEFECT_TYPES, 1.0)
 _TRAIN_FAMILIES = ("A", "B", "C", "D")
+_BASE_DISTRIBUTION: dict[str, Any] = {
+    "pass_share": 0.85,
+    "families": _TRAIN_FAMILIES,
+    "type_weights": _TRAIN_TYPES,
+    "severity_weights": {"low": 0.2, "medium": 0.45, "high": 0.35},
+    "low_contrast_share": 0.2,
+}
 
 SPLITS: tuple[SplitPlan, ...] = (
-    SplitPlan(
-        "train",
-        "train",
-        0,
-        0.85,
-        _TRAIN_FAMILIES,
-        _TRAIN_TYPES,
-        {"low": 0.2, "medium": 0.45, "high": 0.35},
-        0.2,
-    ),
-    SplitPlan(
-        "val",
-        "validation",
-        1,
-        0.85,
-        _TRAIN_FAMILIES,
-        _TRAIN_TYPES,
-        {"low": 0.2, "medium": 0.45, "high": 0.35},
-        0.2,
-    ),
+    # train and validation: one distribution, disjoint rows
+    SplitPlan("train", "train", 0, **_BASE_DISTRIBUTION),
+    SplitPlan("val", "validation", 1, **_BASE_DISTRIBUTION),
     SplitPlan(
         "kpi",
         "kpi_test",
