@@ -481,7 +481,7 @@ def judge_scored_frame(
         inference_csv: write the scored table here (atomically).
         sweep_csv: write the threshold sweep here.
         plot: write the score-distribution PNG (threshold marked) here.
-        title: plot title (default: the KPI summary).
+        title: what the plot shows (the KPI is appended).
     """
     result = kpi_from_frame(frame)
     if inference_csv is not None:
@@ -494,9 +494,17 @@ def judge_scored_frame(
             frame[SCORE_COLUMN],
             plot,
             threshold=result.threshold,
-            title=title or result.summary(),
+            title=_plot_title(result, title),
         )
     return result
+
+
+def _plot_title(result: KPIResult, what: str | None) -> str:
+    if result.far_pct is None or result.threshold is None:
+        kpi = "KPI unavailable"
+    else:
+        kpi = f"FAR@100% recall {result.far_pct:.2f}% (threshold {result.threshold:.4g})"
+    return f"{what}: {kpi}" if what else kpi
 
 
 def read_inference_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
