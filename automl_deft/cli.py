@@ -396,6 +396,93 @@ def _workspace_spec(images_dir: Path) -> Any:
     return load_spec(spec) if spec.is_file() else None
 
 
+# --- AutoML ---------------------------------------------------------------------------
+
+
+@cli.command("automl")
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="AutoML config YAML.")
+@click.option("--backend", type=click.Choice(["optuna", "katib"]), help="Overrides the config.")
+@click.option(
+    "--algorithm",
+    help="random, grid, tpe, multivariate-tpe, cmaes, sobol, "
+    "bayesianoptimization (alias bayesian), hyperband.",
+)
+@click.option("--max-trials", type=int, help="Overrides the config.")
+@click.option(
+    "--results",
+    "results_dir",
+    type=ANY_PATH,
+    help="Default: WORKSPACE/results/run_<ts>/automl_phase1 (re-use one to resume).",
+)
+@click.option("--warm-start", type=EXISTING_FILE, help="Every trial starts from this checkpoint.")
+@click.option("--dry-run", is_flag=True, help="katib: print the Experiment YAML and exit.")
+def automl_cmd(
+    workspace: Path,
+    config_path: Path | None,
+    backend: str | None,
+    algorithm: str | None,
+    max_trials: int | None,
+    results_dir: Path | None,
+    warm_start: Path | None,
+    dry_run: bool,
+) -> None:
+    """Hyperparameter search on the workspace's training set, judged by validation
+    FAR@100% recall (the KPI test set is never used).
+
+    Optuna runs here with a resumable study (re-run with the same --results to
+    resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). The
+    winner passes the guards: collapse (single-class predictions are skipped),
+    lucky winner (re-trained with a fresh seed), and zero-shot (it must beat the
+    training-free scorer).
+    """
+    import dataclasses
+
+    from automl_deft.hpo.search import automl_search, load_automl_config
+
+    cfg = load_automl_config(config_path)
+    changes = {
+        k: v
+        for k, v in {"backend": backend, "algorithm": algorithm, "max_trials": max_trials}.items()
+        if v is not None
+    }
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.backend == "katib":
+        _katib_dry_run(workspace, cfg, results_dir, dry_run)
+        return
+    result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
+    best = result.best
+    click.echo(
+        f"best {best['rec_id']}: {result.metric}={best['metric_value']} "
+        f"(far_pct={best['far_pct']}, pred_counts={best['pred_counts']})"
+    )
+    click.echo(f"checkpoint: {best['checkpoint']}")
+    click.echo(f"results:    {result.results_dir}")
+
+
+def _katib_dry_run(workspace: Path, cfg: Any, results_dir: Path | None, dry_run: bool) -> None:
+    from automl_deft.hpo import katib_manifest as km
+    from automl_deft.hpo.search import default_results_dir
+
+    if not dry_run:
+        raise UserError(
+            "the katib backend launches from inside the cluster (the pipeline's AutoML "
+            "component); here, add --dry-run to print the Experiment it would create"
+        )
+    out = results_dir or default_results_dir(workspace, "phase1")
+    settings = km.KatibSettings(
+        **{"algorithm": cfg.algorithm, "max_trials": cfg.max_trials, **cfg.katib}
+    )
+    exp = km.build_experiment(
+        "automl-deft-dry-run",
+        cfg.space(),
+        settings,
+        problem_path=str(Path(out) / "search_problem.json"),
+    )
+    km.validate_experiment(exp)
+    click.echo(km.experiment_yaml(exp), nl=False)
+
+
 # --- end to end -----------------------------------------------------------------------
 
 

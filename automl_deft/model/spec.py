@@ -207,13 +207,17 @@ def spec_from_dict(data: dict[str, Any] | None) -> Spec:
         SpecError: naming the dotted key path, e.g. ``spec key 'train.optim.lr':
             expected a number, got 'fast'``.
     """
-    spec = _convert(Spec, data or {}, "")
+    spec = typed_from_dict(Spec, data or {}, "")
     _check_ranges(spec)
     return spec
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    where = f"spec key {path!r}" if path else "spec"
+def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
+    """Convert ``value`` to type ``tp`` (dataclasses recursively), strictly.
+
+    Used for every typed config of the project; errors name the dotted key path.
+    """
+    where = f"{noun} key {path!r}" if path else noun
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
@@ -223,9 +227,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if unknown:
             name = f"{path}.{unknown[0]}" if path else str(unknown[0])
             raise SpecError(
-                f"unknown spec key {name!r}; known keys here: {', '.join(sorted(fields))}"
+                f"unknown {noun} key {name!r}; known keys here: {', '.join(sorted(fields))}"
             )
-        kwargs = {k: _convert(hints[k], v, f"{path}.{k}" if path else k) for k, v in value.items()}
+        kwargs = {
+            k: typed_from_dict(hints[k], v, f"{path}.{k}" if path else k, noun)
+            for k, v in value.items()
+        }
         return tp(**kwargs)  # type: ignore[operator]  # tp is a dataclass type here
     origin = get_origin(tp)
     args = get_args(tp)
@@ -233,7 +240,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
+        return typed_from_dict(inner, value, path, noun)
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)
@@ -242,12 +249,14 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if origin is list:
         if not isinstance(value, list | tuple):
             raise SpecError(f"{where}: expected a list, got {_show(value)}")
-        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [typed_from_dict(args[0], v, f"{path}[{i}]", noun) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
         return {
-            _convert(args[0], k, f"{path}.<key>"): _convert(args[1], v, f"{path}.{k}")
+            typed_from_dict(args[0], k, f"{path}.<key>", noun): typed_from_dict(
+                args[1], v, f"{path}.{k}", noun
+            )
             for k, v in value.items()
         }
     if tp is bool:

@@ -1,0 +1,1 @@
+"""The AutoML engine: one search space, Optuna locally, Katib on a cluster."""

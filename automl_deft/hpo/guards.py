@@ -1,0 +1,105 @@
+"""The quality rules the original workflow left to a person reading a checklist.
+
+- **Mode collapse**: a winner that predicts a single class on the validation set
+  is skipped for the next best, with the reason recorded.
+- **Lucky winner**: when the winner beats the runner-up by more than a factor,
+  its configuration is re-trained with a fresh seed and ranked by the worse of
+  the two runs.
+- **Zero-shot**: a winner that does not beat the training-free scorer on the
+  validation set stops the run, unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from automl_deft.errors import UserError
+from automl_deft.hpo.trial import TrialOutcome
+
+
+@dataclass
+class GuardReport:
+    """What the guards decided, recorded in the result JSON."""
+
+    collapse_skipped: list[dict[str, Any]] = field(default_factory=list)
+    lucky_winner: dict[str, Any] | None = None
+    zero_shot: dict[str, Any] | None = None
+
+
+def is_collapsed(pred_counts: dict[str, int]) -> bool:
+    """True when the predictions (at 0.5) hold a single class."""
+    return len([v for v in pred_counts.values() if v > 0]) < 2
+
+
+def rank(outcomes: Sequence[TrialOutcome]) -> list[TrialOutcome]:
+    """Complete trials, best (lowest objective) first; ties keep trial order."""
+    done = [o for o in outcomes if o.status == "complete"]
+    return sorted(done, key=lambda o: o.objective())
+
+
+def skip_collapsed(ranked: Sequence[TrialOutcome], report: GuardReport) -> list[TrialOutcome]:
+    """``ranked`` without collapsed trials (the skips are recorded)."""
+    kept = []
+    for o in ranked:
+        if is_collapsed(o.pred_counts):
+            report.collapse_skipped.append(
+                {
+                    "rec_id": o.name,
+                    "reason": f"predicts a single class on the validation set {o.pred_counts}",
+                }
+            )
+        else:
+            kept.append(o)
+    if not kept:
+        raise UserError(
+            "every trial collapsed to predicting a single class on the validation set; "
+            "raise train.classify.cls_weight or fpratio_sampling, or train longer"
+        )
+    return kept
+
+
+def check_lucky_winner(
+    ranked: list[TrialOutcome],
+    factor: float,
+    retrain: Callable[[TrialOutcome], TrialOutcome],
+    report: GuardReport,
+) -> list[TrialOutcome]:
+    """Re-train a suspiciously good winner with a fresh seed; rank it by its worse run."""
+    if len(ranked) < 2 or factor <= 1:
+        return ranked
+    best, runner_up = ranked[0], ranked[1]
+    b, r = best.objective(), runner_up.objective()
+    if not math.isfinite(r) or r <= factor * b:
+        return ranked
+    again = retrain(best)
+    worse = max(b, again.objective())
+    report.lucky_winner = {
+        "rec_id": best.name,
+        "value": b,
+        "runner_up": runner_up.name,
+        "runner_up_value": r,
+        "factor": factor,
+        "reseed_rec_id": again.name,
+        "reseed_value": again.objective(),
+        "ranked_by": worse,
+    }
+    adjusted = TrialOutcome(**{**best.__dict__, "value": worse})
+    return sorted([adjusted, *ranked[1:]], key=lambda o: o.objective())
+
+
+def check_zero_shot(
+    winner: TrialOutcome, zero_shot_far: float | None, *, allow: bool, report: GuardReport
+) -> None:
+    """Stop (UserError) when the winner does not beat the zero-shot scorer's far_pct."""
+    win = winner.far_pct
+    beat = win is not None and zero_shot_far is not None and win < zero_shot_far
+    report.zero_shot = {"winner_far_pct": win, "zero_shot_far_pct": zero_shot_far, "beaten": beat}
+    if not beat and not allow:
+        raise UserError(
+            f"AutoML did not beat the zero-shot scorer on the validation set (winner far_pct "
+            f"{win}, zero-shot {zero_shot_far}); review the search space, or set "
+            "guards.allow_no_gain_over_zero_shot: true to hand the winner on anyway"
+        )

@@ -1,0 +1,226 @@
+"""The embedded search backend: an Optuna study persisted in the results directory.
+
+The study lives in a journal file (``<results>/optuna_journal.log``), so a
+killed search resumes with ``load_if_exists``: finished trials are never re-run,
+and trials a crash left RUNNING are marked FAIL and their parameters retried
+within the budget. Each trial trains through :func:`run_trial` and reports
+per-epoch validation far_pct for pruning; a pruned trial is an expected
+outcome, not a failure. ``optuna-dashboard <results>/optuna_journal.log``
+shows the study live.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from automl_deft.errors import InfrastructureError
+from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
+from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "optuna_journal.log"
+STUDY_NAME = "automl-deft"
+RETRY_ATTR = "retry_of"
+
+
+@dataclass
+class OptunaSettings:
+    """How the embedded search runs."""
+
+    algorithm: str = "tpe"
+    max_trials: int = 6
+    early_stopping: bool = True
+    """Median-stop pruning on per-epoch validation far_pct (Hyperband for ``hyperband``)."""
+    prune_min_trials: int = 2
+    prune_start_epoch: int = 2
+    max_failed_trials: int = 3
+    seed: int = 0
+    algorithm_settings: dict[str, Any] = field(default_factory=dict)
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    """Parameter sets tried first (e.g. the Phase 1 winner as the Phase 3 centroid)."""
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the search saw it."""
+
+    number: int
+    name: str
+    params: dict[str, Any]
+    state: str
+    value: float | None
+    pruned_at_epoch: int | None = None
+    outcome: TrialOutcome | None = None
+
+
+def trial_name(number: int) -> str:
+    return f"trial-{number:04d}"
+
+
+def _storage(results_dir: Path) -> JournalStorage:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(results_dir / JOURNAL_FILE)))
+
+
+def open_study(
+    problem: SearchProblem, settings: OptunaSettings, storage: JournalStorage | None = None
+) -> optuna.Study:
+    """Create or resume the study of ``problem`` (same results dir → same study)."""
+    max_epochs = int(problem.pinned.get("train.num_epochs", problem.spec.train.num_epochs))
+    return optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage or _storage(Path(problem.results_dir)),
+        load_if_exists=True,
+        direction="minimize",
+        sampler=make_sampler(
+            settings.algorithm,
+            problem.space,
+            seed=settings.seed,
+            settings=settings.algorithm_settings,
+        ),
+        pruner=make_pruner(
+            settings.algorithm,
+            early_stopping=settings.early_stopping,
+            min_trials=settings.prune_min_trials,
+            start_step=settings.prune_start_epoch,
+            max_resource=max_epochs,
+        ),
+    )
+
+
+def _recover_interrupted(study: optuna.Study, storage: JournalStorage) -> int:
+    """Trials a killed process left RUNNING become FAIL; their params are queued again."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(STUDY_NAME)
+    for t in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number}, skip_if_exists=False)
+        log.warning("trial %d was interrupted; retrying its parameters", t.number)
+    return len(stale)
+
+
+def _counts(study: optuna.Study) -> tuple[int, int]:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    failed = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.user_attrs.get("error")
+    ]
+    return len(done), len(failed)
+
+
+def _sample(trial: optuna.Trial, problem: SearchProblem) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for p in problem.space.params:
+        if p.type == "categorical":
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.type == "int":
+            assert p.low is not None and p.high is not None
+            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+        else:
+            assert p.low is not None and p.high is not None
+            values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return values
+
+
+class _Pruned(Exception):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+def run_search(
+    problem: SearchProblem,
+    settings: OptunaSettings,
+    *,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> tuple[optuna.Study, list[TrialRecord]]:
+    """Run (or resume) the search until ``max_trials`` trials completed or were pruned.
+
+    Returns:
+        the study and every finished trial's record, in trial order.
+
+    Raises:
+        InfrastructureError: more than ``max_failed_trials`` trials raised errors.
+    """
+    canonical(settings.algorithm)
+    problem.save()
+    storage = _storage(Path(problem.results_dir))
+    study = open_study(problem, settings, storage)
+    _recover_interrupted(study, storage)
+    if not study.trials:
+        for params in settings.enqueue:
+            study.enqueue_trial(params)
+    while True:
+        done, failed = _counts(study)
+        if done >= settings.max_trials:
+            break
+        if failed > settings.max_failed_trials:
+            raise InfrastructureError(
+                f"{failed} trials failed (limit {settings.max_failed_trials}); see "
+                f"{problem.results_dir}/trials/*/ and the log"
+            )
+        trial = study.ask()
+        name = trial_name(trial.number)
+        values = _sample(trial, problem)
+        log.info("%s: %s", name, values)
+
+        def report(epoch: int, metrics: dict[str, Any], trial: optuna.Trial = trial) -> None:
+            value = metrics.get(problem.metric)
+            trial.report(math.inf if value is None else float(value), epoch)
+            if trial.should_prune():
+                raise _Pruned(epoch)
+
+        try:
+            outcome = run_trial(problem, name, values, on_epoch_end=report)
+        except _Pruned as pruned:
+            trial.set_user_attr("pruned_at_epoch", pruned.epoch)
+            study.tell(trial, state=TrialState.PRUNED)
+            record = TrialRecord(trial.number, name, values, "pruned", None, pruned.epoch)
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            log.error("%s failed: %s", name, exc)
+            continue
+        else:
+            trial.set_user_attr("far_pct", outcome.far_pct)
+            trial.set_user_attr("val_loss", outcome.val_loss)
+            trial.set_user_attr("pred_counts", outcome.pred_counts)
+            trial.set_user_attr("checkpoint", outcome.checkpoint)
+            trial.set_user_attr("epochs_run", outcome.epochs_run)
+            study.tell(trial, outcome.objective())
+            record = TrialRecord(
+                trial.number, name, values, "complete", outcome.value, None, outcome
+            )
+        if on_trial is not None:
+            on_trial(record)
+    return study, records_of(study)
+
+
+def records_of(study: optuna.Study) -> list[TrialRecord]:
+    """Finished trials (complete or pruned) of a study, in order."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        complete = t.state == TrialState.COMPLETE
+        out.append(
+            TrialRecord(
+                number=t.number,
+                name=trial_name(t.number),
+                params=dict(t.params),
+                state="complete" if complete else "pruned",
+                value=t.value if complete else None,
+                pruned_at_epoch=t.user_attrs.get("pruned_at_epoch"),
+            )
+        )
+    return out

@@ -1,0 +1,367 @@
+"""An AutoML search end to end: config → search → guards → result files.
+
+``automl_search`` is what ``automl-deft automl`` (and later the pipeline's
+Phase 1 and Phase 3 components) call. Outputs, under the phase's results
+directory:
+
+- ``automl_result.json``: ``{best: {rec_id, specs, metric_value, checkpoint,
+  pred_counts}, history: [{rec_id, params, metric, status, pruned_at_epoch}],
+  algorithm, backend, metric, guards}``;
+- ``leaderboard.csv`` (one row per finished trial, best first);
+- ``automl_report.html`` (optimisation history and parameter importance);
+- ``trials/<rec_id>/`` with every trial's spec, checkpoints and ``trial.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+
+from automl_deft.errors import SpecError, UserError
+from automl_deft.hpo.guards import (
+    GuardReport,
+    check_lucky_winner,
+    check_zero_shot,
+    rank,
+    skip_collapsed,
+)
+from automl_deft.hpo.optuna_backend import OptunaSettings, TrialRecord, run_search
+from automl_deft.hpo.space import SearchSpace, default_aoi_space, space_from_config
+from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
+from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from automl_deft.kpi import compute_kpi
+from automl_deft.model.checkpoint import load_checkpoint, spec_of
+from automl_deft.model.spec import Spec, load_spec, typed_from_dict
+from automl_deft.model.zero_shot import zero_shot_frame
+from automl_deft.workspace import Workspace, read_dataset_csv
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "automl_result.json"
+LEADERBOARD_FILE = "leaderboard.csv"
+REPORT_FILE = "automl_report.html"
+RESEED_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    lucky_factor: float = 2.0
+    allow_no_gain_over_zero_shot: bool = False
+    zero_shot_method: str = "pixel-diff"
+
+
+@dataclass(frozen=True)
+class AutomlConfig:
+    """The ``-c CONFIG`` YAML of ``automl-deft automl`` (every key optional)."""
+
+    backend: Literal["optuna", "katib"] = "optuna"
+    algorithm: str = "tpe"
+    max_trials: int = 6
+    metric: Literal["far_pct", "val_loss"] = "far_pct"
+    seed: int = 0
+    early_stopping: bool = True
+    prune_start_epoch: int = 2
+    num_epochs: int = 8
+    batch_size: int = 16
+    search_space: list[dict[str, Any]] | None = None
+    """Replaces the default AOI space: ``[{name, key, type, low, high, log, choices}]``."""
+    pinned: dict[str, Any] = field(default_factory=dict)
+    centroid_factor: float = 0.5
+    """Phase 3: ranges narrowed to this share of their width around the centroid."""
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    katib: dict[str, Any] = field(default_factory=dict)
+    """Katib settings (namespace, image, pvc_name, gpus, …); see ``KatibSettings``."""
+
+    def space(self) -> SearchSpace:
+        pinned = {
+            "train.num_epochs": self.num_epochs,
+            "dataset.classify.batch_size": self.batch_size,
+            **self.pinned,
+        }
+        if self.search_space is None:
+            base = default_aoi_space(num_epochs=self.num_epochs, batch_size=self.batch_size)
+            return SearchSpace(base.params, pinned)
+        return space_from_config(self.search_space, pinned)
+
+
+def load_automl_config(path: str | os.PathLike[str] | None) -> AutomlConfig:
+    """Read a config YAML strictly (unknown keys and wrong types name the key)."""
+    if path is None:
+        return AutomlConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"AutoML config not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"AutoML config {p} is not valid YAML; fix the syntax") from exc
+    try:
+        cfg: AutomlConfig = typed_from_dict(AutomlConfig, data, "", "config")
+    except SpecError as exc:
+        raise SpecError(f"{p}: {exc}") from exc
+    if cfg.max_trials < 1:
+        raise SpecError(f"{p}: config key 'max_trials' must be >= 1")
+    return cfg
+
+
+def default_results_dir(workspace: str | os.PathLike[str], phase: str) -> Path:
+    """``<ws>/results/run_<YYYYmmdd_HHMMSS>/automl_<phase>/`` (the DEFT loop's run dir)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+    return Workspace.at(workspace).results_dir / f"run_{stamp}" / f"automl_{phase}"
+
+
+@dataclass
+class SearchResult:
+    """The search's answer and its evidence."""
+
+    results_dir: Path
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    algorithm: str
+    backend: str
+    metric: str
+    guards: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["results_dir"] = str(self.results_dir)
+        return d
+
+
+def _outcome(problem: SearchProblem, record: TrialRecord) -> TrialOutcome | None:
+    path = problem.trial_dir(record.name) / "trial.json"
+    if record.state != "complete" or not path.is_file():
+        return None
+    return TrialOutcome(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def zero_shot_far(problem: SearchProblem, method: str) -> float | None:
+    """The training-free scorer's far_pct on the search's evaluation set."""
+    frame = read_dataset_csv(problem.val_csv, role="validation")
+    scored = zero_shot_frame(
+        frame, Workspace.at(problem.workspace).images_dir, problem.spec, method=method
+    )
+    return compute_kpi(scored["label"], scored["siamese_score"]).far_pct
+
+
+def automl_search(
+    workspace: str | os.PathLike[str],
+    config: AutomlConfig,
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    phase: str = "phase1",
+    base_spec: Spec | None = None,
+    train_csv: str | os.PathLike[str] | None = None,
+    val_csv: str | os.PathLike[str] | None = None,
+    warm_start: str | os.PathLike[str] | None = None,
+    centroid: Spec | None = None,
+) -> SearchResult:
+    """Run a search with the guards and write its result files.
+
+    Args:
+        workspace: the workspace (its validation set is the evaluation set).
+        config: backend, algorithm, budget, space, guards.
+        results_dir: default ``<ws>/results/run_<ts>/automl_<phase>/``; re-using a
+            directory resumes its search.
+        phase: a label for the default results directory.
+        base_spec: default: the workspace's baseline spec.
+        train_csv, val_csv: default: the workspace's base sets.
+        warm_start: every trial starts from this checkpoint; the architecture is
+            pinned to the checkpoint's spec (Phase 3).
+        centroid: centre the space on this spec and try it first (Phase 3).
+    """
+    ws = Workspace.at(workspace)
+    base = base_spec or load_spec(ws.spec_path)
+    space = config.space()
+    if warm_start is not None:
+        source = spec_of(load_checkpoint(warm_start), warm_start)
+        space = space.pin_architecture(source)
+    if centroid is not None:
+        space = space.centred_on(centroid, config.centroid_factor)
+    out = Path(results_dir) if results_dir else default_results_dir(ws.root, phase)
+    problem = SearchProblem.create(
+        ws.root,
+        space,
+        base,
+        out,
+        train_csv=train_csv,
+        val_csv=val_csv,
+        metric=config.metric,
+        warm_start=warm_start,
+    )
+    if config.backend == "katib":
+        raise UserError(
+            "the katib backend runs on a cluster; use --dry-run to print its Experiment"
+        )
+    settings = OptunaSettings(
+        algorithm=config.algorithm,
+        max_trials=config.max_trials,
+        early_stopping=config.early_stopping,
+        prune_start_epoch=config.prune_start_epoch,
+        seed=config.seed,
+        enqueue=[space.values_of(centroid)] if centroid is not None else [],
+    )
+    _, records = run_search(problem, settings)
+    outcomes = [o for o in (_outcome(problem, r) for r in records) if o is not None]
+
+    report = GuardReport()
+    ranked = skip_collapsed(rank(outcomes), report)
+
+    def retrain(best: TrialOutcome) -> TrialOutcome:
+        return run_trial(
+            problem, f"{best.name}-reseed", best.params, seed=base.train.seed + RESEED_OFFSET
+        )
+
+    ranked = check_lucky_winner(ranked, config.guards.lucky_factor, retrain, report)
+    winner = ranked[0]
+    check_zero_shot(
+        winner,
+        zero_shot_far(problem, config.guards.zero_shot_method),
+        allow=config.guards.allow_no_gain_over_zero_shot,
+        report=report,
+    )
+    winning_overrides = space.overrides(winner.params, base)
+    result = SearchResult(
+        results_dir=out,
+        best={
+            "rec_id": winner.name,
+            "specs": winning_overrides,
+            "metric_value": winner.value,
+            "far_pct": winner.far_pct,
+            "val_loss": winner.val_loss,
+            "checkpoint": winner.checkpoint,
+            "pred_counts": winner.pred_counts,
+        },
+        history=[
+            {
+                "rec_id": r.name,
+                "params": r.params,
+                "metric": r.value,
+                "status": r.state,
+                "pruned_at_epoch": r.pruned_at_epoch,
+            }
+            for r in records
+        ],
+        algorithm=config.algorithm,
+        backend=config.backend,
+        metric=config.metric,
+        guards=asdict(report),
+    )
+    write_outputs(result, outcomes)
+    return result
+
+
+def write_outputs(result: SearchResult, outcomes: list[TrialOutcome]) -> None:
+    """``automl_result.json``, ``leaderboard.csv`` and ``automl_report.html``."""
+    out = result.results_dir
+    atomic_write_json(out / RESULT_FILE, result.to_dict())
+    by_name = {o.name: o for o in outcomes}
+    rows = []
+    for h in result.history:
+        o = by_name.get(h["rec_id"])
+        rows.append(
+            {
+                "rec_id": h["rec_id"],
+                "status": h["status"],
+                result.metric: h["metric"],
+                "far_pct": o.far_pct if o else None,
+                "val_loss": o.val_loss if o else None,
+                "epochs_run": o.epochs_run if o else h["pruned_at_epoch"],
+                **{f"param_{k}": v for k, v in h["params"].items()},
+            }
+        )
+    board = pd.DataFrame(rows)
+    if len(board):
+        board = board.sort_values(result.metric, na_position="last", kind="stable")
+    atomic_write_csv(out / LEADERBOARD_FILE, board)
+    atomic_write_text(out / REPORT_FILE, render_report(result, board))
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_report(result: SearchResult, board: pd.DataFrame) -> str:
+    """A self-contained HTML page: history plot, parameter importance, leaderboard."""
+    from matplotlib.figure import Figure
+
+    values = [
+        (i, h["metric"])
+        for i, h in enumerate(result.history)
+        if h["metric"] is not None and math.isfinite(h["metric"])
+    ]
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    if values:
+        xs, ys = zip(*values, strict=True)
+        ax.scatter(xs, ys, label="trial")
+        best_so_far = [min(ys[: k + 1]) for k in range(len(ys))]
+        ax.step(xs, best_so_far, where="post", color="C3", label="best so far")
+    pruned = [i for i, h in enumerate(result.history) if h["status"] == "pruned"]
+    for i in pruned:
+        ax.axvline(i, color="0.85", lw=1)
+    ax.set_xlabel("trial (grey: pruned)")
+    ax.set_ylabel(result.metric)
+    ax.legend(loc="upper right")
+    history_png = _png(fig)
+
+    importance = _importance(result)
+    fig2 = Figure(figsize=(6, 2.5))
+    ax2 = fig2.subplots()
+    if importance:
+        names = list(importance)[::-1]
+        ax2.barh(names, [importance[n] for n in names])
+        ax2.set_xlabel("importance (fANOVA)")
+    else:
+        ax2.text(0.5, 0.5, "needs two or more complete trials", ha="center")
+        ax2.set_axis_off()
+    importance_png = _png(fig2)
+    best = result.best
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>AutoML search</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
+table{{border-collapse:collapse;font-size:.85em}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
+</style></head><body>
+<h1>AutoML search ({escape(result.backend)} · {escape(result.algorithm)})</h1>
+<p>Best: <b>{escape(str(best["rec_id"]))}</b>, {escape(result.metric)} =
+<b>{escape(str(best["metric_value"]))}</b> on the validation set;
+checkpoint <code>{escape(str(best["checkpoint"]))}</code>.</p>
+<h2>Optimisation history</h2><img alt="history" src="data:image/png;base64,{history_png}">
+<h2>Parameter importance</h2><img alt="importance" src="data:image/png;base64,{importance_png}">
+<h2>Guards</h2><pre>{escape(json.dumps(result.guards, indent=2, default=str))}</pre>
+<h2>Leaderboard</h2>{board.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}
+</body></html>
+"""
+
+
+def _importance(result: SearchResult) -> dict[str, float]:
+    import optuna
+
+    from automl_deft.hpo.optuna_backend import JOURNAL_FILE, STUDY_NAME
+
+    journal = result.results_dir / JOURNAL_FILE
+    if not journal.exists():
+        return {}
+    try:
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        )
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError) as exc:  # too few complete trials
+        log.info("no parameter importance: %s", exc)
+        return {}

@@ -1,0 +1,262 @@
+"""One trial: a search problem + sampled values in, a trained, validated model out.
+
+Both backends run trials through :func:`run_trial`: Optuna in-process, Katib as
+``python -m automl_deft.hpo.trial --problem P --trial-name N --param k=v …`` in a
+Job, which prints ``far_pct=<v>`` and ``val_loss=<v>`` for Katib's StdOut
+metrics collector. Each trial keeps its spec, checkpoints and a ``trial.json``
+under ``<results>/trials/<trial-name>/``; a re-run of the same trial resumes
+its training from ``latest.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from automl_deft.errors import AutomlDeftError, UserError
+from automl_deft.hpo.space import Param, SearchSpace
+from automl_deft.io import atomic_write_json, atomic_write_text
+from automl_deft.model.spec import Spec, spec_from_dict
+from automl_deft.model.train import EpochCallback, train
+from automl_deft.workspace import Workspace, leakage_keys, read_dataset_csv
+
+Metric = Literal["far_pct", "val_loss"]
+PROBLEM_FILE = "search_problem.json"
+
+
+@dataclass(frozen=True)
+class SearchProblem:
+    """Everything a trial needs, serialisable so a pod on the cluster can load it.
+
+    Attributes:
+        workspace: the workspace root (the images root and KPI set come from it).
+        train_csv, val_csv: training and evaluation sets (never the KPI set).
+        base_spec: the spec every trial starts from (a plain dict).
+        params, pinned: the search space (see :class:`SearchSpace`).
+        results_dir: where ``trials/`` and the study live.
+        metric: what the search minimises, measured on ``val_csv``.
+        warm_start: a checkpoint every trial starts from (Phase 3), or None.
+    """
+
+    workspace: str
+    train_csv: str
+    val_csv: str
+    base_spec: dict[str, Any]
+    params: list[dict[str, Any]]
+    pinned: dict[str, Any]
+    results_dir: str
+    metric: Metric = "far_pct"
+    warm_start: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        workspace: str | os.PathLike[str],
+        space: SearchSpace,
+        base_spec: Spec,
+        results_dir: str | os.PathLike[str],
+        *,
+        train_csv: str | os.PathLike[str] | None = None,
+        val_csv: str | os.PathLike[str] | None = None,
+        metric: Metric = "far_pct",
+        warm_start: str | os.PathLike[str] | None = None,
+    ) -> SearchProblem:
+        """Build and check a problem; the KPI test set is refused as the evaluation set."""
+        ws = Workspace.at(workspace)
+        train_path = Path(train_csv or ws.train_csv).resolve()
+        val_path = Path(val_csv or ws.val_csv).resolve()
+        refuse_kpi_set(ws, val_path)
+        if metric not in ("far_pct", "val_loss"):
+            raise UserError(f"unknown search metric {metric!r}; use far_pct or val_loss")
+        space.check_against(base_spec)
+        return cls(
+            workspace=str(ws.root),
+            train_csv=str(train_path),
+            val_csv=str(val_path),
+            base_spec=base_spec.to_dict(),
+            params=[asdict(p) for p in space.params],
+            pinned=dict(space.pinned),
+            results_dir=str(Path(results_dir).resolve()),
+            metric=metric,
+            warm_start=str(Path(warm_start).resolve()) if warm_start else None,
+        )
+
+    @property
+    def space(self) -> SearchSpace:
+        params = tuple(Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in self.params)
+        return SearchSpace(params, dict(self.pinned))
+
+    @property
+    def spec(self) -> Spec:
+        return spec_from_dict(self.base_spec)
+
+    def trial_dir(self, trial_name: str) -> Path:
+        return Path(self.results_dir) / "trials" / trial_name
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        target = Path(path or Path(self.results_dir) / PROBLEM_FILE)
+        atomic_write_json(target, asdict(self))
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SearchProblem:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read search problem {path} ({type(exc).__name__})") from exc
+        return cls(**data)
+
+
+def refuse_kpi_set(ws: Workspace, val_csv: Path) -> None:
+    """The KPI test set must never steer a search: refuse it by path and by content."""
+    if val_csv.resolve() == ws.kpi_csv.resolve():
+        raise UserError(
+            "the KPI test set cannot be the search's evaluation set; use the validation set"
+        )
+    if ws.kpi_csv.is_file() and val_csv.is_file():
+        kpi = set(leakage_keys(read_dataset_csv(ws.kpi_csv, role="kpi_test")))
+        val = set(leakage_keys(read_dataset_csv(val_csv, role="evaluation")))
+        if val and val <= kpi:
+            raise UserError(
+                f"{val_csv} holds KPI test rows; the KPI test set cannot steer a search"
+            )
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial produced (also written to ``trial.json``)."""
+
+    name: str
+    params: dict[str, Any]
+    status: Literal["complete", "failed"]
+    metric: Metric
+    value: float | None
+    far_pct: float | None
+    val_loss: float | None
+    pred_counts: dict[str, int]
+    best_epoch: int | None
+    epochs_run: int
+    checkpoint: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def objective(self) -> float:
+        """The value to minimise (``inf`` when unavailable)."""
+        return math.inf if self.value is None else float(self.value)
+
+
+def trial_spec(problem: SearchProblem, values: dict[str, Any]) -> Spec:
+    """The base spec with the pinned values, the trial's values and the warm start."""
+    base = problem.spec
+    overrides = problem.space.overrides(values, base)
+    if problem.warm_start:
+        overrides["train.pretrained_model_path"] = problem.warm_start
+    return base.with_overrides(overrides)
+
+
+def run_trial(
+    problem: SearchProblem,
+    trial_name: str,
+    values: dict[str, Any],
+    *,
+    on_epoch_end: EpochCallback | None = None,
+    seed: int | None = None,
+    progress: bool | None = False,
+) -> TrialOutcome:
+    """Train one configuration and judge it on the evaluation set."""
+    spec = trial_spec(problem, values)
+    if seed is not None:
+        spec = spec.with_overrides({"train.seed": seed})
+    out = problem.trial_dir(trial_name)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    ws = Workspace.at(problem.workspace)
+    result = train(
+        spec,
+        read_dataset_csv(problem.train_csv, role="train"),
+        read_dataset_csv(problem.val_csv, role="validation"),
+        ws.images_dir,
+        out,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
+    best = result.best_metrics
+    value = best.get(problem.metric)
+    outcome = TrialOutcome(
+        name=trial_name,
+        params=dict(values),
+        status="complete",
+        metric=problem.metric,
+        value=value,
+        far_pct=best.get("far_pct"),
+        val_loss=best.get("val_loss"),
+        pred_counts=dict(best.get("pred_counts", {})),
+        best_epoch=best.get("epoch"),
+        epochs_run=len(result.history),
+        checkpoint=str(result.best_checkpoint),
+        history=result.history,
+    )
+    atomic_write_json(out / "trial.json", asdict(outcome))
+    return outcome
+
+
+def _parse_param(item: str, space: SearchSpace) -> tuple[str, Any]:
+    name, sep, raw = item.partition("=")
+    if not sep:
+        raise UserError(f"--param {item!r}: expected NAME=VALUE")
+    p = space.param(name)
+    value: Any
+    if p.type == "int":
+        value = int(float(raw))
+    elif p.type == "float":
+        value = float(raw)
+    else:
+        matches = [c for c in p.choices if str(c) == raw]
+        if not matches:
+            raise UserError(f"--param {name}={raw}: not one of {list(p.choices)}")
+        value = matches[0]
+    return name, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a Katib trial (``python -m automl_deft.hpo.trial``)."""
+    parser = argparse.ArgumentParser(prog="python -m automl_deft.hpo.trial", description=__doc__)
+    parser.add_argument("--problem", required=True, help="search_problem.json on the shared volume")
+    parser.add_argument("--trial-name", required=True)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        problem = SearchProblem.load(args.problem)
+        values = dict(_parse_param(item, problem.space) for item in args.param)
+        outcome = run_trial(problem, args.trial_name, values)
+    except AutomlDeftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    # Katib's StdOut collector parses name=value lines.
+    far = outcome.far_pct if outcome.far_pct is not None else float("inf")
+    print(f"far_pct={far}")
+    print(f"val_loss={outcome.val_loss}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
+
+__all__ = [
+    "PROBLEM_FILE",
+    "SearchProblem",
+    "TrialOutcome",
+    "main",
+    "refuse_kpi_set",
+    "run_trial",
+    "trial_spec",
+]
