@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -420,7 +420,7 @@ def _workspace_spec(images_dir: Path) -> Any:
 def automl_cmd(
     workspace: Path,
     config_path: Path | None,
-    backend: str | None,
+    backend: Literal["optuna", "katib"] | None,
     algorithm: str | None,
     max_trials: int | None,
     results_dir: Path | None,
@@ -441,12 +441,12 @@ def automl_cmd(
     from automl_deft.hpo.search import automl_search, load_automl_config
 
     cfg = load_automl_config(config_path)
-    changes = {
-        k: v
-        for k, v in {"backend": backend, "algorithm": algorithm, "max_trials": max_trials}.items()
-        if v is not None
-    }
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(
+        cfg,
+        backend=backend or cfg.backend,
+        algorithm=algorithm or cfg.algorithm,
+        max_trials=max_trials or cfg.max_trials,
+    )
     if cfg.backend == "katib":
         _katib_dry_run(workspace, cfg, results_dir, dry_run)
         return

@@ -30,7 +30,7 @@ class GuardReport:
 
 
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
-    """True when the predictions (at 0.5) hold a single class."""
+    """True when the predictions hold a single class (every row PASS, or every row flagged)."""
     return len([v for v in pred_counts.values() if v > 0]) < 2
 
 

@@ -72,6 +72,17 @@ class Param:
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise SpecError(f"search param {self.name!r}: int bounds must be whole numbers")
 
+    def parse(self, raw: str) -> Any:
+        """A value from its text form (a CLI argument, a Katib parameter assignment)."""
+        if self.type == "int":
+            return int(float(raw))
+        if self.type == "float":
+            return float(raw)
+        for choice in self.choices:
+            if str(choice) == raw:
+                return choice
+        raise SpecError(f"search param {self.name}={raw!r} is not one of {list(self.choices)}")
+
     def contains(self, value: Any) -> bool:
         if self.type == "categorical":
             return value in self.choices

@@ -143,6 +143,8 @@ class TrialOutcome:
     far_pct: float | None
     val_loss: float | None
     pred_counts: dict[str, int]
+    """Per-class predictions on the evaluation set at the metric's decision rule: the
+    recall-100 threshold for far_pct, argmax (0.5) for val_loss."""
     best_epoch: int | None
     epochs_run: int
     checkpoint: str | None
@@ -198,7 +200,10 @@ def run_trial(
         value=value,
         far_pct=best.get("far_pct"),
         val_loss=best.get("val_loss"),
-        pred_counts=dict(best.get("pred_counts", {})),
+        pred_counts=dict(
+            (best.get("pred_counts_at_threshold") if problem.metric == "far_pct" else None)
+            or best.get("pred_counts", {})
+        ),
         best_epoch=best.get("epoch"),
         epochs_run=len(result.history),
         checkpoint=str(result.best_checkpoint),
@@ -212,18 +217,7 @@ def _parse_param(item: str, space: SearchSpace) -> tuple[str, Any]:
     name, sep, raw = item.partition("=")
     if not sep:
         raise UserError(f"--param {item!r}: expected NAME=VALUE")
-    p = space.param(name)
-    value: Any
-    if p.type == "int":
-        value = int(float(raw))
-    elif p.type == "float":
-        value = float(raw)
-    else:
-        matches = [c for c in p.choices if str(c) == raw]
-        if not matches:
-            raise UserError(f"--param {name}={raw}: not one of {list(p.choices)}")
-        value = matches[0]
-    return name, value
+    return name, space.param(name).parse(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,15 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         problem = SearchProblem.load(args.problem)
         values = dict(_parse_param(item, problem.space) for item in args.param)
-        outcome = run_trial(problem, args.trial_name, values)
+        outcome = run_trial(problem, args.trial_name, values, on_epoch_end=_print_metrics)
     except AutomlDeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    # Katib's StdOut collector parses name=value lines.
-    far = outcome.far_pct if outcome.far_pct is not None else float("inf")
-    print(f"far_pct={far}")
-    print(f"val_loss={outcome.val_loss}")
+    # The best checkpoint's metrics last: Katib's "latest" strategy reads these.
+    _print_metrics(
+        outcome.best_epoch or 0, {"far_pct": outcome.far_pct, "val_loss": outcome.val_loss}
+    )
     return 0
+
+
+def _print_metrics(epoch: int, metrics: dict[str, Any]) -> None:
+    """``name=value`` lines for Katib's StdOut collector (per epoch: early stopping sees
+    them). Unavailable values are left out: the collector only parses numbers."""
+    for name in ("far_pct", "val_loss"):
+        value = metrics.get(name)
+        if value is not None and math.isfinite(value):
+            print(f"{name}={value}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -234,6 +234,8 @@ def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
             for k, v in value.items()
         }
         return tp(**kwargs)  # type: ignore[operator]  # tp is a dataclass type here
+    if tp is Any:
+        return value
     origin = get_origin(tp)
     args = get_args(tp)
     if origin in (typing.Union, types.UnionType):

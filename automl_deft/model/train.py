@@ -144,15 +144,21 @@ def predict(
 def validation_metrics(
     scores: np.ndarray, labels: pd.Series, targets: torch.Tensor, val_loss: float
 ) -> dict[str, Any]:
-    """far_pct (the KPI), val_loss, and per-class prediction counts (collapse check)."""
+    """far_pct (the KPI), val_loss, and per-class prediction counts (collapse check):
+    at 0.5 (the classifier's own decision) and at the KPI's recall-100 threshold."""
     kpi = compute_kpi(labels, scores)
     y = targets.numpy()
     pred = scores > 0.5
+    point = kpi.recall100
+    at_threshold = (
+        {"PASS": point.tn + point.fn, "defect": point.tp + point.fp} if point is not None else None
+    )
     return {
         "far_pct": kpi.far_pct,
         "threshold": kpi.threshold,
         "val_loss": val_loss,
         "pred_counts": {"PASS": int((~pred).sum()), "defect": int(pred.sum())},
+        "pred_counts_at_threshold": at_threshold,
         "accuracy_at_0.5": float((pred == (y == 1)).mean()) if len(y) else None,
     }
 

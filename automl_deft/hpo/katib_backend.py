@@ -1,0 +1,536 @@
+"""Run a search as a Katib Experiment: create (or resume) → poll → collect.
+
+:class:`KatibLauncher` follows the long-remote-job pattern of Google Cloud
+Pipeline Components:
+
+* **Create or resume.** The experiment's name is written (atomically) to
+  ``<results_dir>/katib_experiment.json`` *before* the create call, so a
+  restarted launcher pod resumes the same experiment instead of starting a
+  second one; a 409 on create (a retried request that had gone through) is a
+  resume too.
+* **Poll** every :data:`POLL_INTERVAL_S` until a ``Succeeded`` or ``Failed``
+  condition, or the timeout. Transient API failures (5xx, 429, broken
+  connections) are retried with a fresh client, up to
+  :data:`MAX_CONSECUTIVE_API_ERRORS` in a row.
+* **Cancel.** SIGTERM/SIGINT (a cancelled KFP run) deletes the experiment,
+  and with it its trials.
+* **Collect** the optimal trial, the history of every trial and the winner's
+  checkpoint, which the trial wrote to ``<results_dir>/trials/<trial>/`` on the
+  shared volume (mounted at the same path in every pod).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, TypeVar
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
+from automl_deft.hpo import katib_manifest as km
+from automl_deft.hpo.space import SearchSpace
+from automl_deft.io import atomic_write_json, atomic_write_text
+from automl_deft.model.checkpoint import BEST_NAME
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 30.0
+"""Seconds between two looks at the experiment."""
+MAX_CONSECUTIVE_API_ERRORS = 5
+"""Transient API failures in a row before giving up."""
+RETRY_BACKOFF_S = 5.0
+"""Wait after the first transient failure; doubles each time, at most POLL_INTERVAL_S."""
+API_REQUEST_TIMEOUT_S = 60.0
+"""Per-request timeout, so a hung connection counts as a failure instead of blocking."""
+DELETE_ATTEMPTS = 3
+"""Tries to delete the experiment on cancellation (no waiting: the pod is going away)."""
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+TERMINAL_CONDITIONS = ("Succeeded", "Failed")
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STATE_FILE = "katib_experiment.json"
+MANIFEST_FILE = "katib_experiment.yaml"
+
+T = TypeVar("T")
+
+
+class CustomObjectsApi(Protocol):
+    """The part of ``kubernetes.client.CustomObjectsApi`` the launcher uses."""
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: Any, **kwargs: Any
+    ) -> Any: ...
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> Any: ...
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
+    ) -> Any: ...
+
+    def list_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, **kwargs: Any
+    ) -> Any: ...
+
+
+def default_api_factory() -> CustomObjectsApi:
+    """A ``CustomObjectsApi`` on a fresh connection: in-cluster config, else kubeconfig."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as exc:
+            raise UserError(
+                "no Kubernetes configuration: run inside the cluster (a pipeline pod) or set "
+                f"KUBECONFIG ({exc})"
+            ) from None
+    api: CustomObjectsApi = client.CustomObjectsApi(client.ApiClient())
+    return api
+
+
+class SearchCancelled(AutomlDeftError):
+    """The run was cancelled (SIGTERM/SIGINT); the experiment has been deleted.
+
+    Exits with ``128 + signal``, as a process killed by that signal would.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class _Cancelled(BaseException):
+    """Raised by the signal handler; a BaseException so no ``except Exception`` eats it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class KatibOutcome:
+    """What a finished experiment found.
+
+    Attributes:
+        experiment: the experiment's name.
+        best_trial: the optimal trial's name.
+        best_params: its parameter values, typed as the search space declares them.
+        best_metrics: its observed metrics (``far_pct``, ``val_loss``).
+        history: one ``{name, params, far_pct, val_loss, condition}`` per trial.
+        checkpoint: the optimal trial's ``best_val.pt`` on the shared volume.
+    """
+
+    experiment: str
+    best_trial: str
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float | None]
+    history: list[dict[str, Any]]
+    checkpoint: Path
+
+
+class KatibLauncher:
+    """Creates (or resumes) a Katib experiment, waits for it, and collects its winner.
+
+    Args:
+        space: the search space.
+        settings: where and how trials run.
+        results_dir: the search's folder on the shared volume (name file, trials/).
+        problem_path: the trials' ``search_problem.json`` (as seen from the trial pods).
+        api_factory: returns a fresh ``CustomObjectsApi``; called again after each
+            transient failure.
+        clock, sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        settings: km.KatibSettings,
+        *,
+        results_dir: Path,
+        problem_path: str,
+        api_factory: Callable[[], CustomObjectsApi] = default_api_factory,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.space = space
+        self.settings = settings
+        self.results_dir = Path(results_dir)
+        self.problem_path = problem_path
+        self.namespace = settings.namespace
+        self._api_factory = api_factory
+        self._api: CustomObjectsApi | None = None
+        self.experiment_name: str | None = None
+        """The experiment this launcher created or resumed (None before that)."""
+        self._clock = clock
+        self._sleep = sleep
+
+    @property
+    def state_path(self) -> Path:
+        return self.results_dir / STATE_FILE
+
+    def run(self, timeout_s: float) -> KatibOutcome:
+        """Create or resume the experiment, wait up to ``timeout_s`` for it, collect the winner.
+
+        Raises:
+            UserError: the experiment is invalid, forbidden, or gone.
+            InfrastructureError: it failed, timed out, or the API kept failing.
+            SearchCancelled: SIGTERM/SIGINT arrived; the experiment was deleted.
+        """
+        if timeout_s <= 0:
+            raise UserError(f"the Katib timeout must be > 0 seconds, got {timeout_s}")
+        try:
+            with _cancel_on_signals():
+                name = self._create_or_resume()
+                experiment = self._wait(name, timeout_s)
+        except _Cancelled as cancelled:
+            raise self._cancel(cancelled.signum) from None
+        return self._collect(name, experiment)
+
+    # --- create or resume ----------------------------------------------------------------
+
+    def _create_or_resume(self) -> str:
+        if self.state_path.exists():
+            try:
+                state = json.loads(self.state_path.read_text(encoding="utf-8"))
+                name, self.namespace = str(state["name"]), str(state["namespace"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise UserError(
+                    f"{self.state_path} is unreadable; delete it to start a new Katib experiment"
+                ) from None
+            self.experiment_name = name
+            self._get(name)
+            log.info("resuming Katib experiment %s/%s", self.namespace, name)
+            return name
+
+        name = f"{self.settings.name_prefix}-{uuid.uuid4().hex[:8]}"
+        experiment = km.build_experiment(
+            name, self.space, self.settings, problem_path=self.problem_path
+        )
+        atomic_write_text(self.results_dir / MANIFEST_FILE, km.experiment_yaml(experiment))
+        # Recorded before the create: a pod restarted from here on resumes this experiment.
+        atomic_write_json(self.state_path, {"name": name, "namespace": self.namespace})
+        self.experiment_name = name
+        try:
+            self._call(
+                "creating the Katib experiment",
+                lambda api: api.create_namespaced_custom_object(
+                    km.GROUP,
+                    km.VERSION,
+                    self.namespace,
+                    km.EXPERIMENTS,
+                    experiment,
+                    _request_timeout=API_REQUEST_TIMEOUT_S,
+                ),
+            )
+            log.info("created Katib experiment %s/%s", self.namespace, name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise self._api_error(exc, f"creating Katib experiment {name}") from None
+            log.info("Katib experiment %s/%s already exists: resuming it", self.namespace, name)
+        return name
+
+    # --- poll ----------------------------------------------------------------------------
+
+    def _get(self, name: str) -> dict[str, Any]:
+        try:
+            experiment: dict[str, Any] = self._call(
+                f"reading Katib experiment {name}",
+                lambda api: api.get_namespaced_custom_object(
+                    km.GROUP,
+                    km.VERSION,
+                    self.namespace,
+                    km.EXPERIMENTS,
+                    name,
+                    _request_timeout=API_REQUEST_TIMEOUT_S,
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise UserError(
+                    f"Katib experiment {self.namespace}/{name} (recorded in {self.state_path}) "
+                    "no longer exists; delete that file to start a new search"
+                ) from None
+            raise self._api_error(exc, f"reading Katib experiment {name}") from None
+        return experiment
+
+    def _wait(self, name: str, timeout_s: float) -> dict[str, Any]:
+        deadline = self._clock() + timeout_s
+        last_line = ""
+        while True:
+            experiment = self._get(name)
+            status = experiment.get("status") or {}
+            max_trials = (experiment.get("spec") or {}).get("maxTrialCount")
+            line = _status_line(name, status, max_trials)
+            if line != last_line:
+                log.info("%s", line)
+                last_line = line
+            condition = terminal_condition(status)
+            if condition is not None:
+                if condition["type"] == "Succeeded":
+                    return experiment
+                raise InfrastructureError(
+                    f"Katib experiment {self.namespace}/{name} failed: "
+                    f"{condition.get('reason') or 'no reason'}: "
+                    f"{condition.get('message') or 'no message'} (failed trials: "
+                    f"{', '.join(status.get('failedTrialList') or []) or 'none'}; see "
+                    f"kubectl logs -n {self.namespace} -l job-name=<trial>)"
+                )
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise InfrastructureError(
+                    f"Katib experiment {self.namespace}/{name} did not finish within "
+                    f"{timeout_s:.0f} s; it keeps running: rerun to resume waiting, or "
+                    f"kubectl delete experiment -n {self.namespace} {name}"
+                )
+            self._sleep(min(POLL_INTERVAL_S, remaining))
+
+    # --- collect -------------------------------------------------------------------------
+
+    def _collect(self, name: str, experiment: Mapping[str, Any]) -> KatibOutcome:
+        optimal = (experiment.get("status") or {}).get("currentOptimalTrial") or {}
+        best = optimal.get("bestTrialName")
+        if not best:
+            raise InfrastructureError(
+                f"Katib experiment {self.namespace}/{name} succeeded without an optimal trial "
+                f"(no trial reported {km.OBJECTIVE_METRIC}); check the trials' logs"
+            )
+        try:
+            trials = self._call(
+                f"listing the trials of {name}",
+                lambda api: api.list_namespaced_custom_object(
+                    km.GROUP,
+                    km.VERSION,
+                    self.namespace,
+                    km.TRIALS,
+                    label_selector=f"{km.EXPERIMENT_LABEL}={name}",
+                    _request_timeout=API_REQUEST_TIMEOUT_S,
+                ),
+            )
+        except ApiException as exc:
+            raise self._api_error(exc, f"listing the trials of {name}") from None
+        history = [self._history_entry(t) for t in _sorted_trials(trials.get("items") or [])]
+        checkpoint = self.results_dir / "trials" / best / BEST_NAME
+        if not checkpoint.is_file():
+            raise InfrastructureError(
+                f"the best trial's checkpoint {checkpoint} is missing: the trial writes it on "
+                f"the shared volume; check that PVC {self.settings.pvc_name} is mounted at the "
+                "same path in the launcher and in the trials"
+            )
+        return KatibOutcome(
+            experiment=name,
+            best_trial=str(best),
+            best_params=self._typed(optimal.get("parameterAssignments") or []),
+            best_metrics=_metrics((optimal.get("observation") or {}).get("metrics") or []),
+            history=history,
+            checkpoint=checkpoint,
+        )
+
+    def _history_entry(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+        status = trial.get("status") or {}
+        metrics = _metrics((status.get("observation") or {}).get("metrics") or [])
+        return {
+            "name": (trial.get("metadata") or {}).get("name"),
+            "params": self._typed((trial.get("spec") or {}).get("parameterAssignments") or []),
+            "far_pct": metrics.get("far_pct"),
+            "val_loss": metrics.get("val_loss"),
+            "condition": _latest_condition(status),
+        }
+
+    def _typed(self, assignments: list[Mapping[str, Any]]) -> dict[str, Any]:
+        params = {p.name: p for p in self.space.params}
+        out: dict[str, Any] = {}
+        for a in assignments:
+            name, raw = str(a.get("name")), str(a.get("value"))
+            out[name] = params[name].parse(raw) if name in params else raw
+        return out
+
+    # --- cancel --------------------------------------------------------------------------
+
+    def _cancel(self, signum: int) -> AutomlDeftError:
+        signame = signal.Signals(signum).name
+        name = self.experiment_name
+        if name is None:
+            return SearchCancelled(
+                f"cancelled ({signame}) before a Katib experiment existed", signum
+            )
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            try:
+                self._client().delete_namespaced_custom_object(
+                    km.GROUP,
+                    km.VERSION,
+                    self.namespace,
+                    km.EXPERIMENTS,
+                    name,
+                    _request_timeout=API_REQUEST_TIMEOUT_S,
+                )
+                break
+            except ApiException as exc:
+                if exc.status == 404:
+                    break
+                if not _is_transient(exc) or attempt == DELETE_ATTEMPTS:
+                    return self._cancel_failed(name, signame, exc)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if attempt == DELETE_ATTEMPTS:
+                    return self._cancel_failed(name, signame, exc)
+            self._api = self._api_factory()
+        # The experiment is gone: a new run here must not try to resume it.
+        self.state_path.unlink(missing_ok=True)
+        log.warning("cancelled (%s): deleted Katib experiment %s/%s", signame, self.namespace, name)
+        return SearchCancelled(
+            f"cancelled ({signame}): deleted Katib experiment {self.namespace}/{name}", signum
+        )
+
+    def _cancel_failed(self, name: str, signame: str, exc: BaseException) -> AutomlDeftError:
+        return InfrastructureError(
+            f"cancelled ({signame}) but could not delete Katib experiment {self.namespace}/{name} "
+            f"({_describe(exc)}); delete it with kubectl delete experiment -n {self.namespace} "
+            f"{name}"
+        )
+
+    # --- API calls -----------------------------------------------------------------------
+
+    def _client(self) -> CustomObjectsApi:
+        if self._api is None:
+            self._api = self._api_factory()
+        return self._api
+
+    def _call(self, what: str, fn: Callable[[CustomObjectsApi], T]) -> T:
+        """``fn(api)``, retried with a fresh client after each transient failure."""
+        failures = 0
+        while True:
+            try:
+                return fn(self._client())
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_API_ERRORS:
+                    raise InfrastructureError(
+                        f"the Kubernetes API failed {failures} times in a row while {what} "
+                        f"(last: {_describe(exc)})"
+                    ) from None
+                log.warning("%s failed (%s); retrying", what, _describe(exc))
+                self._sleep(min(RETRY_BACKOFF_S * 2 ** (failures - 1), POLL_INTERVAL_S))
+                self._api = self._api_factory()
+
+    def _api_error(self, exc: ApiException, what: str) -> AutomlDeftError:
+        detail = _describe(exc)
+        if exc.status in (401, 403):
+            return UserError(
+                f"{what}: {detail}; give the pipeline's service account RBAC on "
+                f"experiments and trials (kubeflow.org) in namespace {self.namespace}"
+            )
+        if exc.status == 404:
+            return UserError(
+                f"{what}: {detail}; is Katib installed, and does namespace {self.namespace} exist?"
+            )
+        if exc.status in (400, 422):
+            return UserError(f"{what}: Katib refused it: {detail}; fix the search settings")
+        return InfrastructureError(f"{what}: {detail}")
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _cancel_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into :class:`_Cancelled` while inside; restore the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        log.debug("not the main thread: cancellation signals are not handled")
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Cancelled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUSES
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        message = ""
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            message = str(json.loads(exc.body).get("message") or "")
+        return f"HTTP {exc.status} {exc.reason or ''}".rstrip() + (
+            f": {message}" if message else ""
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+def terminal_condition(status: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The experiment's ``Succeeded`` or ``Failed`` condition when it holds, else None."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in TERMINAL_CONDITIONS and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _latest_condition(status: Mapping[str, Any]) -> str | None:
+    held = [c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"]
+    return held[-1] if held else None
+
+
+def _status_line(name: str, status: Mapping[str, Any], max_trials: int | None) -> str:
+    condition = _latest_condition(status) or "Pending"
+    counts = ", ".join(
+        f"{status.get(f'trials{kind}', 0) or 0} {kind.lower()}"
+        for kind in ("Succeeded", "Running", "Failed")
+    )
+    return f"Katib experiment {name}: {condition} ({counts} of max {max_trials} trials)"
+
+
+def _metrics(metrics: list[Mapping[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for m in metrics:
+        raw = m.get(km.METRIC_STRATEGY, m.get("min"))
+        try:
+            out[str(m.get("name"))] = float(raw)
+        except (TypeError, ValueError):  # Katib writes "unavailable"
+            out[str(m.get("name"))] = None
+    return out
+
+
+def _sorted_trials(items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def key(trial: Mapping[str, Any]) -> tuple[str, str]:
+        meta = trial.get("metadata") or {}
+        return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+    return sorted(items, key=key)
+
+
+__all__ = [
+    "MAX_CONSECUTIVE_API_ERRORS",
+    "POLL_INTERVAL_S",
+    "STATE_FILE",
+    "CustomObjectsApi",
+    "KatibLauncher",
+    "KatibOutcome",
+    "SearchCancelled",
+    "default_api_factory",
+    "terminal_condition",
+]
