@@ -431,7 +431,9 @@ def automl_cmd(
     FAR@100% recall (the KPI test set is never used).
 
     Optuna runs here with a resumable study (re-run with the same --results to
-    resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). The
+    resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). With
+    --backend katib the trials run as Katib trial Jobs (this process must see the
+    cluster and the workspace volume); --dry-run prints the Experiment. The
     winner passes the guards: collapse (single-class predictions are skipped),
     lucky winner (re-trained with a fresh seed), and zero-shot (it must beat the
     training-free scorer).
@@ -447,8 +449,8 @@ def automl_cmd(
         algorithm=algorithm or cfg.algorithm,
         max_trials=max_trials or cfg.max_trials,
     )
-    if cfg.backend == "katib":
-        _katib_dry_run(workspace, cfg, results_dir, dry_run)
+    if dry_run:
+        _katib_dry_run(workspace, cfg, results_dir)
         return
     result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
     best = result.best
@@ -460,15 +462,12 @@ def automl_cmd(
     click.echo(f"results:    {result.results_dir}")
 
 
-def _katib_dry_run(workspace: Path, cfg: Any, results_dir: Path | None, dry_run: bool) -> None:
+def _katib_dry_run(workspace: Path, cfg: Any, results_dir: Path | None) -> None:
     from automl_deft.hpo import katib_manifest as km
     from automl_deft.hpo.search import default_results_dir
 
-    if not dry_run:
-        raise UserError(
-            "the katib backend launches from inside the cluster (the pipeline's AutoML "
-            "component); here, add --dry-run to print the Experiment it would create"
-        )
+    if cfg.backend != "katib":
+        raise UserError("--dry-run prints a Katib Experiment: use it with --backend katib")
     out = results_dir or default_results_dir(workspace, "phase1")
     settings = km.KatibSettings(
         **{"algorithm": cfg.algorithm, "max_trials": cfg.max_trials, **cfg.katib}

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import pandas as pd
 import yaml
 
-from automl_deft.errors import SpecError, UserError
+from automl_deft.errors import SpecError
+from automl_deft.hpo.base import Budget, get_backend, load_outcome
 from automl_deft.hpo.guards import (
     GuardReport,
     check_lucky_winner,
@@ -37,7 +38,6 @@ from automl_deft.hpo.guards import (
     rank,
     skip_collapsed,
 )
-from automl_deft.hpo.optuna_backend import OptunaSettings, TrialRecord, run_search
 from automl_deft.hpo.space import SearchSpace, default_aoi_space, space_from_config
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
@@ -140,13 +140,6 @@ class SearchResult:
         return d
 
 
-def _outcome(problem: SearchProblem, record: TrialRecord) -> TrialOutcome | None:
-    path = problem.trial_dir(record.name) / "trial.json"
-    if record.state != "complete" or not path.is_file():
-        return None
-    return TrialOutcome(**json.loads(path.read_text(encoding="utf-8")))
-
-
 def zero_shot_far(problem: SearchProblem, method: str) -> float | None:
     """The training-free scorer's far_pct on the search's evaluation set."""
     frame = read_dataset_csv(problem.val_csv, role="validation")
@@ -201,11 +194,7 @@ def automl_search(
         metric=config.metric,
         warm_start=warm_start,
     )
-    if config.backend == "katib":
-        raise UserError(
-            "the katib backend runs on a cluster; use --dry-run to print its Experiment"
-        )
-    settings = OptunaSettings(
+    budget = Budget(
         algorithm=config.algorithm,
         max_trials=config.max_trials,
         early_stopping=config.early_stopping,
@@ -213,8 +202,9 @@ def automl_search(
         seed=config.seed,
         enqueue=[space.values_of(centroid)] if centroid is not None else [],
     )
-    _, records = run_search(problem, settings)
-    outcomes = [o for o in (_outcome(problem, r) for r in records) if o is not None]
+    backend_kwargs = {"settings": config.katib} if config.backend == "katib" else {}
+    records = get_backend(config.backend, **backend_kwargs).search(problem, budget)
+    outcomes = [o for o in (load_outcome(problem, r) for r in records) if o is not None]
 
     report = GuardReport()
     ranked = skip_collapsed(rank(outcomes), report)
