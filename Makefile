@@ -7,13 +7,14 @@ RUN_DIR   ?= .runs/demo
 SCALE     ?= small
 SEED      ?= 0
 
-.PHONY: help setup run test test-all lint format typecheck bench lock clean
+.PHONY: help setup run test lint format typecheck bench bench-hpo lock clean
 
 help:
 	@echo "make run    - generate the synthetic '$(SCALE)' workspace, train, and print FAR@100% recall vs zero-shot"
 	@echo "make test   - run the test suite (GPU and cluster tests are skipped)"
 	@echo "make lint   - ruff"
-	@echo "make bench  - benchmarks (training throughput vs a bare PyTorch loop)"
+	@echo "make bench  - benchmark: training throughput vs a bare PyTorch loop"
+	@echo "make bench-hpo - benchmark: TPE + pruning vs random search (epochs, far_pct)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -42,6 +43,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
+
+bench-hpo: $(STAMP)
+	$(BIN)/python benchmarks/hpo_pruning.py
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

@@ -254,7 +254,8 @@ def test_config_is_strict(tmp_path: Path) -> None:
 
 SEARCH_SCRIPT = """
 import sys
-from automl_deft.hpo.optuna_backend import OptunaSettings, run_search
+from automl_deft.hpo.base import Budget
+from automl_deft.hpo.optuna_backend import run_search
 from automl_deft.hpo.space import SearchSpace, default_aoi_space
 from automl_deft.hpo.trial import SearchProblem
 from automl_deft.model.spec import load_spec
@@ -262,7 +263,7 @@ from automl_deft.workspace import Workspace
 ws = Workspace.at(sys.argv[1])
 space = SearchSpace(default_aoi_space().params, {"train.num_epochs": 3})
 problem = SearchProblem.create(ws.root, space, load_spec(ws.spec_path), sys.argv[2])
-run_search(problem, OptunaSettings(max_trials=3, early_stopping=False, algorithm="random"))
+run_search(problem, Budget(max_trials=3, early_stopping=False, algorithm="random"))
 """
 
 
@@ -324,21 +325,16 @@ def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws: Path, tmp_path
     cfg = AutomlConfig(
         backend="katib", max_trials=2, num_epochs=3, search_space=space, guards=_lenient()
     )
-    from automl_deft.hpo import base
+    from automl_deft.hpo.katib_backend import KatibBackend
 
-    backend = base.KatibBackend(
-        settings={}, api_factory=cluster.client, clock=clock, sleep=clock.sleep
-    )
-    original = base.BACKENDS["katib"]
-    base.BACKENDS["katib"] = lambda **_: backend
+    backend = KatibBackend({}, api_factory=cluster.client, clock=clock, sleep=clock.sleep)
     try:
-        try:
-            result = automl_search(Workspace.at(tiny_ws).root, cfg, results_dir=tmp_path / "search")
-        except UserError as exc:  # 3 epochs on 80 rows may collapse; the wiring still ran
-            assert "collapsed" in str(exc)
-            return
-    finally:
-        base.BACKENDS["katib"] = original
+        result = automl_search(
+            Workspace.at(tiny_ws).root, cfg, results_dir=tmp_path / "search", backend=backend
+        )
+    except UserError as exc:  # 3 epochs on 80 rows may collapse; the wiring still ran
+        assert "collapsed" in str(exc)
+        return
     assert result.backend == "katib"
     assert {h["rec_id"] for h in result.history} == set(trials)
     assert result.best["checkpoint"].endswith("best_val.pt")

@@ -2,23 +2,25 @@
 
 A backend takes a :class:`SearchProblem` (space + objective + data) and a
 :class:`Budget`, runs the trials wherever it runs them, and returns every
-finished trial as :class:`TrialRecord`s plus the completed trials'
-:class:`TrialOutcome`s (read from each trial's ``trial.json``, which the trial
-entry point writes on the shared volume in both cases). Guards, ranking and
-the result files are backend-independent (:mod:`automl_deft.hpo.search`).
+finished trial as a :class:`TrialRecord`. Completed trials' details come from
+each trial's ``trial.json``, which the trial entry point writes on the shared
+volume whatever the backend (:func:`load_outcome`). Guards, ranking and the
+result files are backend-independent (:mod:`automl_deft.hpo.search`).
+
+Implementations live in their own modules and are imported on first use:
+``optuna`` (:mod:`automl_deft.hpo.optuna_backend`) and ``katib``
+(:mod:`automl_deft.hpo.katib_backend`).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from automl_deft.errors import UserError
-from automl_deft.hpo.optuna_backend import OptunaSettings, TrialRecord, run_search
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome
 
 
@@ -28,12 +30,29 @@ class Budget:
 
     algorithm: str = "tpe"
     max_trials: int = 6
+    """Trials that must finish (complete or pruned)."""
     early_stopping: bool = True
+    """Median-stop pruning on per-epoch validation values (Hyperband for ``hyperband``)."""
+    prune_min_trials: int = 2
     prune_start_epoch: int = 2
+    max_failed_trials: int = 3
     seed: int = 0
+    algorithm_settings: dict[str, Any] = field(default_factory=dict)
     enqueue: list[dict[str, Any]] = field(default_factory=list)
     """Parameter sets tried first (Phase 3: the centroid)."""
     timeout_s: float = 24 * 3600.0
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial as the search saw it."""
+
+    number: int
+    name: str
+    params: dict[str, Any]
+    state: Literal["complete", "pruned"]
+    value: float | None
+    pruned_at_epoch: int | None = None
 
 
 class SearchBackend(abc.ABC):
@@ -54,94 +73,20 @@ def load_outcome(problem: SearchProblem, record: TrialRecord) -> TrialOutcome | 
     return TrialOutcome(**json.loads(path.read_text(encoding="utf-8")))
 
 
-class OptunaBackend(SearchBackend):
-    """The embedded default: an Optuna study in the results directory."""
-
-    name = "optuna"
-
-    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
-        settings = OptunaSettings(
-            algorithm=budget.algorithm,
-            max_trials=budget.max_trials,
-            early_stopping=budget.early_stopping,
-            prune_start_epoch=budget.prune_start_epoch,
-            seed=budget.seed,
-            enqueue=list(budget.enqueue),
-        )
-        _, records = run_search(problem, settings)
-        return records
-
-
-class KatibBackend(SearchBackend):
-    """Trials as Katib trial Jobs on the cluster; this process only launches and waits.
-
-    The problem file and the trials' outputs live on the workspace volume, which
-    must be mounted at the same path here and in the trial pods.
-    """
-
-    name = "katib"
-
-    def __init__(self, settings: dict[str, Any] | None = None, **launcher_kwargs: Any) -> None:
-        self.settings = dict(settings or {})
-        self.launcher_kwargs = launcher_kwargs
-
-    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
-        from automl_deft.hpo import katib_manifest as km
-        from automl_deft.hpo.katib_backend import KatibLauncher
-
-        settings = km.KatibSettings(
-            **{
-                "algorithm": budget.algorithm,
-                "max_trials": budget.max_trials,
-                "early_stopping": budget.early_stopping,
-                # defaults that stay valid for small budgets; explicit settings win
-                "parallel_trials": min(2, budget.max_trials),
-                "max_failed_trials": min(3, budget.max_trials),
-                **self.settings,
-            }
-        )
-        problem_path = problem.save()
-        launcher = KatibLauncher(
-            problem.space,
-            settings,
-            results_dir=Path(problem.results_dir),
-            problem_path=str(problem_path),
-            **self.launcher_kwargs,
-        )
-        outcome = launcher.run(budget.timeout_s)
-        records = []
-        for number, h in enumerate(outcome.history):
-            state = KATIB_STATES.get(str(h.get("condition")))
-            if state is None:  # failed, killed, or still running: not a finished trial
-                continue
-            records.append(
-                TrialRecord(
-                    number=number,
-                    name=h["name"],
-                    params=dict(h["params"]),
-                    state=state,
-                    value=h.get(problem.metric) if state == "complete" else None,
-                )
-            )
-        return records
-
-
-KATIB_STATES = {"Succeeded": "complete", "EarlyStopped": "pruned"}
-"""Katib trial conditions that count as finished trials."""
-
-
-BACKENDS: dict[str, Callable[..., SearchBackend]] = {
-    OptunaBackend.name: OptunaBackend,
-    KatibBackend.name: KatibBackend,
+BACKENDS: dict[str, str] = {
+    "optuna": "automl_deft.hpo.optuna_backend:OptunaBackend",
+    "katib": "automl_deft.hpo.katib_backend:KatibBackend",
 }
+"""Backend name → ``module:class``."""
 
 
 def get_backend(name: str, **kwargs: Any) -> SearchBackend:
-    """A backend from the registry by name."""
+    """A backend from the registry by name (constructor keywords passed through)."""
     try:
-        factory = BACKENDS[name]
+        module, cls = BACKENDS[name].split(":")
     except KeyError:
         raise UserError(
             f"unknown search backend {name!r}; choose one of {', '.join(BACKENDS)}"
         ) from None
-    return factory(**kwargs)
+    backend: SearchBackend = getattr(importlib.import_module(module), cls)(**kwargs)
+    return backend

@@ -32,14 +32,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
 from automl_deft.hpo import katib_manifest as km
+from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord
 from automl_deft.hpo.space import SearchSpace
+from automl_deft.hpo.trial import SearchProblem
 from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.model.checkpoint import BEST_NAME
 
@@ -534,3 +536,61 @@ __all__ = [
     "default_api_factory",
     "terminal_condition",
 ]
+
+
+class KatibBackend(SearchBackend):
+    """Trials as Katib trial Jobs on the cluster; this process only launches and waits.
+
+    The problem file and the trials' outputs live on the workspace volume, which
+    must be mounted at the same path here and in the trial pods.
+    """
+
+    name = "katib"
+
+    def __init__(self, settings: dict[str, Any] | None = None, **launcher_kwargs: Any) -> None:
+        self.settings = dict(settings or {})
+        self.launcher_kwargs = launcher_kwargs
+
+    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
+        settings = km.KatibSettings(
+            **{
+                "algorithm": budget.algorithm,
+                "max_trials": budget.max_trials,
+                "early_stopping": budget.early_stopping,
+                # defaults that stay valid for small budgets; explicit settings win
+                "parallel_trials": min(2, budget.max_trials),
+                "max_failed_trials": min(3, budget.max_trials),
+                **self.settings,
+            }
+        )
+        problem_path = problem.save()
+        launcher = KatibLauncher(
+            problem.space,
+            settings,
+            results_dir=Path(problem.results_dir),
+            problem_path=str(problem_path),
+            **self.launcher_kwargs,
+        )
+        outcome = launcher.run(budget.timeout_s)
+        records = []
+        for number, h in enumerate(outcome.history):
+            state = KATIB_STATES.get(str(h.get("condition")))
+            if state is None:  # failed, killed, or still running: not a finished trial
+                continue
+            records.append(
+                TrialRecord(
+                    number=number,
+                    name=h["name"],
+                    params=dict(h["params"]),
+                    state=state,
+                    value=h.get(problem.metric) if state == "complete" else None,
+                )
+            )
+        return records
+
+
+KATIB_STATES: dict[str, Literal["complete", "pruned"]] = {
+    "Succeeded": "complete",
+    "EarlyStopped": "pruned",
+}
+"""Katib trial conditions that count as finished trials."""

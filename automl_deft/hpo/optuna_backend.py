@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,43 +24,14 @@ from optuna.trial import TrialState
 
 from automl_deft.errors import InfrastructureError
 from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
-from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
+from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord
+from automl_deft.hpo.trial import SearchProblem, run_trial
 
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "optuna_journal.log"
 STUDY_NAME = "automl-deft"
 RETRY_ATTR = "retry_of"
-
-
-@dataclass
-class OptunaSettings:
-    """How the embedded search runs."""
-
-    algorithm: str = "tpe"
-    max_trials: int = 6
-    early_stopping: bool = True
-    """Median-stop pruning on per-epoch validation far_pct (Hyperband for ``hyperband``)."""
-    prune_min_trials: int = 2
-    prune_start_epoch: int = 2
-    max_failed_trials: int = 3
-    seed: int = 0
-    algorithm_settings: dict[str, Any] = field(default_factory=dict)
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
-    """Parameter sets tried first (e.g. the Phase 1 winner as the Phase 3 centroid)."""
-
-
-@dataclass
-class TrialRecord:
-    """One trial as the search saw it."""
-
-    number: int
-    name: str
-    params: dict[str, Any]
-    state: str
-    value: float | None
-    pruned_at_epoch: int | None = None
-    outcome: TrialOutcome | None = None
 
 
 def trial_name(number: int) -> str:
@@ -74,7 +44,7 @@ def _storage(results_dir: Path) -> JournalStorage:
 
 
 def open_study(
-    problem: SearchProblem, settings: OptunaSettings, storage: JournalStorage | None = None
+    problem: SearchProblem, budget: Budget, storage: JournalStorage | None = None
 ) -> optuna.Study:
     """Create or resume the study of ``problem`` (same results dir → same study)."""
     max_epochs = int(problem.pinned.get("train.num_epochs", problem.spec.train.num_epochs))
@@ -84,16 +54,16 @@ def open_study(
         load_if_exists=True,
         direction="minimize",
         sampler=make_sampler(
-            settings.algorithm,
+            budget.algorithm,
             problem.space,
-            seed=settings.seed,
-            settings=settings.algorithm_settings,
+            seed=budget.seed,
+            settings=budget.algorithm_settings,
         ),
         pruner=make_pruner(
-            settings.algorithm,
-            early_stopping=settings.early_stopping,
-            min_trials=settings.prune_min_trials,
-            start_step=settings.prune_start_epoch,
+            budget.algorithm,
+            early_stopping=budget.early_stopping,
+            min_trials=budget.prune_min_trials,
+            start_step=budget.prune_start_epoch,
             max_resource=max_epochs,
         ),
     )
@@ -142,7 +112,7 @@ class _Pruned(Exception):
 
 def run_search(
     problem: SearchProblem,
-    settings: OptunaSettings,
+    budget: Budget,
     *,
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> tuple[optuna.Study, list[TrialRecord]]:
@@ -154,21 +124,21 @@ def run_search(
     Raises:
         InfrastructureError: more than ``max_failed_trials`` trials raised errors.
     """
-    canonical(settings.algorithm)
+    canonical(budget.algorithm)
     problem.save()
     storage = _storage(Path(problem.results_dir))
-    study = open_study(problem, settings, storage)
+    study = open_study(problem, budget, storage)
     _recover_interrupted(study, storage)
     if not study.trials:
-        for params in settings.enqueue:
+        for params in budget.enqueue:
             study.enqueue_trial(params)
     while True:
         done, failed = _counts(study)
-        if done >= settings.max_trials:
+        if done >= budget.max_trials:
             break
-        if failed > settings.max_failed_trials:
+        if failed > budget.max_failed_trials:
             raise InfrastructureError(
-                f"{failed} trials failed (limit {settings.max_failed_trials}); see "
+                f"{failed} trials failed (limit {budget.max_failed_trials}); see "
                 f"{problem.results_dir}/trials/*/ and the log"
             )
         trial = study.ask()
@@ -200,9 +170,7 @@ def run_search(
             trial.set_user_attr("checkpoint", outcome.checkpoint)
             trial.set_user_attr("epochs_run", outcome.epochs_run)
             study.tell(trial, outcome.objective())
-            record = TrialRecord(
-                trial.number, name, values, "complete", outcome.value, None, outcome
-            )
+            record = TrialRecord(trial.number, name, values, "complete", outcome.value)
         if on_trial is not None:
             on_trial(record)
     return study, records_of(study)
@@ -224,3 +192,13 @@ def records_of(study: optuna.Study) -> list[TrialRecord]:
             )
         )
     return out
+
+
+class OptunaBackend(SearchBackend):
+    """The embedded default: an Optuna study in the results directory."""
+
+    name = "optuna"
+
+    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
+        _, records = run_search(problem, budget)
+        return records

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from automl_deft.errors import SpecError
-from automl_deft.hpo.base import Budget, get_backend, load_outcome
+from automl_deft.hpo.base import Budget, SearchBackend, get_backend, load_outcome
 from automl_deft.hpo.guards import (
     GuardReport,
     check_lucky_winner,
@@ -160,6 +160,7 @@ def automl_search(
     val_csv: str | os.PathLike[str] | None = None,
     warm_start: str | os.PathLike[str] | None = None,
     centroid: Spec | None = None,
+    backend: SearchBackend | None = None,
 ) -> SearchResult:
     """Run a search with the guards and write its result files.
 
@@ -174,6 +175,7 @@ def automl_search(
         warm_start: every trial starts from this checkpoint; the architecture is
             pinned to the checkpoint's spec (Phase 3).
         centroid: centre the space on this spec and try it first (Phase 3).
+        backend: a ready backend instance (default: ``config.backend`` from the registry).
     """
     ws = Workspace.at(workspace)
     base = base_spec or load_spec(ws.spec_path)
@@ -202,8 +204,10 @@ def automl_search(
         seed=config.seed,
         enqueue=[space.values_of(centroid)] if centroid is not None else [],
     )
-    backend_kwargs = {"settings": config.katib} if config.backend == "katib" else {}
-    records = get_backend(config.backend, **backend_kwargs).search(problem, budget)
+    if backend is None:
+        kwargs = {"settings": config.katib} if config.backend == "katib" else {}
+        backend = get_backend(config.backend, **kwargs)
+    records = backend.search(problem, budget)
     outcomes = [o for o in (load_outcome(problem, r) for r in records) if o is not None]
 
     report = GuardReport()
@@ -245,7 +249,7 @@ def automl_search(
             for r in records
         ],
         algorithm=config.algorithm,
-        backend=config.backend,
+        backend=backend.name,
         metric=config.metric,
         guards=asdict(report),
     )
