@@ -339,3 +339,18 @@ def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws: Path, tmp_path
     assert {h["rec_id"] for h in result.history} == set(trials)
     assert result.best["checkpoint"].endswith("best_val.pt")
     assert "create" in cluster.methods()
+
+
+def test_parallel_workers_share_one_study(tiny_ws: Path, tmp_path: Path) -> None:
+    from automl_deft.hpo.base import Budget
+    from automl_deft.hpo.optuna_backend import OptunaBackend
+
+    ws = Workspace.at(tiny_ws)
+    space = SearchSpace(default_aoi_space().params, {"train.num_epochs": 1})
+    problem = SearchProblem.create(ws.root, space, load_spec(ws.spec_path), tmp_path)
+    budget = Budget(max_trials=3, parallel_trials=2, early_stopping=False, algorithm="random")
+    records = OptunaBackend().search(problem, budget)
+    assert 3 <= len(records) <= 4  # two workers may overshoot by one, never fall short
+    assert len({r.name for r in records}) == len(records)
+    for r in records:
+        assert (tmp_path / "trials" / r.name / "trial.json").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,31 @@ class Budget:
     enqueue: list[dict[str, Any]] = field(default_factory=list)
     """Parameter sets tried first (Phase 3: the centroid)."""
     timeout_s: float = 24 * 3600.0
+    parallel_trials: int | None = None
+    """Trials running at once (Optuna: worker processes, default from cores and memory;
+    Katib: parallelTrialCount, default 2)."""
+
+
+PER_TRIAL_MEMORY_GB = 3.0
+"""What one CPU trial needs at most (a `medium` workspace preloaded + the model)."""
+
+
+def default_parallel_trials() -> int:
+    """As many trials as cores (two per trial) and available memory allow, at least 1."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores // 2, int(available_memory_gb() // PER_TRIAL_MEMORY_GB)))
+
+
+def available_memory_gb() -> float:
+    """``MemAvailable`` on Linux; total physical memory elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
 
 
 @dataclass

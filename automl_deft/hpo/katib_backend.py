@@ -542,7 +542,9 @@ class KatibBackend(SearchBackend):
     """Trials as Katib trial Jobs on the cluster; this process only launches and waits.
 
     The problem file and the trials' outputs live on the workspace volume, which
-    must be mounted at the same path here and in the trial pods.
+    must be mounted at the same path here and in the trial pods. The guards run
+    where :func:`automl_deft.hpo.search.automl_search` runs: a lucky winner's
+    fresh-seed re-training happens in this (launcher) process.
     """
 
     name = "katib"
@@ -558,7 +560,7 @@ class KatibBackend(SearchBackend):
                 "max_trials": budget.max_trials,
                 "early_stopping": budget.early_stopping,
                 # defaults that stay valid for small budgets; explicit settings win
-                "parallel_trials": min(2, budget.max_trials),
+                "parallel_trials": min(budget.parallel_trials or 2, budget.max_trials),
                 "max_failed_trials": min(3, budget.max_trials),
                 **self.settings,
             }

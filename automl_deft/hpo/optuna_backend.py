@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from optuna.trial import TrialState
 
 from automl_deft.errors import InfrastructureError
 from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
-from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord
+from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord, default_parallel_trials
 from automl_deft.hpo.trial import SearchProblem, run_trial
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,14 @@ def _recover_interrupted(study: optuna.Study, storage: JournalStorage) -> int:
     return len(stale)
 
 
+def prepare_study(study: optuna.Study, storage: JournalStorage, budget: Budget) -> None:
+    """Recover interrupted trials; on a new study, queue the budget's first trials."""
+    _recover_interrupted(study, storage)
+    if not study.trials:
+        for params in budget.enqueue:
+            study.enqueue_trial(params)
+
+
 def _counts(study: optuna.Study) -> tuple[int, int]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     failed = [
@@ -115,8 +126,18 @@ def run_search(
     budget: Budget,
     *,
     on_trial: Callable[[TrialRecord], None] | None = None,
+    sole_worker: bool = True,
 ) -> tuple[optuna.Study, list[TrialRecord]]:
     """Run (or resume) the search until ``max_trials`` trials completed or were pruned.
+
+    Args:
+        problem: what to search.
+        budget: how much, and how.
+        on_trial: called after each finished trial.
+        sole_worker: no other process works on this study right now, so trials
+            left RUNNING were interrupted (they are failed and retried) and the
+            enqueued trials can be added. Parallel workers pass False; their
+            parent recovers and enqueues once, before starting them.
 
     Returns:
         the study and every finished trial's record, in trial order.
@@ -128,10 +149,8 @@ def run_search(
     problem.save()
     storage = _storage(Path(problem.results_dir))
     study = open_study(problem, budget, storage)
-    _recover_interrupted(study, storage)
-    if not study.trials:
-        for params in budget.enqueue:
-            study.enqueue_trial(params)
+    if sole_worker:
+        prepare_study(study, storage, budget)
     while True:
         done, failed = _counts(study)
         if done >= budget.max_trials:
@@ -195,10 +214,46 @@ def records_of(study: optuna.Study) -> list[TrialRecord]:
 
 
 class OptunaBackend(SearchBackend):
-    """The embedded default: an Optuna study in the results directory."""
+    """The embedded default: an Optuna study in the results directory.
+
+    With ``budget.parallel_trials > 1`` that many worker processes share the
+    study through its journal file (file-locked), each with an equal share of
+    the CPU threads; together they may finish up to ``parallel_trials - 1``
+    trials more than the budget, never fewer.
+    """
 
     name = "optuna"
 
     def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
-        _, records = run_search(problem, budget)
-        return records
+        workers = max(1, budget.parallel_trials or default_parallel_trials())
+        if workers == 1:
+            _, records = run_search(problem, budget)
+            return records
+        problem.save()
+        storage = _storage(Path(problem.results_dir))
+        prepare_study(open_study(problem, budget, storage), storage, budget)
+        one = replace(budget, parallel_trials=1)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")
+        procs = [
+            ctx.Process(target=_worker, args=(problem, one, threads), name=f"optuna-worker-{i}")
+            for i in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.name for p in procs if p.exitcode != 0]
+        if failed:
+            raise InfrastructureError(
+                f"search worker(s) {', '.join(failed)} exited with an error; see the log, then "
+                "re-run with the same results directory to resume"
+            )
+        return records_of(optuna.load_study(study_name=STUDY_NAME, storage=storage))
+
+
+def _worker(problem: SearchProblem, budget: Budget, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    run_search(problem, budget, sole_worker=False)

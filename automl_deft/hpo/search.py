@@ -30,7 +30,12 @@ import pandas as pd
 import yaml
 
 from automl_deft.errors import SpecError
-from automl_deft.hpo.base import Budget, SearchBackend, get_backend, load_outcome
+from automl_deft.hpo.base import (
+    Budget,
+    SearchBackend,
+    get_backend,
+    load_outcome,
+)
 from automl_deft.hpo.guards import (
     GuardReport,
     check_lucky_winner,
@@ -78,6 +83,8 @@ class AutomlConfig:
     search_space: list[dict[str, Any]] | None = None
     """Replaces the default AOI space: ``[{name, key, type, low, high, log, choices}]``."""
     pinned: dict[str, Any] = field(default_factory=dict)
+    parallel_trials: int | None = None
+    """Trials at once; default: as many as cores (two each) and memory allow."""
     centroid_factor: float = 0.5
     """Phase 3: ranges narrowed to this share of their width around the centroid."""
     guards: GuardConfig = field(default_factory=GuardConfig)
@@ -203,6 +210,7 @@ def automl_search(
         prune_start_epoch=config.prune_start_epoch,
         seed=config.seed,
         enqueue=[space.values_of(centroid)] if centroid is not None else [],
+        parallel_trials=config.parallel_trials,
     )
     if backend is None:
         kwargs = {"settings": config.katib} if config.backend == "katib" else {}
