@@ -20,7 +20,8 @@ from pathlib import Path
 
 import optuna
 
-from automl_deft.hpo.optuna_backend import OptunaSettings, run_search
+from automl_deft.hpo.base import Budget
+from automl_deft.hpo.optuna_backend import run_search
 from automl_deft.hpo.space import SearchSpace, default_aoi_space
 from automl_deft.hpo.trial import SearchProblem
 from automl_deft.model.spec import load_spec
@@ -36,8 +37,8 @@ MODES = {
 def one_search(ws: Workspace, out: Path, mode: str, seed: int, trials: int, epochs: int):
     space = SearchSpace(default_aoi_space().params, {"train.num_epochs": epochs})
     problem = SearchProblem.create(ws.root, space, load_spec(ws.spec_path), out)
-    settings = OptunaSettings(max_trials=trials, seed=seed, **MODES[mode])
-    study, records = run_search(problem, settings)
+    budget = Budget(max_trials=trials, seed=seed, parallel_trials=1, **MODES[mode])
+    study, records = run_search(problem, budget)
     spent = 0
     for t in study.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:
