@@ -6,7 +6,7 @@ the epochs they ran) and the best validation far_pct each found, then the
 ratios over all seeds. Pruning should save >= 30% of the epochs at equal or
 better far_pct.
 
-    .venv/bin/python benchmarks/hpo_pruning.py [--scale small] [--trials 6] [--epochs 6]
+    .venv/bin/python benchmarks/hpo_pruning.py [--scale small] [--trials 6] [--epochs 8]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import optuna
 
 from automl_deft.hpo.base import Budget
 from automl_deft.hpo.optuna_backend import run_search
+from automl_deft.hpo.search import AutomlConfig
 from automl_deft.hpo.space import SearchSpace, default_aoi_space
 from automl_deft.hpo.trial import SearchProblem
 from automl_deft.model.spec import load_spec
@@ -53,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="small", choices=["tiny", "small", "medium"])
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=AutomlConfig().num_epochs)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     logging.getLogger("automl_deft").setLevel(logging.WARNING)
