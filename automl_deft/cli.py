@@ -217,11 +217,11 @@ def train_cmd(
     """
     from automl_deft.model.spec import load_spec, parse_set_option
     from automl_deft.model.train import train
-    from automl_deft.workspace import Workspace, read_dataset_csv
+    from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
     ws = Workspace.at(workspace)
-    if val_csv is not None and val_csv.resolve() == ws.kpi_csv:
-        raise UserError("the KPI test set cannot be the validation set; pass another --val-csv")
+    if val_csv is not None:
+        refuse_kpi_set(ws, val_csv, used_as="the validation set")
     spec = load_spec(spec_path or ws.spec_path, parse_set_option(overrides))
     result = train(
         spec,

@@ -452,6 +452,24 @@ def find_leakage(
     return problems, total
 
 
+def refuse_kpi_set(ws: Workspace, csv: Path, *, used_as: str) -> None:
+    """The KPI test set must never choose checkpoints or steer a search: refuse it as
+    ``used_as`` by path, and by content (a copy under another name).
+
+    Raises:
+        WorkspaceError: ``csv`` is the KPI test set or holds only KPI test rows.
+    """
+    if csv.resolve() == ws.kpi_csv.resolve():
+        raise WorkspaceError(
+            f"the KPI test set cannot be {used_as}; use the validation set ({VAL_CSV})"
+        )
+    if ws.kpi_csv.is_file() and csv.is_file():
+        kpi = set(leakage_keys(read_dataset_csv(ws.kpi_csv, role="kpi_test")))
+        rows = set(leakage_keys(read_dataset_csv(csv, role="evaluation")))
+        if rows and rows <= kpi:
+            raise WorkspaceError(f"{csv} holds KPI test rows; the KPI test set cannot be {used_as}")
+
+
 def validate_workspace(
     root: str | os.PathLike[str],
     naming: ImageNaming | None = None,

@@ -26,7 +26,7 @@ from automl_deft.hpo.space import Param, SearchSpace
 from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.model.spec import Spec, spec_from_dict
 from automl_deft.model.train import EpochCallback, train
-from automl_deft.workspace import Workspace, leakage_keys, read_dataset_csv
+from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
 Metric = Literal["far_pct", "val_loss"]
 PROBLEM_FILE = "search_problem.json"
@@ -74,7 +74,7 @@ class SearchProblem:
         ws = Workspace.at(workspace)
         train_path = Path(train_csv or ws.train_csv).resolve()
         val_path = Path(val_csv or ws.val_csv).resolve()
-        refuse_kpi_set(ws, val_path)
+        refuse_kpi_set(ws, val_path, used_as="the search's evaluation set")
         if metric not in ("far_pct", "val_loss"):
             raise UserError(f"unknown search metric {metric!r}; use far_pct or val_loss")
         space.check_against(base_spec)
@@ -114,21 +114,6 @@ class SearchProblem:
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read search problem {path} ({type(exc).__name__})") from exc
         return cls(**data)
-
-
-def refuse_kpi_set(ws: Workspace, val_csv: Path) -> None:
-    """The KPI test set must never steer a search: refuse it by path and by content."""
-    if val_csv.resolve() == ws.kpi_csv.resolve():
-        raise UserError(
-            "the KPI test set cannot be the search's evaluation set; use the validation set"
-        )
-    if ws.kpi_csv.is_file() and val_csv.is_file():
-        kpi = set(leakage_keys(read_dataset_csv(ws.kpi_csv, role="kpi_test")))
-        val = set(leakage_keys(read_dataset_csv(val_csv, role="evaluation")))
-        if val and val <= kpi:
-            raise UserError(
-                f"{val_csv} holds KPI test rows; the KPI test set cannot steer a search"
-            )
 
 
 @dataclass
@@ -259,7 +244,6 @@ __all__ = [
     "SearchProblem",
     "TrialOutcome",
     "main",
-    "refuse_kpi_set",
     "run_trial",
     "trial_spec",
 ]
