@@ -48,5 +48,10 @@ class KPIError(UserError):
     """Scores or labels cannot be judged (NaN scores, no PASS rows, bad target)."""
 
 
+class StageError(UserError):
+    """A DEFT loop stage cannot go on (no route for any weak sample, an SDG command
+    that failed, leakage in an assembled set); the loop hard-stops with this message."""
+
+
 class InfrastructureError(AutomlDeftError):
     """Something outside the user's control failed."""

@@ -101,6 +101,17 @@ def resolve_image_path(
     return Path(images_dir) / rel_dir / f"{object_name}_{light}{ext}"
 
 
+def relative_image_dir(images_dir: str | os.PathLike[str], directory: str | os.PathLike[str]) -> str:
+    """The CSV form (``input_path``/``golden_path``) of ``directory``: relative to the images root.
+
+    The inverse of :func:`resolve_image_path` for generated data (SDG images under a
+    results directory): the result may start with ``..`` when ``directory`` lies outside
+    the images root, and is always POSIX-style so the CSV resolves the same in a pod.
+    """
+    rel = os.path.relpath(Path(directory).resolve(), Path(images_dir).resolve())
+    return PurePosixPath(*Path(rel).parts).as_posix()
+
+
 def is_absolute(rel: str) -> bool:
     """True for POSIX or Windows absolute paths (a CSV may come from either)."""
     return PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute()

@@ -1,0 +1,1 @@
+"""Phase 2: the DEFT loop (data-enhanced fine-tuning) and its stages."""
