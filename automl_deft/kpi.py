@@ -655,6 +655,10 @@ class KPITarget:
     def __str__(self) -> str:
         return f"FAR {self.op} {_fmt_pct(self.value_pct)}% at recall={_fmt_pct(self.recall_pct)}%"
 
+    def short(self) -> str:
+        """The bound alone, for status lines: ``<5%``."""
+        return f"{self.op}{_fmt_pct(self.value_pct)}%"
+
     def is_met(self, result: KPIResult | float | None) -> bool:
         """Whether a result (or a ``far_pct``) meets the target; unavailable never does.
 

@@ -1,0 +1,158 @@
+"""The DEFT loop's typed config (the ``-c CONFIG`` YAML of ``automl-deft deft``).
+
+Every key is optional; the defaults are the original workflow's (``max_iterations``
+3, ``num_sdg`` 20, ``top_k_per_target`` 5, ``min_similarity`` 0.9,
+``top_k_per_label`` 50). The resolved config is saved into ``deft_state.json``,
+so a resumed run keeps the settings it started with.
+
+Example::
+
+    kpi_target: "FAR < 5% at recall=100%"
+    max_iterations: 3
+    num_epochs: 8            # fine-tuning epochs per iteration (default: the spec's)
+    sdg: {backend: procedural-pcb, num_sdg: 20}
+    mining: {top_k_per_target: 5, min_similarity: 0.9, embedder: model}
+    regression: {tolerance_pp: 5.0, patience: 2}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from automl_deft.errors import SpecError
+from automl_deft.kpi import KPITarget, parse_target
+from automl_deft.model.spec import typed_from_dict
+
+DEFAULT_KPI_TARGET = "FAR < 5% at recall=100%"
+
+
+@dataclass(frozen=True)
+class RCAConfig:
+    top_k_per_label: int = 50
+    """Weak rows kept per label (the original's ``top_k_per_label``)."""
+    metadata_columns: list[str] | None = None
+    """Columns to break the weakness down by; None: every metadata column with 2–30 values."""
+
+
+@dataclass(frozen=True)
+class SDGConfig:
+    enabled: bool = True
+    backend: str = "procedural-pcb"
+    """``procedural-pcb``, ``cutpaste`` or ``command`` (see ``automl_deft.deft.sdg``)."""
+    num_sdg: int = 20
+    """New pairs per iteration, split across the targeted labels in proportion to need."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Backend settings (for ``command``: ``command``, ``timeout_s``, ``labels``)."""
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    enabled: bool = True
+    top_k_per_target: int = 5
+    metric: Literal["cosine"] = "cosine"
+    min_similarity: float = 0.9
+    embedder: str = "model"
+    """``model`` (the current checkpoint's difference features) or ``pretrained``."""
+    on_empty_pool: Literal["hard_stop", "skip"] = "hard_stop"
+    """When mining is required but the pool CSV is missing or empty."""
+    block_rows: int = 65536
+
+
+@dataclass(frozen=True)
+class RegressionGate:
+    """Stop for review when iterations keep getting worse.
+
+    An iteration *regresses* when its far_pct is worse than the best so far by more
+    than ``tolerance_pp`` percentage points. ``patience`` regressing iterations in a
+    row stop the loop with status ``needs_review``; ``--acknowledge-regression``
+    continues it (the count starts again).
+    """
+
+    enabled: bool = True
+    tolerance_pp: float = 5.0
+    patience: int = 2
+
+
+@dataclass(frozen=True)
+class DeftConfig:
+    kpi_target: str = DEFAULT_KPI_TARGET
+    max_iterations: int = 3
+    num_epochs: int | None = None
+    """Fine-tuning epochs per iteration (and for a baseline trained here); None: the spec's."""
+    batch_size: int | None = None
+    seed: int = 0
+    application: str = "aoi-changenet"
+    rca: RCAConfig = field(default_factory=RCAConfig)
+    sdg: SDGConfig = field(default_factory=SDGConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    regression: RegressionGate = field(default_factory=RegressionGate)
+
+    def target(self) -> KPITarget:
+        return parse_target(self.kpi_target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_config(cfg: DeftConfig, where: str = "config") -> DeftConfig:
+    """Range checks the types cannot express; returns ``cfg``."""
+    problems = []
+    if cfg.max_iterations < 0:
+        problems.append("'max_iterations' must be >= 0")
+    if cfg.num_epochs is not None and cfg.num_epochs < 1:
+        problems.append("'num_epochs' must be >= 1")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        problems.append("'batch_size' must be >= 1")
+    if cfg.sdg.num_sdg < 0:
+        problems.append("'sdg.num_sdg' must be >= 0")
+    if cfg.mining.top_k_per_target < 1:
+        problems.append("'mining.top_k_per_target' must be >= 1")
+    if not -1.0 <= cfg.mining.min_similarity <= 1.0:
+        problems.append("'mining.min_similarity' must be in [-1, 1] (cosine)")
+    if cfg.rca.top_k_per_label < 1:
+        problems.append("'rca.top_k_per_label' must be >= 1")
+    if cfg.regression.patience < 1:
+        problems.append("'regression.patience' must be >= 1")
+    if cfg.regression.tolerance_pp < 0:
+        problems.append("'regression.tolerance_pp' must be >= 0")
+    if problems:
+        raise SpecError(f"{where}: {problems[0]}")
+    cfg.target()  # raises KPIError with the fix for an unparsable target
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> DeftConfig:
+    """A checked :class:`DeftConfig` from a plain dict (unknown keys name the key)."""
+    try:
+        cfg: DeftConfig = typed_from_dict(DeftConfig, data, "", "DEFT config")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from exc
+    return check_config(cfg, where)
+
+
+def load_deft_config(path: str | os.PathLike[str] | None) -> DeftConfig:
+    """Read the DEFT config YAML strictly; None gives the defaults.
+
+    A file may hold the DEFT keys at the top level or under a ``deft:`` key (so one
+    pipeline config can carry every phase).
+    """
+    if path is None:
+        return DeftConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"DEFT config not found: {p}; fix the path or drop -c")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"DEFT config {p} is not valid YAML; fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"DEFT config {p}: expected a mapping at the top level")
+    if "deft" in data and isinstance(data["deft"], dict):
+        data = data["deft"]
+    return config_from_dict(data, str(p))
