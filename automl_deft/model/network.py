@@ -223,11 +223,19 @@ class ChangeNetLite(nn.Module):
         return self
 
     def forward(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(golden, test))
+
+    def embed(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+        """The fused difference vector ``[B, difference.out_features]`` the head classifies.
+
+        Registration, the shared encoder and the difference module: how the test
+        image differs from its golden, as the model sees it (DEFT mining compares
+        pairs by this vector).
+        """
         n = golden.shape[0]
         test = register(golden, test, self.align_max_shift)
         feats = self.encoder(torch.cat([golden, test], dim=0))[: self.num_scales]
-        fused = self.difference([f[:n] for f in feats], [f[n:] for f in feats])
-        return self.head(fused)
+        return self.difference([f[:n] for f in feats], [f[n:] for f in feats])
 
     @staticmethod
     def score(logits: torch.Tensor) -> torch.Tensor:

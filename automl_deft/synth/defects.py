@@ -9,7 +9,10 @@ level (copper <-> background). It always makes a visible change or raises
 
 :func:`paint_defect` is the building block; :func:`synthesize_sample` makes a
 whole golden/tested pair and is what the demo workspace and synthetic-data
-stages call.
+stages call. :func:`paint_defect_on_image` paints onto a raster image alone
+(a golden image read from disk, no layout): it estimates the copper, the nets
+and the trace centrelines from the pixels (:meth:`_Board.from_raster`) and then
+runs the same painters and the same site loop.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from automl_deft.errors import AutomlDeftError, UserError
 from automl_deft.synth.render import (
@@ -68,6 +72,18 @@ PINHOLE_R = {"low": (1.4, 1.7), "medium": (1.8, 2.2), "high": (2.3, 3.0)}
 SHORT_WIDTH = {"low": 2, "medium": 2, "high": 3}
 SHORT_MAX_GAP = 12
 """Longest bridge a short may paint."""
+
+# Trace centrelines of a raster image (:meth:`_Board.from_raster`).
+RASTER_SPACING = 3
+"""Centreline samples of one trace are at least this many pixels apart."""
+RASTER_MIN_ELONGATION = 4.0
+"""Ratio of the principal variances of the copper around a sample: below it, a land, not a trace."""
+RASTER_TOLERANCE = 1.0
+"""Largest change of width or drift of the centre (pixels) along one straight trace piece."""
+RASTER_MIN_HALF_LENGTH = 3.0
+"""Shortest half-length of a trace piece; longer pieces reach 1.5 trace widths each way."""
+PROFILE_STEP = 0.25
+"""Sampling step (pixels) of a cross-section through a trace."""
 
 _DIRS8 = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1))
 
@@ -131,13 +147,90 @@ def paint_defect(
         UserError: unknown type or severity, or contrast outside (0, 1].
         DefectSiteError: no site on this layout gives a visible defect.
     """
+    contrast = _resolve_contrast(defect_type, severity, rng, contrast)
+    board = _Board.of(test_img, layout)
+    return _paint_on_board(
+        board,
+        defect_type,
+        severity,
+        rng,
+        contrast,
+        where=f"this {layout.family} layout",
+        fix="re-sample the layout",
+    )
+
+
+def paint_defect_on_image(
+    test_img: np.ndarray,
+    defect_type: str,
+    severity: str,
+    rng: np.random.Generator,
+    *,
+    contrast: float | None = None,
+    reference: np.ndarray | None = None,
+) -> tuple[np.ndarray, BBox]:
+    """Paint one defect onto a grayscale image when no layout is known.
+
+    The copper is the bright part of ``reference`` (the golden image, lined up
+    with ``test_img`` by the best one-pixel shift) or of ``test_img`` itself;
+    nets are its connected components and traces are found as straight pieces
+    of copper of even width. The painters and the site loop are those of
+    :func:`paint_defect`.
+
+    Args:
+        test_img: uint8 grayscale tested image (copper bright), any height and width.
+        defect_type: one of :data:`DEFECT_TYPES`.
+        severity: one of :data:`SEVERITIES`; sets the defect's size.
+        rng: the only source of randomness.
+        contrast: fraction of the copper/background gap the defect pixels move,
+            in (0, 1]; sampled (:data:`LOW_CONTRAST_PROB` low) when None.
+        reference: the golden image of ``test_img`` (same shape); the copper is
+            read from it when given, which keeps nuisance out of the nets.
+
+    Returns:
+        The new image (the input is not modified) and the bounding box of the
+        visibly changed pixels.
+
+    Raises:
+        UserError: unknown type or severity, contrast outside (0, 1], an image
+            that is not 2-D, or a reference of another shape.
+        DefectSiteError: no site on this image gives a visible defect.
+    """
+    contrast = _resolve_contrast(defect_type, severity, rng, contrast)
+    board = _Board.from_raster(test_img, reference)
+    return _paint_on_board(
+        board, defect_type, severity, rng, contrast, where="this image", fix="try another image"
+    )
+
+
+def _resolve_contrast(
+    defect_type: str, severity: str, rng: np.random.Generator, contrast: float | None
+) -> float:
+    """Check the type and severity; sample the contrast when None and check it."""
     _check_choice("defect type", defect_type, DEFECT_TYPES)
     _check_choice("severity", severity, SEVERITIES)
     if contrast is None:
         contrast = sample_contrast(rng, low=bool(rng.random() < LOW_CONTRAST_PROB))
     if not 0.0 < contrast <= 1.0:
         raise UserError(f"contrast must be in (0, 1], got {contrast}; pass e.g. 0.5")
-    board = _Board.of(test_img, layout)
+    return contrast
+
+
+def _paint_on_board(
+    board: _Board,
+    defect_type: str,
+    severity: str,
+    rng: np.random.Generator,
+    contrast: float,
+    *,
+    where: str,
+    fix: str,
+) -> tuple[np.ndarray, BBox]:
+    """The site loop: try sites until one gives a visible defect.
+
+    ``where`` names the board and ``fix`` what the caller should do in the
+    :class:`DefectSiteError` message.
+    """
     painter = _PAINTERS[defect_type]
     add = defect_type in ADDS_COPPER
     target = board.cu if add else board.bg
@@ -152,10 +245,7 @@ def paint_defect(
         changed = np.abs(out.astype(np.float32) - board.img) >= visible
         if np.count_nonzero(changed) >= MIN_CHANGED[severity]:
             return out, _bbox(changed)
-    raise DefectSiteError(
-        f"no site for a {severity} {defect_type} on this {layout.family} layout; "
-        "re-sample the layout"
-    )
+    raise DefectSiteError(f"no site for a {severity} {defect_type} on {where}; {fix}")
 
 
 def synthesize_sample(
@@ -221,7 +311,10 @@ def _bbox(mask: np.ndarray) -> BBox:
 
 @dataclass
 class _Board:
-    """A tested image and its layout, lined up (``nets`` is shifted onto the image)."""
+    """A tested image and its copper, lined up (``nets`` is shifted onto the image).
+
+    Built from a layout (:meth:`of`) or from pixels alone (:meth:`from_raster`).
+    """
 
     img: np.ndarray
     nets: np.ndarray
@@ -240,9 +333,31 @@ class _Board:
                 f"image is {img.shape[1]}x{img.shape[0]} but the layout is "
                 f"{layout.size}x{layout.size}; render the layout at the image size"
             )
-        lo, hi = np.percentile(img, (2, 98))
-        bright = img > (lo + hi) / 2 if hi - lo > 40 else img > 127
-        nets0 = render_nets(layout)
+        return cls._lined_up(img, render_nets(layout), layout.segments())
+
+    @classmethod
+    def from_raster(cls, test_img: np.ndarray, reference: np.ndarray | None = None) -> _Board:
+        """The board of a grayscale image: copper, nets and traces estimated from pixels."""
+        img = np.asarray(test_img, dtype=np.float32)
+        if img.ndim != 2 or min(img.shape) < 1:
+            raise UserError(
+                f"image has shape {img.shape}; paint onto a 2-D grayscale image "
+                "(convert colour images to L first)"
+            )
+        ref = img if reference is None else np.asarray(reference, dtype=np.float32)
+        if ref.shape != img.shape:
+            raise UserError(
+                f"reference has shape {ref.shape} but the image {img.shape}; "
+                "pass the golden image of this tested image"
+            )
+        copper = _bright(ref)
+        labels, _ = ndimage.label(copper, structure=np.ones((3, 3), dtype=bool))
+        return cls._lined_up(img, labels, _centreline_segments(labels))
+
+    @classmethod
+    def _lined_up(cls, img: np.ndarray, nets0: np.ndarray, segments0: list[Segment]) -> _Board:
+        """Shift ``nets0`` (and its segments) onto ``img``, then read the two levels."""
+        bright = _bright(img)
         # Misregistration is at most a pixel: pick the shift that best explains the image.
         best, best_err = (0, 0), None
         for dy, dx in [(0, 0)] + [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if a or b]:
@@ -256,15 +371,19 @@ class _Board:
         cu = float(np.median(on)) if on.size else 255.0
         bg = float(np.median(off)) if off.size else 0.0
         segments = [
-            Segment(s.x0 + dx, s.y0 + dy, s.x1 + dx, s.y1 + dy, s.width, s.net)
-            for s in layout.segments()
+            Segment(s.x0 + dx, s.y0 + dy, s.x1 + dx, s.y1 + dy, s.width, s.net) for s in segments0
         ]
-        yy, xx = np.mgrid[0 : layout.size, 0 : layout.size].astype(np.float32)
+        h, w = img.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         return cls(img, nets, copper, cu, bg, segments, xx, yy)
 
     @property
-    def size(self) -> int:
-        return self.img.shape[0]
+    def height(self) -> int:
+        return int(self.img.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.img.shape[1])
 
     def trace_site(self, rng: np.random.Generator) -> _TraceSite | None:
         """A random point on a trace centreline, away from the image border."""
@@ -277,7 +396,7 @@ class _Board:
         t = float(rng.uniform(0.05, 0.95))
         px, py = seg.x0 + t * (seg.x1 - seg.x0), seg.y0 + t * (seg.y1 - seg.y0)
         m = EDGE_MARGIN + seg.width / 2
-        if not (m <= px <= self.size - 1 - m and m <= py <= self.size - 1 - m):
+        if not (m <= px <= self.width - 1 - m and m <= py <= self.height - 1 - m):
             return None
         ux, uy = (seg.x1 - seg.x0) / length, (seg.y1 - seg.y0) / length
         u = (self.xx - px) * ux + (self.yy - py) * uy
@@ -304,10 +423,121 @@ class _TraceSite:
         nx, ny = -self.uy, self.ux
         xs = np.rint(self.px + us[:, None] * self.ux + vs[None, :] * nx).astype(int)
         ys = np.rint(self.py + us[:, None] * self.uy + vs[None, :] * ny).astype(int)
-        size = self.net.shape[0]
-        xs, ys = np.clip(xs, 0, size - 1), np.clip(ys, 0, size - 1)
+        h, w = self.net.shape
+        xs, ys = np.clip(xs, 0, w - 1), np.clip(ys, 0, h - 1)
         left = self.net & ~removed
         return bool(left[ys, xs].any(axis=1).all())
+
+
+def _bright(img: np.ndarray) -> np.ndarray:
+    """Copper pixels of a grayscale image: above the middle of its 2nd/98th percentiles."""
+    lo, hi = np.percentile(img, (2, 98))
+    return np.asarray(img > (lo + hi) / 2 if hi - lo > 40 else img > 127)
+
+
+def _centreline_segments(nets: np.ndarray) -> list[Segment]:
+    """Short straight pieces of trace centreline, found in a map of net ids.
+
+    Seeds are ridge pixels of the copper's distance transform, at least
+    :data:`RASTER_SPACING` apart. At each seed the direction is the principal
+    axis of the net's copper nearby (a land is too round and is skipped), and a
+    cross-section gives the centre and width. A piece is kept when the width and
+    centre hold to :data:`RASTER_TOLERANCE` all along it, so it is a plain
+    stretch of trace that the trace painters (open, mousebite, spur) can use.
+    """
+    copper = nets > 0
+    dist = np.asarray(ndimage.distance_transform_edt(copper), dtype=np.float32)
+    padded = np.pad(dist, 1)
+    h, w = dist.shape
+    ridge = np.zeros_like(copper)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        b = padded[1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+        ridge |= (dist >= a) & (dist >= b) & (dist > np.minimum(a, b))
+    ridge &= copper
+    covered = np.zeros_like(copper)
+    out = []
+    r = RASTER_SPACING
+    for y, x in zip(*np.nonzero(ridge), strict=True):
+        if covered[y, x]:
+            continue
+        covered[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1] = True
+        seg = _segment_at(nets, int(x), int(y), float(dist[y, x]))
+        if seg is not None:
+            out.append(seg)
+    return out
+
+
+def _segment_at(nets: np.ndarray, x: int, y: int, depth: float) -> Segment | None:
+    """The straight trace piece through pixel ``(x, y)``, or None on a land or a bend."""
+    net = int(nets[y, x])
+    r = max(4, math.ceil(2.5 * depth) + 2)
+    y0, x0 = max(0, y - r), max(0, x - r)
+    ys, xs = np.nonzero(nets[y0 : y + r + 1, x0 : x + r + 1] == net)
+    if len(ys) < 5:
+        return None
+    evals, evecs = np.linalg.eigh(np.cov(np.stack([xs, ys]).astype(np.float64)))
+    if evals[1] < RASTER_MIN_ELONGATION * max(float(evals[0]), 1e-6):
+        return None
+    ux, uy = float(evecs[0, 1]), float(evecs[1, 1])
+    mask = (nets == net).astype(np.float32)
+    reach = 3.0 * depth + 3.0
+    centre, width = _cross_sections(mask, np.array([x]), np.array([y]), (ux, uy), reach)
+    if not np.isfinite(centre[0]):
+        return None
+    cx, cy = x - uy * centre[0], y + ux * centre[0]
+    half = max(RASTER_MIN_HALF_LENGTH, 1.5 * float(width[0]))
+    t = np.arange(-half, half + 0.01, 1.0)
+    drift, widths = _cross_sections(mask, cx + t * ux, cy + t * uy, (ux, uy), reach)
+    if not (np.all(np.abs(drift) <= RASTER_TOLERANCE) and np.ptp(widths) <= RASTER_TOLERANCE):
+        return None  # NaN (off the copper, a land, the border) fails too
+    return Segment(
+        round(cx - half * ux, 2),
+        round(cy - half * uy, 2),
+        round(cx + half * ux, 2),
+        round(cy + half * uy, 2),
+        max(1, round(float(np.median(widths)))),
+        net,
+    )
+
+
+def _cross_sections(
+    mask: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    direction: tuple[float, float],
+    reach: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre offset and width of ``mask`` across ``direction`` through each point.
+
+    The mask is sampled bilinearly along the normal ``(-uy, ux)`` every
+    :data:`PROFILE_STEP` pixels; an edge is where the samples cross 0.5, so a
+    staircase diagonal reads about as wide as a straight trace. Both values are
+    NaN where the point is off the copper, or the copper runs on past ``reach``
+    (a land) or past the image border.
+    """
+    ux, uy = direction
+    h, w = mask.shape
+    n = math.ceil(reach / PROFILE_STEP)
+    s = np.arange(-n, n + 1) * PROFILE_STEP
+    xs = px[:, None] - uy * s[None, :]
+    ys = py[:, None] + ux * s[None, :]
+    vals = ndimage.map_coordinates(mask, [ys.ravel(), xs.ravel()], order=1, mode="nearest")
+    vals = vals.reshape(xs.shape)
+    inside = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+    rows = np.arange(len(px))
+    reached = []
+    for half in (np.s_[:, n:], np.s_[:, n::-1]):  # outwards from the point, each way
+        v, ins = vals[half], inside[half]
+        off = v < 0.5
+        j = np.argmax(off, axis=1)  # first sample off the copper
+        ok = off[rows, j] & (j > 0) & ins[rows, j]
+        j = np.maximum(j, 1)
+        v_in, v_out = v[rows, j - 1], v[rows, j]
+        frac = np.clip((v_in - 0.5) / np.maximum(v_in - v_out, 1e-6), 0.0, 1.0)
+        reached.append(np.where(ok, (j - 1 + frac) * PROFILE_STEP, np.nan))
+    b, a = reached[0], -reached[1]
+    return (a + b) / 2, b - a
 
 
 def _paint_open(b: _Board, severity: str, rng: np.random.Generator) -> np.ndarray | None:
@@ -373,11 +603,11 @@ def _paint_copper(b: _Board, severity: str, rng: np.random.Generator) -> np.ndar
     a, c = r * elong, r / elong
     reach = math.ceil(a)
     free = ~dilate(b.copper, reach + 2)
-    lo, hi = reach + 1, b.size - 1 - reach - 1
+    lo = reach + 1
     free[:lo, :] = False
     free[:, :lo] = False
-    free[hi + 1 :, :] = False
-    free[:, hi + 1 :] = False
+    free[b.height - lo :, :] = False
+    free[:, b.width - lo :] = False
     ys, xs = np.nonzero(free)
     if not len(ys):
         return None
@@ -415,10 +645,10 @@ def _paint_short(b: _Board, severity: str, rng: np.random.Generator) -> np.ndarr
     gap = 0
     hit = None
     cx, cy = x, y
-    lo, hi = EDGE_MARGIN, b.size - EDGE_MARGIN
+    lo = EDGE_MARGIN
     while hit is None:
         cx, cy = cx + ddx, cy + ddy
-        if not (lo <= cx < hi and lo <= cy < hi):
+        if not (lo <= cx < b.width - lo and lo <= cy < b.height - lo):
             return None
         lab = int(b.nets[cy, cx])
         if lab == 0:

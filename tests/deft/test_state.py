@@ -93,7 +93,7 @@ def test_corrupt_state_is_a_user_error(tmp_path: Path) -> None:
     state.path.write_text(json.dumps({"version": 99}))
     with pytest.raises(UserError, match="has version 99"):
         DeftState.load(state.results_dir)
-    with pytest.raises(UserError, match="no deft_state.json"):
+    with pytest.raises(UserError, match=r"no deft_state\.json"):
         DeftState.load(tmp_path / "nowhere")
 
 
