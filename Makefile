@@ -6,8 +6,11 @@ STAMP     := $(VENV)/.installed
 RUN_DIR   ?= .runs/demo
 SCALE     ?= small
 SEED      ?= 0
+IMAGE      ?= ghcr.io/automl-deft/automl-deft:0.1.0
+BASE_IMAGE ?=
+DOCKER     ?= docker
 
-.PHONY: help setup run test lint format typecheck bench bench-hpo lock clean
+.PHONY: help setup run test lint format typecheck bench bench-hpo bench-mining lock clean image
 
 help:
 	@echo "make run    - generate the synthetic '$(SCALE)' workspace, train, and print FAR@100% recall vs zero-shot"
@@ -15,6 +18,8 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmark: training throughput vs a bare PyTorch loop"
 	@echo "make bench-hpo - benchmark: TPE + pruning vs random search (epochs, far_pct)"
+	@echo "make bench-mining - benchmark: mining search time for 10k/100k/1M pool embeddings"
+	@echo "make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -46,6 +51,15 @@ bench: $(STAMP)
 
 bench-hpo: $(STAMP)
 	$(BIN)/python benchmarks/hpo_pruning.py
+
+bench-mining: $(STAMP)
+	$(BIN)/python benchmarks/mining_search.py
+
+image:
+	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE) \
+		--build-arg SOURCE="$$(git remote get-url origin 2>/dev/null || echo unknown)" \
+		--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

@@ -102,7 +102,7 @@ def resolve_image_path(
 
 
 def relative_image_dir(images_dir: str | os.PathLike[str], directory: str | os.PathLike[str]) -> str:
-    """The CSV form (``input_path``/``golden_path``) of ``directory``: relative to the images root.
+    """The CSV form (``input_path``/``golden_path``) of ``directory``, relative to the root.
 
     The inverse of :func:`resolve_image_path` for generated data (SDG images under a
     results directory): the result may start with ``..`` when ``directory`` lies outside

@@ -386,34 +386,23 @@ class _Loop:
         candidates = {"best_val": best, "latest": best.with_name(LATEST_NAME)}
         if best.name != BEST_NAME:
             candidates = {"best_val": best}
-        out = self.dir(label, "inference")
-        kpi = self.frame("kpi_csv")
-        results: dict[str, tuple[float, Any, pd.DataFrame]] = {}
-        for kind, ckpt in candidates.items():
-            if not ckpt.is_file():
-                continue
-            scored = self.app.score(ckpt, kpi)
-            result = judge_scored_frame(scored, inference_csv=out / f"kpi_scores_{kind}.csv")
-            results[kind] = (far_or_inf(result.far_pct), result, scored)
-        if not results:
-            raise StageError(f"{label}: checkpoint {best} is missing; re-run its training")
-        kind = min(results, key=lambda k: (results[k][0], k != "best_val"))
-        _, result, scored = results[kind]
-        judge_scored_frame(
-            scored,
-            inference_csv=out / "kpi_scores.csv",
-            sweep_csv=out / "kpi_sweep.csv",
-            plot=out / "kpi_scores.png",
-            title=f"{label} ({kind}) on the KPI set",
+        kind, result, results = evaluate_checkpoints(
+            self.app,
+            candidates,
+            self.frame("kpi_csv"),
+            self.dir(label, "inference"),
+            title=label,
         )
-        atomic_write_json(out / "kpi.json", {"kind": kind, **result.to_dict()})
+        if kind is None:
+            raise StageError(f"{label}: checkpoint {best} is missing; re-run its training")
+        out = self.dir(label, "inference")
         far = result.far_pct
         fields: dict[str, Any] = {
             "best_ckpt_path": str(candidates[kind]),
             "best_ckpt_kind": kind,
             "far_pct": far,
             "threshold": result.threshold,
-            "candidates": {k: v[1].far_pct for k, v in results.items()},
+            "candidates": {k: v.far_pct for k, v in results.items()},
             "inference_csv": str(out / "kpi_scores.csv"),
             "kpi": result.to_dict(),
         }
@@ -722,6 +711,45 @@ class _Loop:
                 f"(target {self.target.short()}) · {st.results_dir / BEST_MODEL_FILE}"
             )
         return outcome
+
+
+def evaluate_checkpoints(
+    app: Application,
+    candidates: dict[str, Path],
+    kpi_frame: pd.DataFrame,
+    out_dir: Path,
+    *,
+    title: str,
+) -> tuple[str | None, Any, dict[str, Any]]:
+    """Score each existing candidate checkpoint on the KPI set; keep the lowest far_pct.
+
+    Writes ``kpi_scores_<kind>.csv`` per candidate and, for the kept one,
+    ``kpi_scores.csv``, ``kpi_sweep.csv``, ``kpi_scores.png`` and ``kpi.json`` to
+    ``out_dir``. Ties go to ``best_val``.
+
+    Returns:
+        (kept kind or None when no candidate exists, its KPIResult, {kind: KPIResult}).
+    """
+    scored_by: dict[str, pd.DataFrame] = {}
+    results: dict[str, Any] = {}
+    for kind, ckpt in candidates.items():
+        if not ckpt.is_file():
+            continue
+        scored = app.score(ckpt, kpi_frame)
+        results[kind] = judge_scored_frame(scored, inference_csv=out_dir / f"kpi_scores_{kind}.csv")
+        scored_by[kind] = scored
+    if not results:
+        return None, None, {}
+    kind = min(results, key=lambda k: (far_or_inf(results[k].far_pct), k != "best_val"))
+    result = judge_scored_frame(
+        scored_by[kind],
+        inference_csv=out_dir / "kpi_scores.csv",
+        sweep_csv=out_dir / "kpi_sweep.csv",
+        plot=out_dir / "kpi_scores.png",
+        title=f"{title} ({kind}) on the KPI set",
+    )
+    atomic_write_json(out_dir / "kpi.json", {"kind": kind, **result.to_dict()})
+    return kind, result, results
 
 
 def _clear(directory: Path) -> None:

@@ -1,0 +1,117 @@
+"""The whole run's config: one YAML for all three phases (``automl-deft run -c``).
+
+::
+
+    automl:   {algorithm: tpe, max_trials: 6, num_epochs: 8}     # Phase 1 (AutomlConfig)
+    deft:     {kpi_target: "FAR < 5% at recall=100%", max_iterations: 3}   # Phase 2 (DeftConfig)
+    phase3:   {max_trials: 4}            # Phase 3: same algorithm, metric and val set as Phase 1
+    compute:  {per_job_minutes: 11}      # only for the pre-flight estimate; never guessed
+    images:   {component: ghcr.io/you/automl-deft:0.1.0}
+
+Every section and key is optional. Phase 3 takes Phase 1's settings, with the
+overrides under ``phase3``; its centroid, warm start and pinned architecture are
+set by the pipeline, never by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automl_deft.deft.config import DeftConfig, check_config
+from automl_deft.errors import SpecError
+from automl_deft.hpo.katib_manifest import DEFAULT_IMAGE
+from automl_deft.hpo.search import AutomlConfig
+from automl_deft.model.spec import typed_from_dict
+
+__all__ = ["DEFAULT_IMAGE", "RunConfig", "load_run_config", "run_config_from_dict"]
+
+
+
+@dataclass(frozen=True)
+class Phase3Config:
+    enabled: bool = True
+    max_trials: int | None = None
+    """Default: Phase 1's ``max_trials``."""
+    num_epochs: int | None = None
+    """Fine-tuning epochs per trial; default: Phase 1's."""
+    centroid_factor: float | None = None
+    """Ranges narrowed to this share of their width around the Phase 1 winner."""
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    per_job_minutes: float | None = None
+    """Minutes per training job; with it the pre-flight shows a time estimate."""
+    per_iteration_minutes: float | None = None
+    """Minutes per DEFT iteration; default: per_job_minutes (the training dominates)."""
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    component: str = DEFAULT_IMAGE
+    """The image every cluster task runs (``make image``)."""
+    sdg: str | None = None
+    """An external SDG generator's image, when ``deft.sdg.backend: command`` uses one."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    automl: AutomlConfig = field(default_factory=AutomlConfig)
+    deft: DeftConfig = field(default_factory=DeftConfig)
+    phase3: Phase3Config = field(default_factory=Phase3Config)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+
+    def phase3_automl(self) -> AutomlConfig:
+        """Phase 1's search config with the Phase 3 overrides."""
+        over: dict[str, Any] = {}
+        if self.phase3.max_trials is not None:
+            over["max_trials"] = self.phase3.max_trials
+        if self.phase3.num_epochs is not None:
+            over["num_epochs"] = self.phase3.num_epochs
+        if self.phase3.centroid_factor is not None:
+            over["centroid_factor"] = self.phase3.centroid_factor
+        return dataclasses.replace(self.automl, **over)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """A checked :class:`RunConfig` (unknown keys and wrong types name the key)."""
+    try:
+        cfg: RunConfig = typed_from_dict(RunConfig, data, "", "run config")
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from exc
+    if cfg.automl.max_trials < 1:
+        raise SpecError(f"{where}: 'automl.max_trials' must be >= 1")
+    if cfg.phase3.max_trials is not None and cfg.phase3.max_trials < 1:
+        raise SpecError(f"{where}: 'phase3.max_trials' must be >= 1")
+    for key in ("per_job_minutes", "per_iteration_minutes"):
+        value = getattr(cfg.compute, key)
+        if value is not None and value <= 0:
+            raise SpecError(f"{where}: 'compute.{key}' must be > 0")
+    check_config(cfg.deft, where)
+    return cfg
+
+
+def load_run_config(path: str | os.PathLike[str] | None) -> RunConfig:
+    """Read the run config YAML strictly; None or an empty path gives the defaults."""
+    if path is None or str(path) == "":
+        return RunConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"run config not found: {p}; fix the path or drop -c")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"run config {p} is not valid YAML; fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"run config {p}: expected a mapping at the top level")
+    return run_config_from_dict(data, str(p))

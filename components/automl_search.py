@@ -1,0 +1,67 @@
+"""Component: an AutoML search (Phase 1, or Phase 3 warm-started on the augmented set)."""
+
+from typing import NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def automl_search(
+    workspace: str,
+    results_dir: str,
+    config: str,
+    phase: str,
+    hpo_backend: str,
+    best_spec: Output[Artifact],
+    best_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    train_dataset: Optional[Input[Dataset]] = None,
+    warm_start: Optional[Input[Model]] = None,
+    centroid: Optional[Input[Artifact]] = None,
+) -> NamedTuple("Outputs", [("search", dict)]):
+    """Search hyperparameters on the validation set's FAR@100% recall.
+
+    Args:
+        workspace: the workspace root.
+        results_dir: the run's results directory (from ``preflight``).
+        config: the run config YAML ('' = defaults).
+        phase: ``phase1`` or ``phase3``.
+        hpo_backend: ``optuna`` (trials in this pod) or ``katib`` (trial Jobs).
+        best_spec: the winning HP overrides (YAML; also in metadata).
+        best_model: the winning checkpoint.
+        metrics: the winner's validation far_pct / val_loss.
+        report: the search's HTML page (history, importance, leaderboard).
+        train_dataset: Phase 3: the augmented training set from DEFT.
+        warm_start: Phase 3: every trial starts from this checkpoint.
+        centroid: Phase 3: Phase 1's winning spec (the search is centred on it).
+    """
+    import os
+    from collections import namedtuple
+
+    from automl_deft.steps import automl_step
+
+    search = automl_step(
+        workspace,
+        config,
+        results_dir,
+        phase=phase,
+        hpo_backend=hpo_backend,
+        train_csv=os.path.join(train_dataset.path, "train.csv") if train_dataset else None,
+        warm_start=warm_start.path if warm_start else None,
+        centroid_overrides=centroid.path if centroid else None,
+        out_spec=best_spec.path,
+        out_model=best_model.path,
+        out_report=report.path,
+    )
+    best_spec.metadata.update({"phase": phase, "specs": search["specs"]})
+    best_model.metadata.update(
+        {"phase": phase, "far_pct": search["far_pct"], "checkpoint": search["checkpoint"]}
+    )
+    for key in ("far_pct", "val_loss"):
+        if search[key] is not None:
+            metrics.log_metric(f"{phase}_val_{key}", float(search[key]))
+    return namedtuple("Outputs", ["search"])(search)

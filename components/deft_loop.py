@@ -1,0 +1,43 @@
+"""Component: Phase 2, the DEFT loop (resumable from its state on the workspace volume)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Metrics, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deft_loop(
+    workspace: str,
+    results_dir: str,
+    config: str,
+    augmented: Output[Dataset],
+    best_model: Output[Model],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> NamedTuple("Outputs", [("outcome", dict), ("hard_stopped", bool), ("kpi_met", bool)]):
+    """Run or resume the loop; publish the augmented set, best checkpoint and report."""
+    from collections import namedtuple
+
+    from automl_deft.steps import deft_step
+
+    outcome = deft_step(
+        workspace,
+        config,
+        results_dir,
+        out_dataset=augmented.path,
+        out_model=best_model.path,
+        out_report=report.path,
+    )
+    augmented.metadata.update(
+        {"n_final": outcome["n_final"], "source_csv": outcome["final_train_csv"]}
+    )
+    best_model.metadata.update(
+        {"iteration": outcome["best_label"], "far_pct": outcome["best_far_pct"]}
+    )
+    if outcome["best_far_pct"] is not None:
+        metrics.log_metric("deft_best_far_pct", float(outcome["best_far_pct"]))
+    out = namedtuple("Outputs", ["outcome", "hard_stopped", "kpi_met"])
+    return out(outcome, bool(outcome["hard_stopped"]), bool(outcome["kpi_met"]))

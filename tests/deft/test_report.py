@@ -1,0 +1,504 @@
+"""Tests of automl_deft.deft.report on hand-built results directories of the tiny workspace."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html import escape
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.report import (
+    REPORT_FILE,
+    SECTION_TITLES,
+    render_report,
+    report_html,
+    report_path,
+    write_report,
+)
+from automl_deft.deft.state import (
+    COMPLETE,
+    HARD_STOPPED,
+    NEEDS_REVIEW,
+    STATE_FILE,
+    DeftState,
+    append_log_line,
+)
+from automl_deft.errors import UserError
+from automl_deft.kpi import compute_kpi, format_threshold
+from automl_deft.model.spec import load_spec
+from automl_deft.model.zero_shot import zero_shot_frame
+from automl_deft.workspace import SCORE_COLUMN, Workspace, is_pass
+
+TARGET = "FAR < 5% at recall=100%"
+FINDING = "weak rows concentrate on boardname=D: 60% of weak rows vs 20% of all rows (lift 3.0)"
+
+# --------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_ws: Path) -> dict[str, pd.DataFrame]:
+    """The KPI set scored zero-shot (baseline) and a slightly better copy (iter1)."""
+    ws = Workspace.at(tiny_ws)
+    kpi = pd.read_csv(ws.kpi_csv, dtype=str, keep_default_na=False)
+    base = zero_shot_frame(kpi, ws.images_dir, load_spec(ws.spec_path))
+    iter1 = base.copy()
+    defect = ~iter1["label"].map(is_pass)
+    rng = np.random.default_rng(0)
+    iter1[SCORE_COLUMN] = np.where(
+        defect, iter1[SCORE_COLUMN] * 1.15, iter1[SCORE_COLUMN] + rng.normal(0, 0.005, len(iter1))
+    )
+    return {"baseline": base, "iter1": iter1}
+
+
+def _far(frame: pd.DataFrame) -> tuple[float, float]:
+    result = compute_kpi(frame["label"], frame[SCORE_COLUMN])
+    assert result.far_pct is not None and result.threshold is not None
+    return result.far_pct, result.threshold
+
+
+def _paths(ws: Workspace) -> dict[str, str]:
+    return {
+        "workspace": str(ws.root),
+        "train_csv": str(ws.train_csv),
+        "val_csv": str(ws.val_csv),
+        "kpi_csv": str(ws.kpi_csv),
+        "pool_csv": str(ws.pool_csv),
+        "images_dir": str(ws.images_dir),
+        "spec": str(ws.spec_path),
+    }
+
+
+def _new_state(root: Path, ws_root: Path) -> DeftState:
+    config = DeftConfig(kpi_target=TARGET).to_dict()
+    return DeftState.create(
+        root,
+        kpi_target=TARGET,
+        max_iterations=3,
+        config=config,
+        paths=_paths(Workspace.at(ws_root)),
+    )
+
+
+def _write_rca(root: Path, label: str, frame: pd.DataFrame, threshold: float) -> None:
+    rca = root / label / "rca_results"
+    rca.mkdir(parents=True)
+    defects = frame[~frame["label"].map(is_pass)]
+    pass_scores = frame.loc[frame["label"].map(is_pass), SCORE_COLUMN].to_numpy()
+    gaps = pd.DataFrame(
+        {
+            "filepath": defects["input_path"],
+            "object_name": defects["object_name"],
+            "label": defects["label"],
+            "siamese_score": defects[SCORE_COLUMN],
+            "weakness": threshold - defects[SCORE_COLUMN],
+            "forced_far_pct": [
+                float((pass_scores >= s).mean() * 100) for s in defects[SCORE_COLUMN]
+            ],
+            "is_weak": defects[SCORE_COLUMN] < threshold + 0.05,
+            "boardname": defects["boardname"],
+        }
+    )
+    gaps.to_parquet(rca / "kpi_gaps.parquet")
+    metrics = {
+        "threshold": threshold,
+        "per_label": [
+            {"label": "PASS", "kind": "pass", "n": 138, "weak": 5, "fp_at_t": 5},
+            {"label": "spur", "kind": "defect", "n": 2, "weak": 1, "max_forced_far_pct": 4.35},
+        ],
+        "findings": [FINDING],
+    }
+    (rca / "metrics.json").write_text(json.dumps(metrics))
+    breakdown = {
+        "boardname": [
+            {"value": "D", "rows": 30, "pass": 27, "defects": 3, "false_alarms": 9,
+             "far_pct": 33.3, "weak": 6, "row_share": 0.2, "weak_share": 0.6, "lift": 3.0},
+            {"value": "A", "rows": 40, "pass": 38, "defects": 2, "false_alarms": 1,
+             "far_pct": 2.6, "weak": 1, "row_share": 0.27, "weak_share": 0.1, "lift": 0.37},
+        ]
+    }  # fmt: skip
+    (rca / "breakdown.json").write_text(json.dumps(breakdown))
+    (rca / "rca_summary.md").write_text(f"# RCA {label}\n\nthreshold {threshold:.4f}\n")
+
+
+def _write_provenance(root: Path, ws: Workspace) -> tuple[int, int, int]:
+    """iter1's training set: base rows, 4 "sdg" rows (training images), 3 mined pool rows."""
+    train = pd.read_csv(ws.train_csv, dtype=str, keep_default_na=False)
+    pool = pd.read_csv(ws.pool_csv, dtype=str, keep_default_na=False)
+    base = train.assign(source="base_train")
+    sdg = (
+        train[~train["label"].map(is_pass)]
+        .head(4)
+        .assign(source="sdg", sdg_backend="procedural-pcb", sdg_source="test")
+    )
+    mined = (
+        pool[~pool["label"].map(is_pass)]
+        .head(3)
+        .assign(source="mining_pool", mined_for="kpi_000007", mined_similarity="0.9312")
+    )
+    prov = pd.concat([base, sdg, mined], ignore_index=True)
+    out = root / "iter1" / "dataset"
+    out.mkdir(parents=True)
+    prov.drop(
+        columns=[c for c in prov.columns if c.startswith(("source", "mined_", "sdg_"))]
+    ).to_csv(out / "train_combined_iter1.csv", index=False)
+    prov.to_csv(out / "train_combined_iter1_provenance.csv", index=False)
+    return len(prov), len(sdg), len(mined)
+
+
+def _make_run(root: Path, ws_root: Path, scored: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """A results directory after baseline + iteration 1 (every file the report reads)."""
+    ws = Workspace.at(ws_root)
+    state = _new_state(root, ws_root)
+    facts: dict[str, Any] = {}
+    for label, frame in scored.items():
+        far, thr = _far(frame)
+        facts[label] = (far, thr)
+        (root / label / "inference").mkdir(parents=True)
+        frame.to_csv(root / label / "inference" / "kpi_scores.csv", index=False)
+        _write_rca(root, label, frame, thr)
+    train_rows, sdg_rows, mined_rows = _write_provenance(root, ws)
+    base_far, base_thr = facts["baseline"]
+    state.commit(
+        "baseline",
+        "train",
+        fields={"source": "automl_phase1", "best_ckpt_path": "/ckpt/baseline.pt"},
+        summary="baseline train skipped — reused Phase 1 winner",
+        duration_sec=0,
+    )
+    state.commit(
+        "baseline",
+        "evaluate",
+        fields={"far_pct": base_far, "threshold": base_thr, "train_rows": 80},
+        summary=f"FAR={base_far:.2f}%",
+        duration_sec=12.5,
+    )
+    state.commit(
+        "baseline",
+        "rca",
+        fields={
+            "rca_target_defects": ["short", "open", "exotic"],
+            "need": {"short": 3, "open": 2, "exotic": 1},
+            "findings": [],  # the report falls back to metrics.json
+        },
+        summary="2 target labels",
+        duration_sec=3.0,
+    )
+    far1, thr1 = facts["iter1"]
+    for stage in ("routing", "sdg", "mining", "data_merge", "train", "evaluate", "rca"):
+        state.commit("iter1", stage, summary=f"{stage} ok", duration_sec=61.0)
+    state.iterations["iter1"].update(
+        {
+            "source": "deft",
+            "far_pct": far1,
+            "threshold": thr1,
+            "train_rows": train_rows,
+            "sdg_rows": sdg_rows,
+            "mined_rows": mined_rows,
+            "added_rows": sdg_rows + mined_rows,
+            "best_ckpt_path": "/ckpt/iter1.pt",
+            "best_ckpt_kind": "best_val",
+            "candidates": {"best_val": far1, "latest": far1 + 2.0},
+            "routing": {
+                "mining": ["short"],
+                "sdg": ["open"],
+                "dropped": ["exotic"],
+                "rows": {"mining": {"short": 3}, "sdg": {"open": 2}},
+            },
+            "sdg": {
+                "backend": "procedural-pcb",
+                "requested": {"open": 4},
+                "generated": {"open": sdg_rows},
+                "warnings": [],
+            },
+            "mining": {
+                "per_label": {
+                    "short": {"targets": 2, "pool_rows": 40, "candidates": 5, "selected": 3}
+                },
+                "warnings": ["label 'exotic' has zero pool rows"],
+            },
+        }
+    )
+    state.data["best"] = {
+        "label": "iter1",
+        "far_pct": far1,
+        "threshold": thr1,
+        "best_ckpt_path": "/ckpt/iter1.pt",
+    }
+    state.save()
+    return {"facts": facts, "sdg_rows": sdg_rows, "mined_rows": mined_rows}
+
+
+@pytest.fixture(scope="module")
+def full_run(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], str]:
+    root = tmp_path_factory.mktemp("report") / "run_20261126_140208"
+    facts = _make_run(root, tiny_ws, scored)
+    path = render_report(root)
+    return root, facts, path.read_text(encoding="utf-8")
+
+
+class _StrictParser(HTMLParser):
+    """Fails on unbalanced or mis-nested non-void tags."""
+
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input", "source", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def _parse(html: str) -> _StrictParser:
+    parser = _StrictParser()
+    parser.feed(html)
+    parser.close()
+    assert not parser.errors, parser.errors[:5]
+    assert not parser.stack, parser.stack
+    return parser
+
+
+def _section(html: str, title: str) -> str:
+    start = html.index(f"<h2>{title}</h2>")
+    end = html.find("<h2>", start + 1)
+    return html[start : end if end != -1 else len(html)]
+
+
+# ------------------------------------------------------------------------ tests
+
+
+def test_full_report_has_every_section_in_order(full_run: tuple[Path, dict[str, Any], str]) -> None:
+    root, _, html = full_run
+    assert report_path(root) == root / REPORT_FILE
+    assert (root / REPORT_FILE).is_file()
+    positions = [html.index('id="kpi-banner"')]
+    positions += [html.index(f"<h2>{title}</h2>") for title in SECTION_TITLES]
+    assert positions == sorted(positions)
+    assert html.index("<h1>DEFT loop report</h1>") < positions[0]
+    assert escape(TARGET) in html and "1/3" in html
+
+
+def test_progress_chart_and_iteration_table(full_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, run, html = full_run
+    progress = _section(html, "Progress")
+    assert 'id="progress-chart"' in progress and "data:image/png;base64," in progress
+    table = _section(html, "Per-iteration results")
+    (base_far, base_thr), (far1, _) = run["facts"]["baseline"], run["facts"]["iter1"]
+    assert f"{base_far:.2f}%" in table and f"{far1:.2f}%" in table
+    assert format_threshold(base_thr) in table
+    assert f"{far1 - base_far:+.2f}" in table
+    assert "iter1 ★" in table  # the best phase is marked
+    assert "AutoML Phase 1 winner" in table and "best_val" in table
+
+
+def test_augmentation_samples_and_rca(full_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, run, html = full_run
+    aug = _section(html, "Augmentation")
+    assert "exotic" in aug and "dropped" in aug
+    samples = _section(html, "Sample of generated data")
+    assert f"{run['sdg_rows']} synthetic and {run['mined_rows']} mined rows added" in samples
+    shown = run["sdg_rows"] + run["mined_rows"]  # both under the per-iteration cap of 8
+    assert samples.count("data:image/png;base64,") == shown
+    assert "similarity 0.9312 to kpi_000007" in samples and "image missing" not in samples
+    rca = _section(html, "RCA score distribution")
+    assert 'id="recall-far-table"' in rca
+    assert f"{run['facts']['iter1'][0]:.2f}%" in rca  # FAR @ recall 100% == the KPI
+    assert rca.count("data:image/png;base64,") == 2
+    defects = _section(html, "Defect-type analysis")
+    assert FINDING in defects
+    assert "spur (sets the threshold)" in defects  # from metrics.json per_label
+    assert 'id="labels-baseline"' in defects and 'id="labels-iter1"' in defects
+    recs = _section(html, "Recommendations")
+    assert "exotic" in recs and "boardname=D" in recs
+    details = _section(html, "Per-iteration details")
+    assert "short (3)" in details and "open (2)" in details
+
+
+def test_report_is_self_contained_and_well_formed(
+    full_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    _, _, html = full_run
+    lowered = html.lower()
+    assert html.startswith("<!DOCTYPE html>")
+    for banned in ('src="http', "src='http", "<link", "<script", "@import", "url("):
+        assert banned not in lowered, banned
+    parser = _parse(html)
+    images = [attrs for tag, attrs in parser.tags if tag == "img"]
+    assert images
+    assert all((a.get("src") or "").startswith("data:image/png;base64,") for a in images)
+
+
+def test_rendering_reads_only_and_shows_bundle_and_log(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"
+    _make_run(root, tiny_ws, scored)
+    bundle = {"checkpoint": "/ckpt/iter1.pt", "threshold": 0.41, "iteration": "iter1"}
+    (root / "best_model.json").write_text(json.dumps(bundle))
+    append_log_line(
+        root / "loop_log.jsonl",
+        {"seq": 99, "ts": "t", "iter": "iter1", "stage": "loop_stop", "status": "ok",
+         "summary": "complete: marker-summary", "duration_sec": 0},
+    )  # fmt: skip
+    # A state one log line ahead of loop_log.jsonl: DeftState.load would append it.
+    state = json.loads((root / STATE_FILE).read_text())
+    state["log"]["seq"] = 100
+    (root / STATE_FILE).write_text(json.dumps(state))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert write_report(root) == root / REPORT_FILE
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != REPORT_FILE}
+    assert after == before
+    html = (root / REPORT_FILE).read_text()
+    assert "/ckpt/iter1.pt" in _section(html, "Final status")
+    assert "&quot;threshold&quot;: 0.41" in _section(html, "Final status")
+    assert "marker-summary" in _section(html, "Per-iteration details")
+
+
+def test_state_only_renders_not_yet_available(tiny_ws: Path, tmp_path: Path) -> None:
+    _new_state(tmp_path, tiny_ws)
+    html = render_report(tmp_path).read_text()
+    _parse(html)
+    assert "KPI: IN PROGRESS" in html
+    for title in ("Progress", "Per-iteration results", "RCA score distribution", "Final status"):
+        assert "Not yet available" in _section(html, title) or "not yet available" in _section(
+            html, title
+        )
+    # The dataset section still describes the KPI set from config.paths.kpi_csv.
+    assert "150</b> rows" in _section(html, "KPI dataset characteristics")
+
+
+def test_partial_and_corrupt_files_do_not_fail(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"
+    _make_run(root, tiny_ws, scored)
+    shutil.rmtree(root / "iter1" / "dataset")
+    (root / "iter1" / "inference" / "kpi_scores.csv").write_text("label,siamese_score\nPASS,")
+    (root / "baseline" / "rca_results" / "breakdown.json").write_text("{torn")
+    (root / "baseline" / "rca_results" / "kpi_gaps.parquet").write_bytes(b"PAR1 torn")
+    with open(root / "loop_log.jsonl", "a") as fh:
+        fh.write('{"seq": 99, "torn')
+    state = json.loads((root / STATE_FILE).read_text())
+    state["iterations"]["iter1"]["sdg"] = "not a dict"
+    state["iterations"]["iter2"] = {"status": "in_progress", "stage_completed": "routing"}
+    (root / STATE_FILE).write_text(json.dumps(state))
+    html = render_report(root).read_text()
+    _parse(html)
+    assert "No provenance CSV" not in html  # wording: "(no provenance CSV)"
+    assert "no provenance CSV" in _section(html, "Sample of generated data")
+    assert "Problems reading the results directory" in html and "breakdown.json" in html
+
+
+def test_reads_what_rca_writes(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    from automl_deft.deft.rca import analyse, write_rca
+    from automl_deft.kpi import parse_target
+
+    state = _new_state(tmp_path, tiny_ws)
+    frame = scored["baseline"]
+    far, thr = _far(frame)
+    result = analyse(frame, parse_target(TARGET))
+    write_rca(result, tmp_path / "baseline" / "rca_results", title="baseline")
+    state.iteration("baseline").update(status="complete", far_pct=far, threshold=thr)
+    state.save()
+    html = report_html(tmp_path)
+    defects = _section(html, "Defect-type analysis")
+    assert 'id="labels-baseline"' in defects and "could not be rendered" not in html
+    stats = {s["label"]: s for s in result.label_stats}
+    row = '<tr><td>PASS</td><td class="num">{n}</td><td class="num">{weak}</td>'
+    assert row.format(**stats["PASS"]) in defects  # weak rows from metrics.json per_label
+    assert "Problems reading" not in html
+
+
+@pytest.mark.parametrize(
+    ("status", "far", "reason", "expected"),
+    [
+        (COMPLETE, 3.0, "KPI met", "KPI: MET"),
+        (COMPLETE, 12.34, "max_iterations reached", "KPI: 7.3 pp from target"),
+        ("in_progress", 12.34, None, "KPI: IN PROGRESS"),
+        (HARD_STOPPED, 12.34, "iter1 train: CUDA out of memory", "KPI: HARD STOPPED: iter1 train"),
+        (NEEDS_REVIEW, 12.34, "2 regressions", "KPI: NEEDS REVIEW: 2 regressions"),
+    ],
+)
+def test_banner_wording(
+    tiny_ws: Path, tmp_path: Path, status: str, far: float, reason: str | None, expected: str
+) -> None:
+    state = _new_state(tmp_path, tiny_ws)
+    state.data.update(status=status, stop_reason=reason)
+    state.iteration("baseline").update(status="complete", far_pct=far, threshold=0.4)
+    state.save()
+    html = report_html(tmp_path)
+    banner = html[html.index('id="kpi-banner"') : html.index("</div>", html.index("kpi-banner"))]
+    assert expected in banner
+
+
+def test_missing_or_corrupt_state_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^no deft_state\.json in .*; pass the results directory"):
+        render_report(tmp_path)
+    (tmp_path / STATE_FILE).write_text('{"version": 1, "iter')
+    with pytest.raises(UserError, match=r"is not valid JSON \(JSONDecodeError\); restore it"):
+        render_report(tmp_path)
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+def _chromium() -> str | None:
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
+
+
+def test_renders_in_headless_chromium(
+    full_run: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium not installed")
+    root, _, _ = full_run
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,4000",
+            f"--screenshot={shot}",
+            (root / REPORT_FILE).resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.is_file() and shot.stat().st_size > 20_000
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        assert img.size == (1280, 4000)
+        # Not a blank page: the rendered report has many distinct colours.
+        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
