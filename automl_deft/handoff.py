@@ -182,11 +182,19 @@ def seed_baseline(
             "source": source,
             "seeded_from": str(src),
             "train_csv": paths.get("train_csv"),
+            "train_rows": _rows(paths.get("train_csv")),
         },
         summary="baseline train skipped — reused Phase 1 winner",
         duration_sec=0.0,
     )
     return state
+
+
+def _rows(csv: str | None) -> int | None:
+    if not csv or not Path(csv).is_file():
+        return None
+    with open(csv, encoding="utf-8") as fh:
+        return max(sum(1 for _ in fh) - 1, 0)
 
 
 # --- 2 → 3 and final ----------------------------------------------------------------------

@@ -15,17 +15,18 @@ Layout of one run (``RESULTS``)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from automl_deft.deft.state import BASELINE, FINAL_AUTOML, DeftState, iteration_number
-from automl_deft.errors import UserError, WorkspaceError
+from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
 from automl_deft.io import atomic_path, atomic_write_json, atomic_write_text
 from automl_deft.run_config import RunConfig, load_run_config
 from automl_deft.workspace import Workspace
@@ -37,6 +38,58 @@ PHASE3_DIR = FINAL_AUTOML
 SUMMARY_FILE = "pipeline_summary.json"
 DATASET_MANIFEST = "manifest.json"
 PHASES = ("automl", "deft", "phase3")
+
+
+ERROR_FILE_ENV = "AUTOML_DEFT_ERROR_FILE"
+"""When set, a step that fails on a project error appends ``{step, message, exit_code}``
+to this JSON-lines file, so a local runner can report the task's own one-line error."""
+
+
+def step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for the public steps: record project errors for the local runner."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutomlDeftError as exc:
+            path = os.environ.get(ERROR_FILE_ENV)
+            if path:
+                line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                record = {"step": fn.__name__, "message": line, "exit_code": exc.exit_code}
+                with open(path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            raise
+
+    return wrapper
+
+
+def without_nones(obj: Any) -> Any:
+    """``obj`` with None-valued dict keys dropped (recursively), for KFP parameters.
+
+    KFP's struct parameters cannot hold nulls; readers of these dicts use ``.get()``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): without_nones(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [without_nones(v) for v in obj if v is not None]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def on_volume(artifact: Any, key: str, member: str = "") -> str | None:
+    """The workspace-volume path an artifact was published from, else its local copy.
+
+    Katib trial pods see the workspace volume but not the KFP artifact store, so a
+    search prefers the original (``metadata[key]``) when this pod can see it.
+    """
+    if artifact is None:
+        return None
+    original = artifact.metadata.get(key)
+    if original and Path(original).exists():
+        return str(original)
+    return os.path.join(artifact.path, member) if member else str(artifact.path)
 
 
 def resolve_config(workspace: str | os.PathLike[str], config: str) -> RunConfig:
@@ -68,6 +121,7 @@ def copy_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None
 # --- preflight ---------------------------------------------------------------------------
 
 
+@step
 def preflight_step(
     workspace: str,
     config: str,
@@ -110,6 +164,7 @@ def preflight_step(
 # --- AutoML (Phase 1 and 3) --------------------------------------------------------------
 
 
+@step
 def automl_step(
     workspace: str,
     config: str,
@@ -195,6 +250,7 @@ def automl_step(
     }
 
 
+@step
 def quality_check_step(search: dict[str, Any], *, out_md: str | os.PathLike[str] | None) -> dict:
     """Check the winner before handing it on: both classes predicted, and zero-shot beaten.
 
@@ -229,6 +285,19 @@ def quality_check_step(search: dict[str, Any], *, out_md: str | os.PathLike[str]
 # --- handoff 1 → 2 ------------------------------------------------------------------------
 
 
+def search_result(search: dict[str, Any]) -> dict[str, Any]:
+    """The search's own ``best`` record from its ``automl_result.json`` (exact types), or
+    ``search`` itself when the file is not there (KFP parameters turn ints into floats)."""
+    from automl_deft.hpo.search import RESULT_FILE
+
+    path = Path(search.get("results_dir", "")) / RESULT_FILE
+    if not search.get("results_dir") or not path.is_file():
+        return search
+    best = json.loads(path.read_text(encoding="utf-8"))["best"]
+    return {**search, **{k: best[k] for k in ("specs", "checkpoint", "far_pct") if k in best}}
+
+
+@step
 def seed_deft_baseline_step(
     workspace: str, config: str, results_dir: str, search: dict[str, Any]
 ) -> dict[str, Any]:
@@ -236,6 +305,7 @@ def seed_deft_baseline_step(
     from automl_deft.deft.loop import workspace_paths
     from automl_deft.handoff import AUTOML_SPEC_NAME, merge_winning_spec, seed_baseline
 
+    search = search_result(search)
     cfg = resolve_config(workspace, config)
     ws = Workspace.at(workspace)
     spec_out = ws.spec_path.with_name(AUTOML_SPEC_NAME)
@@ -253,6 +323,7 @@ def seed_deft_baseline_step(
     return {
         "results_dir": str(state.results_dir),
         "spec": str(spec_out),
+        "specs": search["specs"],
         "baseline_checkpoint": base["best_ckpt_path"],
         "source": base.get("source"),
     }
@@ -261,6 +332,7 @@ def seed_deft_baseline_step(
 # --- Phase 2 -----------------------------------------------------------------------------
 
 
+@step
 def deft_step(
     workspace: str,
     config: str,
@@ -315,6 +387,7 @@ def publish_dataset(
 # --- handoff 2 → 3 and final -------------------------------------------------------------
 
 
+@step
 def select_warm_start_step(results_dir: str) -> dict[str, Any]:
     """Phase 3's warm start: the lowest-far_pct DEFT iteration (never final_automl)."""
     from automl_deft.handoff import select_warm_start
@@ -322,6 +395,7 @@ def select_warm_start_step(results_dir: str) -> dict[str, Any]:
     return select_warm_start(DeftState.load(results_dir)).to_dict()
 
 
+@step
 def finalize_step(
     workspace: str,
     config: str,

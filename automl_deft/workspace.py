@@ -101,7 +101,9 @@ def resolve_image_path(
     return Path(images_dir) / rel_dir / f"{object_name}_{light}{ext}"
 
 
-def relative_image_dir(images_dir: str | os.PathLike[str], directory: str | os.PathLike[str]) -> str:
+def relative_image_dir(
+    images_dir: str | os.PathLike[str], directory: str | os.PathLike[str]
+) -> str:
     """The CSV form (``input_path``/``golden_path``) of ``directory``, relative to the root.
 
     The inverse of :func:`resolve_image_path` for generated data (SDG images under a

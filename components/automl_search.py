@@ -15,6 +15,13 @@ def automl_search(
     config: str,
     phase: str,
     hpo_backend: str,
+    gpus: int,
+    accelerator_type: str,
+    cpu_limit: str,
+    memory_limit: str,
+    pvc_name: str,
+    node_selector: dict,
+    tolerations: list,
     best_spec: Output[Artifact],
     best_model: Output[Model],
     metrics: Output[Metrics],
@@ -31,6 +38,9 @@ def automl_search(
         config: the run config YAML ('' = defaults).
         phase: ``phase1`` or ``phase3``.
         hpo_backend: ``optuna`` (trials in this pod) or ``katib`` (trial Jobs).
+        gpus, accelerator_type, cpu_limit, memory_limit, pvc_name, node_selector,
+            tolerations: with
+            ``katib``, what each trial Job gets (in-pod Optuna: this task's own pod).
         best_spec: the winning HP overrides (YAML; also in metadata).
         best_model: the winning checkpoint.
         metrics: the winner's validation far_pct / val_loss.
@@ -42,26 +52,39 @@ def automl_search(
     import os
     from collections import namedtuple
 
-    from automl_deft.steps import automl_step
+    from automl_deft.steps import automl_step, on_volume, without_nones
 
+    katib = {
+        "gpus": gpus if accelerator_type == "nvidia.com/gpu" else 0,
+        "cpu": cpu_limit,
+        "memory": memory_limit,
+        "pvc_name": pvc_name,
+        "mount_path": workspace,
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "image": os.environ.get("AUTOML_DEFT_IMAGE"),
+    }
     search = automl_step(
         workspace,
         config,
         results_dir,
         phase=phase,
         hpo_backend=hpo_backend,
-        train_csv=os.path.join(train_dataset.path, "train.csv") if train_dataset else None,
-        warm_start=warm_start.path if warm_start else None,
+        train_csv=on_volume(train_dataset, "source_csv", "train.csv"),
+        warm_start=on_volume(warm_start, "checkpoint"),
         centroid_overrides=centroid.path if centroid else None,
+        katib=without_nones(katib) if hpo_backend == "katib" else None,
         out_spec=best_spec.path,
         out_model=best_model.path,
         out_report=report.path,
     )
-    best_spec.metadata.update({"phase": phase, "specs": search["specs"]})
+    best_spec.metadata.update(without_nones({"phase": phase, "specs": search["specs"]}))
     best_model.metadata.update(
-        {"phase": phase, "far_pct": search["far_pct"], "checkpoint": search["checkpoint"]}
+        without_nones(
+            {"phase": phase, "far_pct": search["far_pct"], "checkpoint": search["checkpoint"]}
+        )
     )
     for key in ("far_pct", "val_loss"):
         if search[key] is not None:
             metrics.log_metric(f"{phase}_val_{key}", float(search[key]))
-    return namedtuple("Outputs", ["search"])(search)
+    return namedtuple("Outputs", ["search"])(without_nones(search))

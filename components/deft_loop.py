@@ -21,7 +21,7 @@ def deft_loop(
     """Run or resume the loop; publish the augmented set, best checkpoint and report."""
     from collections import namedtuple
 
-    from automl_deft.steps import deft_step
+    from automl_deft.steps import deft_step, without_nones
 
     outcome = deft_step(
         workspace,
@@ -32,12 +32,12 @@ def deft_loop(
         out_report=report.path,
     )
     augmented.metadata.update(
-        {"n_final": outcome["n_final"], "source_csv": outcome["final_train_csv"]}
+        without_nones({"n_final": outcome["n_final"], "source_csv": outcome["final_train_csv"]})
     )
     best_model.metadata.update(
-        {"iteration": outcome["best_label"], "far_pct": outcome["best_far_pct"]}
+        without_nones({"iteration": outcome["best_label"], "far_pct": outcome["best_far_pct"]})
     )
     if outcome["best_far_pct"] is not None:
         metrics.log_metric("deft_best_far_pct", float(outcome["best_far_pct"]))
     out = namedtuple("Outputs", ["outcome", "hard_stopped", "kpi_met"])
-    return out(outcome, bool(outcome["hard_stopped"]), bool(outcome["kpi_met"]))
+    return out(without_nones(outcome), bool(outcome["hard_stopped"]), bool(outcome["kpi_met"]))

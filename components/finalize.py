@@ -21,7 +21,7 @@ def finalize(
     phase3: Optional[dict] = None,
 ) -> dict:
     """Register Phase 3 (if it ran), pick the best of everything, publish the trajectory."""
-    from automl_deft.steps import finalize_step
+    from automl_deft.steps import finalize_step, without_nones
 
     result = finalize_step(
         workspace,
@@ -37,5 +37,5 @@ def finalize(
         if step["far_pct"] is not None:
             metrics.log_metric(f"kpi_far_pct_{step['step']}", float(step["far_pct"]))
     if result["best"]:
-        deliverable.metadata.update(result["best"])
-    return result
+        deliverable.metadata.update(without_nones(result["best"]))
+    return without_nones(result)

@@ -15,7 +15,7 @@ def quality_check(search: dict, summary: Output[Markdown]) -> NamedTuple(
     """Per-class prediction counts (a collapsed winner fails) and the zero-shot comparison."""
     from collections import namedtuple
 
-    from automl_deft.steps import quality_check_step
+    from automl_deft.steps import quality_check_step, without_nones
 
     checked = quality_check_step(search, out_md=summary.path)
-    return namedtuple("Outputs", ["search"])(checked)
+    return namedtuple("Outputs", ["search"])(without_nones(checked))

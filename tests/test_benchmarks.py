@@ -34,3 +34,11 @@ def test_hpo_pruning_benchmark_reports_ratios() -> None:
         "hpo_pruning.py", "--scale", "tiny", "--trials", "2", "--epochs", "2", "--seeds", "0"
     )
     assert "epochs   tpe+prune / random:" in out and "far_pct  mean best:" in out
+
+
+@pytest.mark.parametrize("extra", [[], ["--worst-case"]])
+def test_mining_search_benchmark_reports_linearity_and_memory(extra: list[str]) -> None:
+    sizes = ["--sizes", "500", "2000", "--block-rows", "256", "--repeats", "1"]
+    out = _run("mining_search.py", *sizes, *extra)
+    assert "linearity 2000 vs 500: time ratio / size ratio =" in out
+    assert "peak extra memory at 2000 rows:" in out

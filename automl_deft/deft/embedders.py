@@ -162,7 +162,7 @@ class ModelEmbedder(_PairEmbedder):
     The vector is non-negative (ReLU, then max and mean pooling), so cosines run
     high across the board: on the tiny demo pool a row's 5th neighbour is at
     about 0.99, and the workflow's 0.9 cutoff rarely removes anything; ``top_k``
-    is then the effective limit.
+    is then the effective limit. ``image_size`` is not used.
     """
 
     name = "model"
@@ -226,6 +226,9 @@ class PretrainedEmbedder(_PairEmbedder):
     0.23 for this max, 0.04 for ``[mean(test) - mean(golden), mean(test)]`` and
     0.05 by chance; the max also keeps the 5th neighbour's cosine near 0.94, so
     the workflow's 0.9 cutoff still separates.
+
+    Pairs are resized to ``image_size`` (default: the default spec's 64x64);
+    ``checkpoint`` is not used.
     """
 
     name = "pretrained"

@@ -550,14 +550,11 @@ class _Loop:
             if len(rows)
             else {}
         )
-        info = {
-            "backend": self.cfg.sdg.backend,
-            "requested": budget,
-            "generated": {k: int(v) for k, v in generated.items()},
-        }
+        made = {str(k): int(v) for k, v in generated.items()}
+        info = {"backend": self.cfg.sdg.backend, "requested": budget, "generated": made}
         return {"sdg": info, "sdg_rows": len(rows)}, (
             f"{len(rows)}/{self.cfg.sdg.num_sdg} pairs via {self.cfg.sdg.backend} "
-            f"({', '.join(f'{k}={v}' for k, v in info['generated'].items()) or '-'})"
+            f"({', '.join(f'{k}={v}' for k, v in made.items()) or '-'})"
         )
 
     def stage_mining(self, label: str) -> tuple[dict[str, Any], str]:

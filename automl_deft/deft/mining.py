@@ -63,15 +63,16 @@ def blocked_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine top-k of every query among the pool rows, one block of rows at a time.
 
-    Both arrays are expected L2-normalised, so the dot product is the cosine.
-    Memory is ``O(q * block_rows + q * k)``: a ``q x len(pool)`` matrix is never
-    built.
+    Both arrays are expected L2-normalised (so the dot product is the cosine) and
+    finite. Memory is ``O(q * block_rows + q * k)``: a ``q x len(pool)`` matrix is
+    never built. Time is one matrix product per block plus, on all but the first
+    blocks, mostly a single comparison pass (see :func:`_update`).
 
     Args:
         queries: ``(q, d)`` query embeddings.
         pool: ``(M, d)`` pool embeddings.
-        k: neighbours per query; when fewer than ``k`` rows are searched, all are
-            returned (``k = len(rows)``).
+        k: neighbours per query; when fewer than ``k`` rows are searched, every
+            searched row is returned (``k`` becomes their number).
         block_rows: pool rows compared per block.
         rows: optional pool row indices to search (a label group, the rows not
             yet mined); the other rows are skipped without being copied. Returned

@@ -475,7 +475,11 @@ def _load_run(root: Path) -> _Run:
             f"{path} is not a JSON object; restore it or re-run the loop into a new results "
             "directory"
         )
-    run = _Run(root=root, state=data, log=read_log(root / LOG_FILE), generated=now_iso())
+    run = _Run(root=root, state=data, log=[], generated=now_iso())
+    try:
+        run.log = [e for e in read_log(root / LOG_FILE) if isinstance(e, dict)]
+    except (OSError, UnicodeDecodeError) as exc:
+        run.note(f"{root / LOG_FILE}: {_first_line(exc)}")
     if data.get("version") != STATE_VERSION:
         run.problems.append(
             f"{path}: state version {data.get('version')!r}, this tool writes {STATE_VERSION}; "

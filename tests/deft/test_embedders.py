@@ -41,8 +41,8 @@ def spec(ws: Workspace) -> Spec:
 def pairs(ws: Workspace) -> pd.DataFrame:
     """A few PASS and defect rows of the pool (embedding all of it costs seconds)."""
     pool = read_dataset_csv(ws.pool_csv)
-    passes = pool[pool["label"] == "PASS"].head(6)
-    defects = pool[pool["label"] != "PASS"].groupby("label").head(2)
+    passes = pool[pool["label"] == "PASS"].head(4)
+    defects = pool[pool["label"] != "PASS"].groupby("label").head(1)
     return pd.concat([passes, defects]).reset_index(drop=True)
 
 

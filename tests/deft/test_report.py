@@ -397,7 +397,7 @@ def test_partial_and_corrupt_files_do_not_fail(
     (root / "baseline" / "rca_results" / "breakdown.json").write_text("{torn")
     (root / "baseline" / "rca_results" / "kpi_gaps.parquet").write_bytes(b"PAR1 torn")
     with open(root / "loop_log.jsonl", "a") as fh:
-        fh.write('{"seq": 99, "torn')
+        fh.write('5\n{"seq": 99, "torn')
     state = json.loads((root / STATE_FILE).read_text())
     state["iterations"]["iter1"]["sdg"] = "not a dict"
     state["iterations"]["iter2"] = {"status": "in_progress", "stage_completed": "routing"}

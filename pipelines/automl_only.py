@@ -1,0 +1,54 @@
+"""AutoML alone (Phase 1 + quality check), for models the DEFT loop does not apply to."""
+
+from kfp import dsl
+
+from components import preflight, quality_check
+from pipelines._search import search
+from pipelines._tasks import WORKSPACE_MOUNT, light
+
+
+@dsl.pipeline(
+    name="automl-only",
+    description="AutoML search judged by validation FAR at 100% recall, with the guards.",
+)
+def automl_only(
+    workspace: str = WORKSPACE_MOUNT,
+    results_dir: str = "",
+    config: str = "",
+    hpo_backend: str = "optuna",
+    pvc_name: str = "automl-deft-workspace",
+    gpus: int = 1,
+    accelerator_type: str = "nvidia.com/gpu",
+    cpu_limit: str = "8",
+    memory_limit: str = "32Gi",
+    node_selector: dict = {},  # noqa: B006 - a KFP parameter default, never mutated
+    tolerations: list = [],  # noqa: B006 - a KFP parameter default, never mutated
+    credentials_secret: str = "automl-deft-credentials",
+) -> None:
+    """Pre-flight, one search, the quality check (parameters as in ``automl_deft_pipeline``)."""
+    p = {
+        "workspace": workspace,
+        "config": config,
+        "hpo_backend": hpo_backend,
+        "pvc_name": pvc_name,
+        "gpus": gpus,
+        "accelerator_type": accelerator_type,
+        "cpu_limit": cpu_limit,
+        "memory_limit": memory_limit,
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "credentials_secret": credentials_secret,
+    }
+    pre = light(
+        preflight(
+            workspace=workspace,
+            results_dir=results_dir,
+            config=config,
+            hpo_backend=hpo_backend,
+            phases="automl",
+        ),
+        p,
+        "pre-flight",
+    )
+    p["results_dir"] = pre.outputs["Output"]
+    light(quality_check(search=search("phase1", p)), p, "quality check")
