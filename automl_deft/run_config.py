@@ -32,7 +32,6 @@ from automl_deft.model.spec import typed_from_dict
 __all__ = ["DEFAULT_IMAGE", "RunConfig", "load_run_config", "run_config_from_dict"]
 
 
-
 @dataclass(frozen=True)
 class Phase3Config:
     enabled: bool = True

@@ -35,9 +35,7 @@ def _common(task: PipelineTask, p: dict[str, Any], name: str, retries: int) -> P
     task.set_display_name(name)
     task.set_caching_options(enable_caching=False)
     if not os.environ.get(NO_RETRY_ENV):
-        task.set_retry(
-            num_retries=retries, backoff_duration=BACKOFF, backoff_factor=BACKOFF_FACTOR
-        )
+        task.set_retry(num_retries=retries, backoff_duration=BACKOFF, backoff_factor=BACKOFF_FACTOR)
     kubernetes.mount_pvc(task, pvc_name=p["pvc_name"], mount_path=WORKSPACE_MOUNT)
     kubernetes.use_secret_as_env(
         task,

@@ -71,13 +71,14 @@ def automl_deft_pipeline(
         p,
         "pre-flight",
     )
-    p["results_dir"] = pre.outputs["Output"]
+    run_dir = pre.outputs["Output"]
+    p["results_dir"] = run_dir
     phase1 = search("phase1", p)
     checked = light(quality_check(search=phase1), p, "quality check")
     seeded = light(
         seed_deft_baseline(
             workspace=workspace,
-            results_dir=pre.outputs["Output"],
+            results_dir=run_dir,
             config=config,
             search=checked.outputs["search"],
         ),
@@ -90,7 +91,7 @@ def automl_deft_pipeline(
         "Phase 2: DEFT loop",
     )
     with dsl.If(deft.outputs["hard_stopped"] == False, name="phase3"):  # noqa: E712 - KFP condition
-        warm = light(select_warm_start(results_dir=pre.outputs["Output"]).after(deft), p, "handoff 2→3")
+        warm = light(select_warm_start(results_dir=run_dir).after(deft), p, "handoff 2→3")
         phase3 = search(
             "phase3",
             p,
@@ -101,7 +102,7 @@ def automl_deft_pipeline(
         light(
             finalize(
                 workspace=workspace,
-                results_dir=pre.outputs["Output"],
+                results_dir=run_dir,
                 config=config,
                 phase1=checked.outputs["search"],
                 phase3=phase3,
@@ -113,7 +114,7 @@ def automl_deft_pipeline(
         light(
             finalize(
                 workspace=workspace,
-                results_dir=pre.outputs["Output"],
+                results_dir=run_dir,
                 config=config,
                 phase1=checked.outputs["search"],
             ).after(deft),
