@@ -6,14 +6,16 @@ STAMP     := $(VENV)/.installed
 RUN_DIR   ?= .runs/demo
 SCALE     ?= small
 SEED      ?= 0
+RUN_CONFIG ?= configs/embedded.yaml
 IMAGE      ?= ghcr.io/automl-deft/automl-deft:0.1.0
 BASE_IMAGE ?=
 DOCKER     ?= docker
 
-.PHONY: help setup run test lint format typecheck bench bench-hpo bench-mining lock clean image
+.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining lock clean image
 
 help:
-	@echo "make run    - generate the synthetic '$(SCALE)' workspace, train, and print FAR@100% recall vs zero-shot"
+	@echo "make run    - synthetic '$(SCALE)' workspace, then all three phases through kfp.local (AutoML → DEFT → AutoML)"
+	@echo "make quickstart - synthetic workspace, one training, FAR@100% recall vs zero-shot (~2 min)"
 	@echo "make test   - run the test suite (GPU and cluster tests are skipped)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmark: training throughput vs a bare PyTorch loop"
@@ -30,6 +32,11 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: $(STAMP)
+	@test -f $(RUN_DIR)/specs/baseline_spec.yaml || \
+		$(BIN)/automl-deft demo-workspace $(RUN_DIR) --scale $(SCALE) --seed $(SEED)
+	$(BIN)/automl-deft run $(RUN_DIR) -c $(RUN_CONFIG) --yes
+
+quickstart: $(STAMP)
 	$(BIN)/automl-deft quickstart $(RUN_DIR) --scale $(SCALE) --seed $(SEED)
 
 test: $(STAMP)
