@@ -41,6 +41,9 @@ class Phase3Config:
     """Fine-tuning epochs per trial; default: Phase 1's."""
     centroid_factor: float | None = None
     """Ranges narrowed to this share of their width around the Phase 1 winner."""
+    pinned: dict[str, Any] = field(default_factory=dict)
+    """Spec values fixed in Phase 3 (``{"train.optim.lr": 1e-4}``), merged over
+    ``automl.pinned``; a swept key pinned here is taken out of the Phase 3 sweep."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,14 @@ class RunConfig:
             over["num_epochs"] = self.phase3.num_epochs
         if self.phase3.centroid_factor is not None:
             over["centroid_factor"] = self.phase3.centroid_factor
+        if self.phase3.pinned:
+            pinned = self.phase3.pinned
+            over["pinned"] = {**self.automl.pinned, **pinned}
+            over["search_space"] = [
+                dataclasses.asdict(p)
+                for p in self.automl.space().params
+                if p.key.split("[")[0] not in pinned
+            ]
         return dataclasses.replace(self.automl, **over)
 
     def to_dict(self) -> dict[str, Any]:

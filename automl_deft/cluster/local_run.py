@@ -10,9 +10,12 @@ is a real error, and re-running resumes from the state on disk).
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -48,31 +51,77 @@ def run_local(
     """
     from kfp import local
 
+    _hide_docker_folder()
     root = Path(pipeline_root)
     root.mkdir(parents=True, exist_ok=True)
     from automl_deft.steps import ERROR_FILE_ENV
 
-    os.environ[NO_RETRY_ENV] = "1"
     errors = root / ERROR_FILE
     errors.unlink(missing_ok=True)
+    saved = {key: os.environ.get(key) for key in (NO_RETRY_ENV, ERROR_FILE_ENV)}
+    os.environ[NO_RETRY_ENV] = "1"
     os.environ[ERROR_FILE_ENV] = str(errors)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(root),
-        raise_on_error=True,
-    )
-    if quiet:
-        logging.getLogger().setLevel(logging.WARNING)
-    start = time.monotonic()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        try:
-            pipeline(**arguments)
-        except AutomlDeftError:
-            raise
-        except RuntimeError as exc:
-            raise _task_error(exc, errors) from exc
+    try:
+        pipeline = _rebuilt(pipeline)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(root),
+            raise_on_error=True,
+        )
+        if quiet:
+            logging.getLogger().setLevel(logging.WARNING)
+        start = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*have no effect in the current local runner.*"
+            )
+            try:
+                pipeline(**arguments)
+            except AutomlDeftError:
+                raise
+            except RuntimeError as exc:
+                raise _task_error(exc, errors) from exc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return LocalRun(root, time.monotonic() - start)
+
+
+def _hide_docker_folder() -> None:
+    """Make ``import docker`` fail cleanly when it would find a plain ``docker/`` folder.
+
+    With the repository root on ``sys.path`` (``python -m pytest``, ``python -m
+    automl_deft.cli``), this repository's ``docker/`` (the Dockerfile) imports as an
+    empty namespace package; kfp.local's optional import of the Docker SDK then fails
+    with AttributeError instead of the ImportError it handles.
+    """
+    if "docker" in sys.modules:
+        return
+    spec = importlib.util.find_spec("docker")
+    if spec is not None and spec.origin is None:  # a namespace package, not the SDK
+        sys.modules["docker"] = None  # type: ignore[assignment]
+
+
+def _rebuilt(pipeline: Callable[..., Any]) -> Callable[..., Any]:
+    """``pipeline`` built again, now that ``NO_RETRY_ENV`` is set.
+
+    ``@dsl.pipeline`` builds the graph, retry policies included, when the pipelines
+    module is imported, i.e. before this runner could set the variable; kfp.local
+    honours retries (with their 60 s backoff), so without this a failed task would
+    be re-run before its error is reported. The original object is left as it was.
+    """
+    from kfp.dsl.graph_component import GraphComponent
+
+    if not isinstance(pipeline, GraphComponent):
+        return pipeline
+    return GraphComponent(
+        component_spec=copy.deepcopy(pipeline.component_spec),
+        pipeline_func=pipeline.pipeline_func,
+        pipeline_config=pipeline.pipeline_config,
+    )
 
 
 def _task_error(exc: RuntimeError, errors: Path) -> AutomlDeftError:

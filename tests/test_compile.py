@@ -1,0 +1,401 @@
+"""The compiled pipelines: in sync with manifests/, and what a cluster run relies on.
+
+The IR YAML is parsed (never grepped) and every ``{{$.inputs.parameters[…]}}`` /
+``componentInputParameter`` reference is followed up through the nested DAGs
+(conditions, branches) to the pipeline parameter it comes from, so "the GPU count
+is the ``gpus`` parameter" is checked as a binding, not as a string.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import pipelines
+from automl_deft.cluster.compile import compile_all, ir_yaml, without_sdk_version
+from automl_deft.cluster.credentials import CREDENTIALS
+from automl_deft.cluster.manifests import parse_objects
+from automl_deft.run_config import DEFAULT_IMAGE
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = REPO / "manifests"
+FIX = "run `automl-deft compile` and commit manifests/"
+
+KFP_API = "pipelines.kubeflow.org/v2beta1"
+WORKSPACE_MOUNT = "/workspace"
+HEAVY_RETRIES, LIGHT_RETRIES = 3, 2
+LIGHT_CPU, LIGHT_MEMORY = "2", "4Gi"
+KATIB = "hpo_backend == 'katib'"
+IN_POD = f"!({KATIB})"
+PHASE3 = "deft-loop.hard_stopped == false"
+
+_PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
+_CONDITION_INPUT = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
+
+
+# --- reading the IR --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One container task of a compiled pipeline, with its bindings resolved.
+
+    ``sources`` maps each task input parameter to where its value comes from: a
+    pipeline parameter name (``gpus``), a task output (``deft-loop.hard_stopped``)
+    or a constant (``const:phase1``); ``scope`` does the same for the enclosing
+    DAG's inputs, which the platform (``kubernetes``) settings refer to.
+    ``conditions`` are the enclosing ``dsl.If`` conditions, outermost first,
+    written with those sources.
+    """
+
+    name: str
+    spec: dict[str, Any]
+    container: dict[str, Any]
+    platform: dict[str, Any]
+    sources: dict[str, str]
+    scope: dict[str, str]
+    conditions: tuple[str, ...]
+
+    def source(self, value: Any) -> Any:
+        """The source of a ``{{$.inputs.parameters['x']}}`` placeholder (else ``value``)."""
+        match = _PLACEHOLDER.match(str(value))
+        return self.sources[match.group(1)] if match else value
+
+    def platform_source(self, ref: dict[str, str]) -> str:
+        """The source of a platform setting's ``{componentInputParameter: x}``."""
+        return self.scope[ref["componentInputParameter"]]
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return dict(self.container.get("resources", {}))
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {e["name"]: e["value"] for e in self.container.get("env", [])}
+
+    @property
+    def phase(self) -> str | None:
+        return self.sources.get("phase", "").removeprefix("const:") or None
+
+
+def _source(binding: dict[str, Any], scope: dict[str, str]) -> str:
+    if "componentInputParameter" in binding:
+        return scope[binding["componentInputParameter"]]
+    if "taskOutputParameter" in binding:
+        out = binding["taskOutputParameter"]
+        return f"{out['producerTask']}.{out['outputParameterKey']}"
+    if "runtimeValue" in binding:
+        return f"const:{binding['runtimeValue']['constant']}"
+    return repr(binding)
+
+
+def container_tasks(text: str) -> list[Task]:
+    """Every container task in the IR YAML ``text`` (nested DAGs included)."""
+    spec, platform = yaml.safe_load_all(text)
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    root_params = spec["root"]["inputDefinitions"]["parameters"]
+    out: list[Task] = []
+
+    def walk(dag: dict[str, Any], scope: dict[str, str], conditions: tuple[str, ...]) -> None:
+        for name, task in sorted(dag["tasks"].items()):
+            params = task.get("inputs", {}).get("parameters", {})
+            sources = {k: _source(v, scope) for k, v in params.items()}
+            here = conditions
+            if "triggerPolicy" in task:
+                cond = task["triggerPolicy"]["condition"]
+                for n in _CONDITION_INPUT.findall(cond):
+                    cond = cond.replace(f"inputs.parameter_values['{n}']", sources[n])
+                here += (cond,)
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], sources, here)
+            else:
+                label = component["executorLabel"]
+                container = executors[label]["container"]
+                out.append(Task(name, task, container, k8s.get(label, {}), sources, scope, here))
+
+    walk(spec["root"]["dag"], {p: p for p in root_params}, ())
+    return out
+
+
+def _component(task: Task) -> str:
+    return str(task.spec["componentRef"]["name"])
+
+
+def _searches(tasks: list[Task]) -> list[Task]:
+    return [t for t in tasks if _component(t).startswith("comp-automl-search")]
+
+
+def _is_heavy(task: Task) -> bool:
+    """What the pipeline should run on a GPU node: the loop and the in-pod searches."""
+    if _component(task).startswith("comp-deft-loop"):
+        return True
+    return _component(task).startswith("comp-automl-search") and KATIB not in task.conditions
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, str]:
+    """Each pipeline's IR YAML, compiled in this process."""
+    return {name: ir_yaml(fn, name) for name, fn in pipelines.PIPELINES.items()}
+
+
+@pytest.fixture(scope="module")
+def tasks(compiled: dict[str, str]) -> dict[str, list[Task]]:
+    return {name: container_tasks(text) for name, text in compiled.items()}
+
+
+def _all_tasks(tasks: dict[str, list[Task]]) -> Iterator[tuple[str, Task]]:
+    for name, ts in sorted(tasks.items()):
+        for t in ts:
+            yield name, t
+
+
+# --- in sync with manifests/ -----------------------------------------------------------
+
+
+def test_compiling_twice_gives_the_same_yaml(compiled: dict[str, str]) -> None:
+    for name, fn in pipelines.PIPELINES.items():
+        again = ir_yaml(fn, name)
+        assert without_sdk_version(again) == without_sdk_version(compiled[name]), (
+            f"{name}: compiling twice gave different YAML; the compiled pipeline must be "
+            "deterministic"
+        )
+
+
+def test_committed_manifests_match_a_fresh_compile(tmp_path: Path) -> None:
+    written = compile_all(pipelines.PIPELINES, tmp_path)
+    fresh = {p.relative_to(tmp_path).as_posix() for p in written}
+    committed = {
+        p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml") if p.is_file()
+    }
+    assert committed == fresh, f"manifests/ holds other files than a compile writes; {FIX}"
+    for rel in sorted(fresh):
+        new = (tmp_path / rel).read_text(encoding="utf-8")
+        old = (MANIFESTS / rel).read_text(encoding="utf-8")
+        assert without_sdk_version(new) == without_sdk_version(old), (
+            f"manifests/{rel} is out of date with the pipeline code; {FIX}"
+        )
+
+
+# --- what a cluster run relies on ------------------------------------------------------
+
+
+def test_the_expected_tasks_are_heavy(tasks: dict[str, list[Task]]) -> None:
+    heavy = {name: sorted(t.name for t in ts if _is_heavy(t)) for name, ts in tasks.items()}
+    assert heavy == {
+        "automl-deft": ["automl-search-2", "automl-search-4", "deft-loop"],
+        "automl-only": ["automl-search-2"],
+        "deft-only": ["deft-loop"],
+    }
+
+
+def test_training_tasks_request_gpus_cpu_and_memory_from_the_parameters(
+    tasks: dict[str, list[Task]],
+) -> None:
+    for name, t in _all_tasks(tasks):
+        if not _is_heavy(t):
+            continue
+        res = t.resources
+        where = f"{name}/{t.name}"
+        assert t.source(res["accelerator"]["resourceCount"]) == "gpus", where
+        assert t.source(res["accelerator"]["resourceType"]) == "accelerator_type", where
+        assert t.source(res["resourceCpuLimit"]) == "cpu_limit", where
+        assert t.source(res["resourceMemoryLimit"]) == "memory_limit", where
+        [toleration] = t.platform["tolerations"]
+        assert t.platform_source(toleration["tolerationJson"]) == "tolerations", where
+        selector = t.platform["nodeSelector"]["nodeSelectorJson"]
+        assert t.platform_source(selector) == "node_selector", where
+
+
+def test_bookkeeping_tasks_are_small_and_never_ask_for_a_gpu(
+    tasks: dict[str, list[Task]],
+) -> None:
+    for name, t in _all_tasks(tasks):
+        if _is_heavy(t):
+            continue
+        res, where = t.resources, f"{name}/{t.name}"
+        assert "accelerator" not in res, where
+        assert (res["resourceCpuLimit"], res["resourceMemoryLimit"]) == (LIGHT_CPU, LIGHT_MEMORY)
+        assert "nodeSelector" not in t.platform, where
+        assert "tolerations" not in t.platform, where
+
+
+def test_every_task_mounts_the_workspace_pvc_from_the_parameter(
+    tasks: dict[str, list[Task]],
+) -> None:
+    for name, t in _all_tasks(tasks):
+        [mount] = t.platform["pvcMount"]
+        assert mount["mountPath"] == WORKSPACE_MOUNT, f"{name}/{t.name}"
+        assert t.platform_source(mount["pvcNameParameter"]) == "pvc_name", f"{name}/{t.name}"
+
+
+def test_every_task_gets_the_credentials_secret_as_optional_env(
+    tasks: dict[str, list[Task]],
+) -> None:
+    for name, t in _all_tasks(tasks):
+        [secret] = t.platform["secretAsEnv"]
+        where = f"{name}/{t.name}"
+        assert secret["optional"] is True, where
+        assert t.platform_source(secret["secretNameParameter"]) == "credentials_secret", where
+        assert [(k["secretKey"], k["envVar"]) for k in secret["keyToEnv"]] == [
+            (c.name, c.name) for c in CREDENTIALS
+        ], where
+
+
+def test_retries_are_set_and_caching_is_off(tasks: dict[str, list[Task]]) -> None:
+    for name, t in _all_tasks(tasks):
+        where = f"{name}/{t.name}"
+        retry = t.spec["retryPolicy"]
+        assert retry["maxRetryCount"] == (HEAVY_RETRIES if _is_heavy(t) else LIGHT_RETRIES), where
+        assert (retry["backoffDuration"], retry["backoffFactor"]) == ("60s", 2.0), where
+        assert "cachingOptions" in t.spec, where
+        assert not t.spec["cachingOptions"].get("enableCache", False), where
+
+
+def test_each_search_has_a_katib_launcher_and_an_in_pod_branch(
+    tasks: dict[str, list[Task]],
+) -> None:
+    for name in ("automl-deft", "automl-only"):
+        searches = _searches(tasks[name])
+        phases = sorted({t.phase for t in searches})
+        assert phases == (["phase1", "phase3"] if name == "automl-deft" else ["phase1"])
+        for phase in phases:
+            [katib] = [t for t in searches if t.phase == phase and KATIB in t.conditions]
+            [in_pod] = [t for t in searches if t.phase == phase and IN_POD in t.conditions]
+            # The launcher only creates the Experiment: its trial Jobs get the GPUs.
+            assert "accelerator" not in katib.resources
+            assert katib.env == {"AUTOML_DEFT_IMAGE": katib.container["image"]}
+            assert katib.sources["gpus"] == "gpus"  # handed on to the trial Jobs
+            assert "AUTOML_DEFT_IMAGE" not in in_pod.env
+            assert katib.sources["hpo_backend"] == in_pod.sources["hpo_backend"] == "hpo_backend"
+    assert _searches(tasks["deft-only"]) == []
+
+
+def test_phase3_and_its_finalize_run_only_when_deft_did_not_hard_stop(
+    tasks: dict[str, list[Task]],
+) -> None:
+    ts = tasks["automl-deft"]
+    for t in ts:
+        if t.phase == "phase3" or t.name == "select-warm-start":
+            assert t.conditions[0] == PHASE3, t.name
+    finalize = {t.name: t.conditions for t in ts if t.name.startswith("finalize")}
+    assert finalize == {"finalize": (PHASE3,), "finalize-2": (f"!({PHASE3})",)}
+    top = {t.name for t in ts if not t.conditions}
+    assert top == {"preflight", "quality-check", "seed-deft-baseline", "deft-loop"}
+
+
+def test_every_executor_runs_the_release_image(tasks: dict[str, list[Task]]) -> None:
+    images = {t.container["image"] for _, t in _all_tasks(tasks)}
+    if os.environ.get("AUTOML_DEFT_IMAGE"):
+        pytest.skip("AUTOML_DEFT_IMAGE is set in this environment")
+    assert images == {DEFAULT_IMAGE}
+
+
+# --- the CLI and the Kubernetes-native manifests ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``automl-deft compile`` in a fresh interpreter (the image is read at import)."""
+    out = tmp_path_factory.mktemp("compiled")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automl_deft.cli",
+            "compile",
+            "--out",
+            str(out),
+            "--image",
+            "example.com/x:1",
+            "--namespace",
+            "team-a",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=out,
+        env={k: v for k, v in os.environ.items() if k != "AUTOML_DEFT_IMAGE"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_cli_compile_writes_the_files_with_the_image_and_namespace(
+    cli_compiled: tuple[Path, str],
+) -> None:
+    out, stdout = cli_compiled
+    listed = {Path(line).relative_to(out).as_posix() for line in stdout.split()}
+    names = sorted(pipelines.PIPELINES)
+    assert listed == {
+        *(f"pipelines/{n}.yaml" for n in names),
+        *(f"base/{n}.k8s.yaml" for n in names),
+        "base/rbac.yaml",
+        "base/workspace-pvc.yaml",
+        "base/kustomization.yaml",
+        "base/scheduled-run.example.yaml",
+    }
+    for name in names:
+        text = (out / "pipelines" / f"{name}.yaml").read_text(encoding="utf-8")
+        ts = container_tasks(text)
+        assert {t.container["image"] for t in ts} == {"example.com/x:1"}, name
+        for t in _searches(ts):
+            if KATIB in t.conditions:
+                assert t.env["AUTOML_DEFT_IMAGE"] == "example.com/x:1"
+        docs = [d for d in yaml.safe_load_all((out / "base" / f"{name}.k8s.yaml").read_text())]
+        assert {d["metadata"]["namespace"] for d in docs} == {"team-a"}, name
+    kustomization = yaml.safe_load((out / "base" / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == "team-a"
+    rbac = parse_objects(yaml.safe_load_all((out / "base" / "rbac.yaml").read_text()))
+    assert {o.metadata.namespace for o in rbac} == {"team-a"}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", sorted(pipelines.PIPELINES))
+def test_k8s_native_manifest_is_a_pipeline_and_its_version(
+    name: str, compiled: dict[str, str]
+) -> None:
+    path = MANIFESTS / "base" / f"{name}.k8s.yaml"
+    pipeline, version = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert (pipeline["apiVersion"], pipeline["kind"]) == (KFP_API, "Pipeline")
+    assert (version["apiVersion"], version["kind"]) == (KFP_API, "PipelineVersion")
+    assert pipeline["metadata"] == {"name": name, "namespace": "kubeflow-user"}
+    assert version["metadata"] == {"name": f"{name}-v1", "namespace": "kubeflow-user"}
+    assert version["spec"]["pipelineName"] == name
+    ir, platform = yaml.safe_load_all(compiled[name])
+    embedded = version["spec"]["pipelineSpec"]
+    embedded.pop("sdkVersion")
+    ir.pop("sdkVersion")
+    assert embedded == ir, f"{path.name} embeds another pipeline spec than the IR; {FIX}"
+    assert version["spec"]["platformSpec"] == platform
+
+
+def test_rbac_and_pvc_parse_with_the_kubernetes_models() -> None:
+    from kubernetes import client as k8s
+
+    base = MANIFESTS / "base"
+    rbac = parse_objects(yaml.safe_load_all((base / "rbac.yaml").read_text()))
+    assert [type(o) for o in rbac] == [k8s.V1ServiceAccount, k8s.V1Role, k8s.V1RoleBinding]
+    [pvc] = parse_objects(yaml.safe_load_all((base / "workspace-pvc.yaml").read_text()))
+    assert isinstance(pvc, k8s.V1PersistentVolumeClaim)
+    assert pvc.metadata.name == "automl-deft-workspace"
+    for obj in (*rbac, pvc):
+        assert obj.metadata.namespace == "kubeflow-user"  # type: ignore[attr-defined]
+
+
+def test_kustomization_lists_only_files_that_exist() -> None:
+    base = MANIFESTS / "base"
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    resources = kustomization["resources"]
+    assert [r for r in resources if not (base / r).is_file()] == []
+    assert {f"{n}.k8s.yaml" for n in pipelines.PIPELINES} <= set(resources)
+    assert "scheduled-run.example.yaml" not in resources  # an example with placeholder IDs
