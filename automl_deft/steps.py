@@ -213,16 +213,29 @@ def automl_step(
     if centroid_overrides:
         winning = yaml.safe_load(Path(centroid_overrides).read_text(encoding="utf-8")) or {}
         centroid = load_spec(Workspace.at(workspace).spec_path).with_overrides(winning)
-    result = automl_search(
-        workspace,
-        search_cfg,
-        results_dir=out,
-        phase=phase,
-        base_spec=centroid,
-        train_csv=train_csv,
-        warm_start=warm_start,
-        centroid=centroid,
-    )
+    try:
+        result = automl_search(
+            workspace,
+            search_cfg,
+            results_dir=out,
+            phase=phase,
+            base_spec=centroid,
+            train_csv=train_csv,
+            warm_start=warm_start,
+            centroid=centroid,
+        )
+    except UserError as exc:
+        if phase != "phase3":
+            raise
+        # Phase 3 is an attempt to improve on DEFT's winner: a search that cannot hand
+        # a winner on (every trial collapsed, no gain over zero-shot) loses to it,
+        # recorded, instead of failing the whole run.
+        reason = str(exc).splitlines()[0]
+        log.warning("Phase 3 produced no usable winner: %s", reason)
+        for path in (out_spec, out_model, out_report):
+            if path is not None:
+                atomic_write_text(path, f"Phase 3 produced no usable winner: {reason}\n")
+        return {"results_dir": str(out), "phase": phase, "failed": reason, "train_csv": train_csv}
     best = result.best
     if out_spec is not None:
         atomic_write_text(out_spec, yaml.safe_dump(best["specs"], sort_keys=True))
@@ -358,7 +371,7 @@ def deft_step(
         copy_file(outcome.best_checkpoint, out_model)
     if out_report is not None and outcome.report is not None:
         copy_file(outcome.report, out_report)
-    return outcome.to_dict()
+    return {**outcome.to_dict(), "run_phase3": cfg.phase3.enabled and not outcome.hard_stopped}
 
 
 def publish_dataset(
@@ -423,7 +436,11 @@ def finalize_step(
     state = DeftState.load(results_dir)
     paths = state.data["config"]["paths"]
     app = get_application(cfg.deft.application, paths["images_dir"], load_spec(paths["spec"]))
-    if phase3 is not None and FINAL_AUTOML not in state.iterations:
+    if phase3 is not None and phase3.get("failed"):
+        log.warning(
+            "Phase 3 did not produce a winner (%s); the DEFT winner stands", phase3["failed"]
+        )
+    elif phase3 is not None and FINAL_AUTOML not in state.iterations:
         out = Path(results_dir) / PHASE3_DIR / "inference"
         _clear(out)
         kpi = read_dataset_csv(paths["kpi_csv"], role="KPI test")
@@ -498,6 +515,7 @@ def trajectory(
         "phase1": phase1 and {k: phase1.get(k) for k in ("rec_id", "far_pct", "val_loss")},
         "phase3": phase3 and {k: phase3.get(k) for k in ("rec_id", "far_pct", "val_loss")},
         "phase3_ran": phase3 is not None,
+        "phase3_failed": (phase3 or {}).get("failed"),
         "phase3_kept": kept == FINAL_AUTOML,
         "trajectory": steps,
         "best": best,
@@ -528,6 +546,9 @@ def trajectory_markdown(summary: dict[str, Any]) -> str:
     if summary.get("phase3_ran") and not summary.get("phase3_kept"):
         lines.append("")
         lines.append("Phase 3 did not beat the best DEFT iteration; the DEFT winner is kept.")
+    if summary.get("phase3_failed"):
+        lines.append("")
+        lines.append(f"Phase 3 produced no usable winner: {summary['phase3_failed']}")
     if not summary.get("phase3_ran"):
         lines.append("")
         lines.append("Phase 3 skipped (DEFT hard-stopped or disabled).")

@@ -78,13 +78,18 @@ def automl_search(
         out_model=best_model.path,
         out_report=report.path,
     )
-    best_spec.metadata.update(without_nones({"phase": phase, "specs": search["specs"]}))
+    best_spec.metadata.update(without_nones({"phase": phase, "specs": search.get("specs")}))
     best_model.metadata.update(
         without_nones(
-            {"phase": phase, "far_pct": search["far_pct"], "checkpoint": search["checkpoint"]}
+            {
+                "phase": phase,
+                "far_pct": search.get("far_pct"),
+                "checkpoint": search.get("checkpoint"),
+                "failed": search.get("failed"),
+            }
         )
     )
     for key in ("far_pct", "val_loss"):
-        if search[key] is not None:
+        if search.get(key) is not None:
             metrics.log_metric(f"{phase}_val_{key}", float(search[key]))
     return namedtuple("Outputs", ["search"])(without_nones(search))

@@ -17,7 +17,10 @@ def deft_loop(
     best_model: Output[Model],
     report: Output[HTML],
     metrics: Output[Metrics],
-) -> NamedTuple("Outputs", [("outcome", dict), ("hard_stopped", bool), ("kpi_met", bool)]):
+) -> NamedTuple(
+    "Outputs",
+    [("outcome", dict), ("hard_stopped", bool), ("kpi_met", bool), ("run_phase3", bool)],
+):
     """Run or resume the loop; publish the augmented set, best checkpoint and report."""
     from collections import namedtuple
 
@@ -39,5 +42,10 @@ def deft_loop(
     )
     if outcome["best_far_pct"] is not None:
         metrics.log_metric("deft_best_far_pct", float(outcome["best_far_pct"]))
-    out = namedtuple("Outputs", ["outcome", "hard_stopped", "kpi_met"])
-    return out(without_nones(outcome), bool(outcome["hard_stopped"]), bool(outcome["kpi_met"]))
+    out = namedtuple("Outputs", ["outcome", "hard_stopped", "kpi_met", "run_phase3"])
+    return out(
+        without_nones(outcome),
+        bool(outcome["hard_stopped"]),
+        bool(outcome["kpi_met"]),
+        bool(outcome["run_phase3"]),
+    )

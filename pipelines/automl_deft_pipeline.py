@@ -90,7 +90,7 @@ def automl_deft_pipeline(
         p,
         "Phase 2: DEFT loop",
     )
-    with dsl.If(deft.outputs["hard_stopped"] == False, name="phase3"):  # noqa: E712 - KFP condition
+    with dsl.If(deft.outputs["run_phase3"] == True, name="phase3"):  # noqa: E712 - KFP condition
         warm = light(select_warm_start(results_dir=run_dir).after(deft), p, "handoff 2→3")
         phase3 = search(
             "phase3",
@@ -119,5 +119,5 @@ def automl_deft_pipeline(
                 phase1=checked.outputs["search"],
             ).after(deft),
             p,
-            "finalize (Phase 3 skipped: DEFT hard-stopped)",
+            "finalize (Phase 3 skipped: DEFT hard-stopped or phase3.enabled false)",
         )

@@ -36,7 +36,7 @@ HEAVY_RETRIES, LIGHT_RETRIES = 3, 2
 LIGHT_CPU, LIGHT_MEMORY = "2", "4Gi"
 KATIB = "hpo_backend == 'katib'"
 IN_POD = f"!({KATIB})"
-PHASE3 = "deft-loop.hard_stopped == false"
+PHASE3 = "deft-loop.run_phase3 == true"
 
 _PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
 _CONDITION_INPUT = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
@@ -50,7 +50,7 @@ class Task:
     """One container task of a compiled pipeline, with its bindings resolved.
 
     ``sources`` maps each task input parameter to where its value comes from: a
-    pipeline parameter name (``gpus``), a task output (``deft-loop.hard_stopped``)
+    pipeline parameter name (``gpus``), a task output (``deft-loop.run_phase3``)
     or a constant (``const:phase1``); ``scope`` does the same for the enclosing
     DAG's inputs, which the platform (``kubernetes``) settings refer to.
     ``conditions`` are the enclosing ``dsl.If`` conditions, outermost first,
