@@ -1081,7 +1081,7 @@ def _safety_gates(ctx: _Context) -> list[str]:
         if ctx.deft.regression.enabled:
             gates.append("the regression gate (needs_review)")
     if automl_runs and not ctx.config.automl.guards.allow_no_gain_over_zero_shot:
-        gates.append("AutoML failing to beat zero-shot")
+        gates.append("the Phase 1 winner failing to beat zero-shot")
     return gates
 
 

@@ -71,8 +71,16 @@ class RunConfig:
     images: ImagesConfig = field(default_factory=ImagesConfig)
 
     def phase3_automl(self) -> AutomlConfig:
-        """Phase 1's search config with the Phase 3 overrides."""
-        over: dict[str, Any] = {}
+        """Phase 1's search config with the Phase 3 overrides.
+
+        The zero-shot guard only records its comparison in Phase 3: Phase 3's
+        yardstick is the DEFT winner on the KPI set (pick-best in ``finalize``),
+        and a warm-started trial that trails the zero-shot scorer on the
+        validation set must still be judged there, not stop the run.
+        """
+        over: dict[str, Any] = {
+            "guards": dataclasses.replace(self.automl.guards, allow_no_gain_over_zero_shot=True)
+        }
         if self.phase3.max_trials is not None:
             over["max_trials"] = self.phase3.max_trials
         if self.phase3.num_epochs is not None:

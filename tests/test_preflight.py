@@ -84,7 +84,7 @@ def test_text_has_headers_in_order_and_aligned_values(tiny_ws: Path, default_pf:
     assert f"   workspace:       {Workspace.at(tiny_ws).root}\n" in text
     assert "   network_arch:    cnn_small backbone, learnable_difference_modules 3\n" in text
     assert "GPU:             none (CPU)" in text
-    assert text.rstrip().endswith("and AutoML failing to beat zero-shot.")
+    assert text.rstrip().endswith("and the Phase 1 winner failing to beat zero-shot.")
 
 
 def test_markdown_has_headings_and_tables(default_pf: Preflight) -> None:
