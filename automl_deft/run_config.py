@@ -18,16 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from automl_deft.deft.config import DeftConfig, check_config
 from automl_deft.errors import SpecError
 from automl_deft.hpo.katib_manifest import DEFAULT_IMAGE
 from automl_deft.hpo.search import AutomlConfig
-from automl_deft.model.spec import typed_from_dict
+from automl_deft.model.spec import read_config_yaml, typed_from_dict
 
 __all__ = ["DEFAULT_IMAGE", "RunConfig", "load_run_config", "run_config_from_dict"]
 
@@ -123,13 +120,5 @@ def load_run_config(path: str | os.PathLike[str] | None) -> RunConfig:
     """Read the run config YAML strictly; None or an empty path gives the defaults."""
     if path is None or str(path) == "":
         return RunConfig()
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"run config not found: {p}; fix the path or drop -c")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"run config {p} is not valid YAML; fix the syntax") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"run config {p}: expected a mapping at the top level")
-    return run_config_from_dict(data, str(p))
+    data = read_config_yaml(path, "run config")
+    return run_config_from_dict(data, str(path))

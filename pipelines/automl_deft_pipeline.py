@@ -47,19 +47,7 @@ def automl_deft_pipeline(
         node_selector, tolerations: where training pods may run.
         credentials_secret: a Secret whose keys become env vars (optional).
     """
-    p = {
-        "workspace": workspace,
-        "config": config,
-        "hpo_backend": hpo_backend,
-        "pvc_name": pvc_name,
-        "gpus": gpus,
-        "accelerator_type": accelerator_type,
-        "cpu_limit": cpu_limit,
-        "memory_limit": memory_limit,
-        "node_selector": node_selector,
-        "tolerations": tolerations,
-        "credentials_secret": credentials_secret,
-    }
+    p = dict(locals())  # the parameters, for the task settings in pipelines/_tasks.py
     pre = light(
         preflight(
             workspace=workspace,

@@ -26,19 +26,7 @@ def automl_only(
     credentials_secret: str = "automl-deft-credentials",
 ) -> None:
     """Pre-flight, one search, the quality check (parameters as in ``automl_deft_pipeline``)."""
-    p = {
-        "workspace": workspace,
-        "config": config,
-        "hpo_backend": hpo_backend,
-        "pvc_name": pvc_name,
-        "gpus": gpus,
-        "accelerator_type": accelerator_type,
-        "cpu_limit": cpu_limit,
-        "memory_limit": memory_limit,
-        "node_selector": node_selector,
-        "tolerations": tolerations,
-        "credentials_secret": credentials_secret,
-    }
+    p = dict(locals())  # the parameters, for the task settings in pipelines/_tasks.py
     pre = light(
         preflight(
             workspace=workspace,

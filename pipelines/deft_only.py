@@ -24,16 +24,7 @@ def deft_only(
     credentials_secret: str = "automl-deft-credentials",
 ) -> None:
     """Pre-flight, the loop, finalize (parameters as in ``automl_deft_pipeline``)."""
-    p = {
-        "pvc_name": pvc_name,
-        "gpus": gpus,
-        "accelerator_type": accelerator_type,
-        "cpu_limit": cpu_limit,
-        "memory_limit": memory_limit,
-        "node_selector": node_selector,
-        "tolerations": tolerations,
-        "credentials_secret": credentials_secret,
-    }
+    p = dict(locals())  # the parameters, for the task settings in pipelines/_tasks.py
     pre = light(
         preflight(
             workspace=workspace,

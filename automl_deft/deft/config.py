@@ -20,14 +20,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from automl_deft.errors import SpecError
 from automl_deft.kpi import KPITarget, parse_target
-from automl_deft.model.spec import typed_from_dict
+from automl_deft.model.spec import read_config_yaml, typed_from_dict
 
 DEFAULT_KPI_TARGET = "FAR < 5% at recall=100%"
 
@@ -144,15 +141,7 @@ def load_deft_config(path: str | os.PathLike[str] | None) -> DeftConfig:
     """
     if path is None:
         return DeftConfig()
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"DEFT config not found: {p}; fix the path or drop -c")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"DEFT config {p} is not valid YAML; fix the syntax") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"DEFT config {p}: expected a mapping at the top level")
+    data = read_config_yaml(path, "DEFT config")
     if "deft" in data and isinstance(data["deft"], dict):
         data = data["deft"]
-    return config_from_dict(data, str(p))
+    return config_from_dict(data, str(path))

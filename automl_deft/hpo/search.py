@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-import yaml
 
 from automl_deft.errors import SpecError
 from automl_deft.hpo.base import (
@@ -48,7 +47,7 @@ from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
-from automl_deft.model.spec import Spec, load_spec, typed_from_dict
+from automl_deft.model.spec import Spec, load_spec, read_config_yaml, typed_from_dict
 from automl_deft.model.zero_shot import zero_shot_frame
 from automl_deft.workspace import Workspace, read_dataset_csv
 
@@ -108,12 +107,7 @@ def load_automl_config(path: str | os.PathLike[str] | None) -> AutomlConfig:
     if path is None:
         return AutomlConfig()
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"AutoML config not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"AutoML config {p} is not valid YAML; fix the syntax") from exc
+    data = read_config_yaml(p, "AutoML config")
     try:
         cfg: AutomlConfig = typed_from_dict(AutomlConfig, data, "", "config")
     except SpecError as exc:

@@ -212,6 +212,24 @@ def spec_from_dict(data: dict[str, Any] | None) -> Spec:
     return spec
 
 
+def read_config_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """A config file's top-level mapping (every typed config loader reads through this).
+
+    Raises:
+        SpecError: missing file, YAML syntax error, or not a mapping (named as ``what``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{what} not found: {p}; fix the path or drop -c")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{what} {p} is not valid YAML; fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{what} {p}: expected a mapping at the top level")
+    return data
+
+
 def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
     """Convert ``value`` to type ``tp`` (dataclasses recursively), strictly.
 
