@@ -968,7 +968,7 @@ def _phase3_section(ctx: _Context) -> Section:
         KeyValue("warm start", warm),
         KeyValue("validation set", f"{ctx.ws.val_csv} (same as Phase 1)"),
         KeyValue("training set", "the last DEFT iteration's train_combined CSV"),
-        KeyValue("skipped if", "DEFT hard-stops"),
+        KeyValue("skipped if", "DEFT hard-stops or stops for review (needs_review)"),
     ]
     data = {
         "enabled": True,

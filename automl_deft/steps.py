@@ -371,7 +371,10 @@ def deft_step(
         copy_file(outcome.best_checkpoint, out_model)
     if out_report is not None and outcome.report is not None:
         copy_file(outcome.report, out_report)
-    return {**outcome.to_dict(), "run_phase3": cfg.phase3.enabled and not outcome.hard_stopped}
+    # Phase 3 runs only after a loop that ended normally: a hard stop or the regression
+    # gate (needs_review) is one of the safety gates the pre-flight names.
+    run_phase3 = cfg.phase3.enabled and not (outcome.hard_stopped or outcome.needs_review)
+    return {**outcome.to_dict(), "run_phase3": run_phase3}
 
 
 def publish_dataset(

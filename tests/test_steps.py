@@ -82,3 +82,44 @@ def test_trajectory_markdown_says_when_phase3_lost_or_failed() -> None:
     skipped = steps.trajectory_markdown({**base, "phase3_ran": False})
     assert "Phase 3 skipped" in skipped
     assert "| iter1 | phase2 | 10.00% |" in lost
+
+
+@pytest.mark.parametrize(
+    ("status", "enabled", "expected"),
+    [
+        ("complete", True, True),
+        ("hard_stopped", True, False),
+        ("needs_review", True, False),
+        ("complete", False, False),
+    ],
+)
+def test_phase3_runs_only_after_a_loop_that_ended_normally(
+    tiny_ws: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    status: str,
+    enabled: bool,
+    expected: bool,
+) -> None:
+    from automl_deft.deft.loop import LoopOutcome
+
+    def fake_run_deft(*args: Any, **kwargs: Any) -> LoopOutcome:
+        return LoopOutcome(
+            results_dir=tmp_path,
+            status=status,
+            stop_reason=None,
+            best_label=None,
+            best_checkpoint=None,
+            best_far_pct=None,
+            best_threshold=None,
+            n_final=0,
+            final_train_csv=tmp_path / "train.csv",
+            kpi_met=False,
+            report=None,
+        )
+
+    monkeypatch.setattr("automl_deft.deft.loop.run_deft", fake_run_deft)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"phase3: {{enabled: {str(enabled).lower()}}}\n")
+    outcome = steps.deft_step(str(tiny_ws), str(config), str(tmp_path))
+    assert outcome["run_phase3"] is expected
