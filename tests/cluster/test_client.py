@@ -8,7 +8,6 @@ at runtime, and string annotations would turn ``str`` into an artifact type name
 import inspect
 import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ import kfp
 import kfp_server_api
 import pytest
 from kfp import compiler, dsl
-from kfp.client.client import RunPipelineResult, _extract_pipeline_yaml
 from kfp_server_api import ApiException
 
 from automl_deft.cluster import client as cc
@@ -35,148 +33,14 @@ from automl_deft.cluster.client import (
     submit,
 )
 from automl_deft.errors import InfrastructureError, SpecError, UserError
+from automl_deft.testing.fake_kfp import FakeKfpClient
 
 SECRET = "eyJhbGciOi.SECRET-token.never-printed"
 HOST = "https://kfp.example.com/pipeline"
 NS = "team-a"
 
 
-# --- the fake --------------------------------------------------------------------------
-
-
-class FakeKfpClient:
-    """The ``kfp.Client`` methods automl_deft calls, in memory, with kfp's own signatures.
-
-    Returns kfp's real result types; reads packages with kfp's own parser, so a package
-    the fake accepts is one kfp can read. ``failures[method]`` is raised on the next call.
-    """
-
-    def __init__(
-        self,
-        host=None,
-        client_id=None,
-        namespace="kubeflow",
-        other_client_id=None,
-        other_client_secret=None,
-        existing_token=None,
-        cookies=None,
-        proxy=None,
-        ssl_ca_cert=None,
-        kube_context=None,
-        credentials=None,
-        ui_host=None,
-        verify_ssl=None,
-    ) -> None:
-        self.host = host
-        self.namespace = namespace
-        self.existing_token = existing_token
-        self._uihost = os.environ.get("KF_PIPELINES_UI_ENDPOINT", ui_host or host)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.failures: dict[str, BaseException] = {}
-        self.experiments: list[kfp_server_api.V2beta1Experiment] = []
-        self._ids = 0
-
-    def _serve(self, method: str, args: dict[str, Any]) -> None:
-        self.calls.append((method, {k: v for k, v in args.items() if k != "self"}))
-        if method in self.failures:
-            raise self.failures.pop(method)
-
-    def _next_id(self, prefix: str) -> str:
-        self._ids += 1
-        return f"{prefix}-{self._ids}"
-
-    def _get_url_prefix(self):
-        if self._uihost:
-            if self._uihost.startswith(("http://", "https://")):
-                return self._uihost
-            return "http://" + self._uihost
-        return "/pipeline"
-
-    def list_experiments(
-        self, page_token="", page_size=10, sort_by="", namespace=None, filter=None
-    ):
-        self._serve("list_experiments", locals())
-        items = [e for e in self.experiments if namespace in (None, e.namespace)]
-        return kfp_server_api.V2beta1ListExperimentsResponse(
-            experiments=items[:page_size], total_size=len(items)
-        )
-
-    def get_experiment(self, experiment_id=None, experiment_name=None, namespace=None):
-        self._serve("get_experiment", locals())
-        found = [
-            e
-            for e in self.experiments
-            if e.display_name == experiment_name and e.namespace == namespace
-        ]
-        if not found:
-            raise ValueError(f"No experiment is found with name {experiment_name}.")
-        if len(found) > 1:
-            raise ValueError(f"Multiple experiments is found with name {experiment_name}.")
-        return found[0]
-
-    def create_experiment(self, name, description=None, namespace=None):
-        self._serve("create_experiment", locals())
-        experiment = kfp_server_api.V2beta1Experiment(
-            experiment_id=self._next_id("exp"), display_name=name, namespace=namespace
-        )
-        self.experiments.append(experiment)
-        return experiment
-
-    def create_run_from_pipeline_package(
-        self,
-        pipeline_file,
-        arguments=None,
-        run_name=None,
-        experiment_name=None,
-        namespace=None,
-        pipeline_root=None,
-        enable_caching=None,
-        cache_key=None,
-        service_account=None,
-        experiment_id=None,
-    ):
-        self._serve("create_run_from_pipeline_package", locals())
-        if experiment_name is not None and experiment_id is not None:
-            raise ValueError("You cannot specify both experiment_name and experiment_id.")
-        _extract_pipeline_yaml(pipeline_file)
-        run = kfp_server_api.V2beta1Run(
-            run_id=self._next_id("run"), display_name=run_name, experiment_id=experiment_id
-        )
-        return RunPipelineResult(self, run)
-
-    def create_recurring_run(
-        self,
-        experiment_id,
-        job_name,
-        description=None,
-        start_time=None,
-        end_time=None,
-        interval_second=None,
-        cron_expression=None,
-        max_concurrency=1,
-        no_catchup=None,
-        params=None,
-        pipeline_package_path=None,
-        pipeline_id=None,
-        version_id=None,
-        enabled=True,
-        pipeline_root=None,
-        enable_caching=None,
-        cache_key=None,
-        service_account=None,
-    ):
-        self._serve("create_recurring_run", locals())
-        if bool(interval_second) == bool(cron_expression):
-            raise ValueError("Either interval_second or cron_expression is required.")
-        _extract_pipeline_yaml(pipeline_package_path)
-        return kfp_server_api.V2beta1RecurringRun(
-            recurring_run_id=self._next_id("rr"),
-            display_name=job_name,
-            experiment_id=experiment_id,
-        )
-
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.calls]
+# --- the fake (automl_deft.testing.fake_kfp) against kfp.Client ------------------------
 
 
 FAKED = [
