@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import yaml
 
 from automl_deft.deft.state import BASELINE, FINAL_AUTOML, DeftState, iteration_number
 from automl_deft.errors import CheckpointError, UserError
-from automl_deft.io import atomic_path, atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_copy, atomic_write_json, atomic_write_text
 from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME, load_checkpoint
 from automl_deft.model.spec import deep_merge, load_spec, save_spec
 
@@ -163,12 +162,10 @@ def seed_baseline(
     train_dir = root / BASELINE / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     dest = train_dir / BEST_NAME
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
+    atomic_copy(src, dest)
     latest = src.with_name(LATEST_NAME)
     if latest.is_file() and latest.resolve() != src.resolve():
-        with atomic_path(train_dir / LATEST_NAME) as tmp:
-            shutil.copyfile(latest, tmp)
+        atomic_copy(latest, train_dir / LATEST_NAME)
     state = DeftState.create(
         root, kpi_target=kpi_target, max_iterations=max_iterations, config=config, paths=paths
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,12 @@ def atomic_write(
     mode, encoding = ("wb", None) if binary else ("w", "utf-8")
     with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as fh:
         writer(fh)
+
+
+def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy ``src`` onto ``dest`` atomically (a reader never sees a half-copied file)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

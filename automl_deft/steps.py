@@ -19,17 +19,15 @@ import functools
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from automl_deft.deft.state import BASELINE, FINAL_AUTOML, DeftState, iteration_number
 from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
-from automl_deft.io import atomic_path, atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_copy, atomic_write_json, atomic_write_text
 from automl_deft.run_config import RunConfig, load_run_config
-from automl_deft.workspace import Workspace
+from automl_deft.workspace import Workspace, new_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +106,7 @@ def resolve_results_dir(workspace: str | os.PathLike[str], results_dir: str) -> 
     if results_dir:
         path = Path(results_dir)
         return path if path.is_absolute() else Path(workspace) / path
-    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    return Workspace.at(workspace).results_dir / f"run_{stamp}"
-
-
-def copy_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
-    """Copy atomically (an artifact is never half-written)."""
-    with atomic_path(dest) as tmp:
-        shutil.copyfile(src, tmp)
+    return new_run_dir(workspace)
 
 
 # --- preflight ---------------------------------------------------------------------------
@@ -240,9 +231,9 @@ def automl_step(
     if out_spec is not None:
         atomic_write_text(out_spec, yaml.safe_dump(best["specs"], sort_keys=True))
     if out_model is not None:
-        copy_file(best["checkpoint"], out_model)
+        atomic_copy(best["checkpoint"], out_model)
     if out_report is not None:
-        copy_file(out / REPORT_FILE, out_report)
+        atomic_copy(out / REPORT_FILE, out_report)
     return {
         "results_dir": str(out),
         "phase": phase,
@@ -368,9 +359,9 @@ def deft_step(
     if out_dataset is not None:
         publish_dataset(outcome.final_train_csv, out_dataset, workspace, results_dir)
     if out_model is not None and outcome.best_checkpoint is not None:
-        copy_file(outcome.best_checkpoint, out_model)
+        atomic_copy(outcome.best_checkpoint, out_model)
     if out_report is not None and outcome.report is not None:
-        copy_file(outcome.report, out_report)
+        atomic_copy(outcome.report, out_report)
     # Phase 3 runs only after a loop that ended normally: a hard stop or the regression
     # gate (needs_review) is one of the safety gates the pre-flight names.
     run_phase3 = cfg.phase3.enabled and not (outcome.hard_stopped or outcome.needs_review)
@@ -386,7 +377,7 @@ def publish_dataset(
     """Write a self-describing Dataset artifact directory (CSV + manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    copy_file(csv, out / "train.csv")
+    atomic_copy(csv, out / "train.csv")
     ws = Workspace.at(workspace)
     manifest = {
         "csv": "train.csv",
@@ -473,9 +464,9 @@ def finalize_step(
     if out_md is not None:
         atomic_write_text(out_md, trajectory_markdown(summary))
     if out_model is not None and best is not None:
-        copy_file(best["checkpoint"], out_model)
+        atomic_copy(best["checkpoint"], out_model)
     if out_report is not None:
-        copy_file(report, out_report)
+        atomic_copy(report, out_report)
     return summary
 
 

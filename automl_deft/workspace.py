@@ -21,6 +21,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -209,6 +210,12 @@ class Workspace:
             "kpi_test": self.kpi_csv,
             "mining_pool": self.pool_csv,
         }
+
+
+def new_run_dir(workspace: str | os.PathLike[str]) -> Path:
+    """A new run's results directory: ``<ws>/results/run_<YYYYmmdd_HHMMSS>`` (UTC)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+    return Workspace.at(workspace).results_dir / f"run_{stamp}"
 
 
 def find_images_dir(csv_path: str | os.PathLike[str]) -> Path:

@@ -26,7 +26,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +59,10 @@ from automl_deft.handoff import (
     write_deliverable,
 )
 from automl_deft.io import atomic_write_csv, atomic_write_json
-from automl_deft.kpi import KPITarget, judge_scored_frame
+from automl_deft.kpi import KPITarget, judge_scored_frame, read_inference_csv
 from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME
 from automl_deft.model.spec import Spec, load_spec
-from automl_deft.workspace import Workspace, normalize_label, read_dataset_csv
+from automl_deft.workspace import Workspace, new_run_dir, normalize_label, read_dataset_csv
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +117,6 @@ class LoopOutcome:
         }
 
 
-def default_results_dir(workspace: str | os.PathLike[str]) -> Path:
-    """``<ws>/results/run_<YYYYmmdd_HHMMSS>``."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    return Workspace.at(workspace).results_dir / f"run_{stamp}"
-
-
 def workspace_paths(
     workspace: str | os.PathLike[str], *, spec_path: str | os.PathLike[str] | None = None
 ) -> dict[str, str]:
@@ -172,7 +165,7 @@ def run_deft(
     Raises:
         UserError: a bad workspace/config, or another loop holds the results directory.
     """
-    root = Path(results_dir) if results_dir else default_results_dir(workspace)
+    root = Path(results_dir) if results_dir else new_run_dir(workspace)
     with run_lock(root):
         if DeftState.exists(root):
             state = DeftState.load(root)
@@ -421,10 +414,8 @@ class _Loop:
     def stage_rca(self, label: str) -> tuple[dict[str, Any], str]:
         from automl_deft.deft.rca import analyse, write_rca
 
-        scored = pd.read_csv(
-            self.state.iterations[label]["inference_csv"], dtype=str, keep_default_na=False
-        )
-        scored["siamese_score"] = scored["siamese_score"].astype(float)
+        # analyse() checks and converts the scores (a KPIError, not a crash, on bad ones).
+        scored = read_inference_csv(self.state.iterations[label]["inference_csv"])
         out = self.dir(label, "rca_results")
         _clear(out)
         result = analyse(

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +48,7 @@ from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec, read_config_yaml, typed_from_dict
 from automl_deft.model.zero_shot import zero_shot_frame
-from automl_deft.workspace import Workspace, read_dataset_csv
+from automl_deft.workspace import Workspace, new_run_dir, read_dataset_csv
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +118,7 @@ def load_automl_config(path: str | os.PathLike[str] | None) -> AutomlConfig:
 
 def default_results_dir(workspace: str | os.PathLike[str], phase: str) -> Path:
     """``<ws>/results/run_<YYYYmmdd_HHMMSS>/automl_<phase>/`` (the DEFT loop's run dir)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
-    return Workspace.at(workspace).results_dir / f"run_{stamp}" / f"automl_{phase}"
+    return new_run_dir(workspace) / f"automl_{phase}"
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ import pandas as pd
 from PIL import Image
 
 from automl_deft.errors import SpecError, StageError, UserError
-from automl_deft.io import atomic_path
+from automl_deft.io import atomic_copy, atomic_path
 from automl_deft.workspace import (
     REQUIRED_COLUMNS,
     ImageNaming,
@@ -306,12 +305,6 @@ def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt)
 
 
-def copy_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-    """Copy ``src`` onto ``dst`` atomically."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
 class PairWriter:
     """Writes generated pairs under ``ctx.out_images_dir/<backend>/`` and collects their rows.
 
@@ -364,7 +357,7 @@ class PairWriter:
         for images, files in ((goldens, golden_files), (inputs, input_files)):
             for image, dst in zip(images, files, strict=True):
                 if isinstance(image, Path):
-                    copy_file(image, dst)
+                    atomic_copy(image, dst)
                 else:
                     write_image(dst, image)
         row = {
