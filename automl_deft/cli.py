@@ -104,7 +104,7 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
     label, object_name, boardname) and by input image content. Exit status 2
     lists every problem, one line each, with the fix.
     """
-    from automl_deft.workspace import validate_workspace
+    from automl_deft.validate import validate_workspace
 
     report = validate_workspace(
         workspace, check_image_files=not no_images, require_pool=not no_pool

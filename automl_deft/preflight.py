@@ -49,6 +49,7 @@ from automl_deft.hpo.search import AutomlConfig
 from automl_deft.hpo.space import Param, SearchSpace
 from automl_deft.model.spec import Spec, load_spec
 from automl_deft.run_config import RunConfig
+from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
     VAL_CSV,
     CsvSummary,
@@ -57,7 +58,6 @@ from automl_deft.workspace import (
     read_dataset_csv,
     refuse_kpi_set,
     summarize,
-    validate_workspace,
 )
 
 PHASES: tuple[str, ...] = ("automl", "deft", "phase3")

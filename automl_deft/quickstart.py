@@ -19,11 +19,11 @@ from automl_deft.model.infer import infer_frame
 from automl_deft.model.spec import load_spec
 from automl_deft.model.train import train
 from automl_deft.model.zero_shot import zero_shot_frame
+from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
     ValidationReport,
     Workspace,
     read_dataset_csv,
-    validate_workspace,
 )
 
 log = logging.getLogger(__name__)

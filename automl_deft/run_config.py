@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.deft.config import DeftConfig, check_config
 from automl_deft.errors import SpecError
 from automl_deft.hpo.katib_manifest import DEFAULT_IMAGE
 from automl_deft.hpo.search import AutomlConfig
-from automl_deft.model.spec import read_config_yaml, typed_from_dict
 
 __all__ = ["DEFAULT_IMAGE", "RunConfig", "load_run_config", "run_config_from_dict"]
 

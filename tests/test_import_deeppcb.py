@@ -15,6 +15,7 @@ from automl_deft.importers import ImportSummary, import_deeppcb
 from automl_deft.importers.deeppcb import PASS_MARGIN, read_annotations
 from automl_deft.model.spec import load_spec
 from automl_deft.testing.deeppcb_fixture import make_deeppcb_fixture
+from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
     IMAGES_DIR,
     PASS_LABEL,
@@ -22,7 +23,6 @@ from automl_deft.workspace import (
     ImageNaming,
     Workspace,
     resolve_image_path,
-    validate_workspace,
 )
 
 CROP = 64

@@ -26,13 +26,13 @@ from automl_deft.synth import (
 )
 from automl_deft.synth.demo import SPLITS
 from automl_deft.synth.render import SPECKLE, dilate, erode, shift_image
+from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
     PASS_LABEL,
     ImageNaming,
     Workspace,
     input_content_hashes,
     leakage_keys,
-    validate_workspace,
 )
 
 

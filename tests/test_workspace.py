@@ -12,6 +12,7 @@ from PIL import Image
 
 from automl_deft.cli import cli
 from automl_deft.errors import WorkspaceError
+from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
     ImageNaming,
     Workspace,
@@ -19,7 +20,6 @@ from automl_deft.workspace import (
     find_leakage,
     leakage_keys,
     resolve_image_path,
-    validate_workspace,
 )
 
 NAMING = ImageNaming()

@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.kpi import KPITarget, parse_target
-from automl_deft.model.spec import read_config_yaml, typed_from_dict
 
 DEFAULT_KPI_TARGET = "FAR < 5% at recall=100%"
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.hpo.base import (
     Budget,
@@ -46,7 +47,7 @@ from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
-from automl_deft.model.spec import Spec, load_spec, read_config_yaml, typed_from_dict
+from automl_deft.model.spec import Spec, load_spec
 from automl_deft.model.zero_shot import zero_shot_frame
 from automl_deft.workspace import Workspace, new_run_dir, read_dataset_csv
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
+from automl_deft.config import typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.io import atomic_write_text
 from automl_deft.workspace import ImageNaming
@@ -210,99 +209,6 @@ def spec_from_dict(data: dict[str, Any] | None) -> Spec:
     spec = typed_from_dict(Spec, data or {}, "")
     _check_ranges(spec)
     return spec
-
-
-def read_config_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """A config file's top-level mapping (every typed config loader reads through this).
-
-    Raises:
-        SpecError: missing file, YAML syntax error, or not a mapping (named as ``what``).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{what} not found: {p}; fix the path or drop -c")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{what} {p} is not valid YAML; fix the syntax") from exc
-    if not isinstance(data, dict):
-        raise SpecError(f"{what} {p}: expected a mapping at the top level")
-    return data
-
-
-def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
-    """Convert ``value`` to type ``tp`` (dataclasses recursively), strictly.
-
-    Used for every typed config of the project; errors name the dotted key path.
-    """
-    where = f"{noun} key {path!r}" if path else noun
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - fields)
-        if unknown:
-            name = f"{path}.{unknown[0]}" if path else str(unknown[0])
-            raise SpecError(
-                f"unknown {noun} key {name!r}; known keys here: {', '.join(sorted(fields))}"
-            )
-        kwargs = {
-            k: typed_from_dict(hints[k], v, f"{path}.{k}" if path else k, noun)
-            for k, v in value.items()
-        }
-        return tp(**kwargs)  # type: ignore[operator]  # tp is a dataclass type here
-    if tp is Any:
-        return value
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return typed_from_dict(inner, value, path, noun)
-    if origin is Literal:
-        if value not in args:
-            allowed = ", ".join(repr(a) for a in args)
-            raise SpecError(f"{where}: {_show(value)} is not one of {allowed}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise SpecError(f"{where}: expected a list, got {_show(value)}")
-        return [typed_from_dict(args[0], v, f"{path}[{i}]", noun) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
-        return {
-            typed_from_dict(args[0], k, f"{path}.<key>", noun): typed_from_dict(
-                args[1], v, f"{path}.{k}", noun
-            )
-            for k, v in value.items()
-        }
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{where}: expected true/false, got {_show(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            # JSON round trips (KFP parameters, Katib) turn 2 into 2.0; 2.5 stays an error.
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: expected an integer, got {_show(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpecError(f"{where}: expected a number, got {_show(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{where}: expected a string, got {_show(value)}")
-        return value
-    raise TypeError(f"unsupported spec field type {tp!r} at {path}")  # a bug, not user input
-
-
-def _show(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
 
 
 def _check_ranges(spec: Spec) -> None:
