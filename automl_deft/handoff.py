@@ -17,98 +17,77 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from automl_deft.deft.state import BASELINE, FINAL_AUTOML, DeftState, iteration_number
+from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.state import DeftState
 from automl_deft.errors import CheckpointError, UserError
-from automl_deft.io import atomic_copy, atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_copy, atomic_write_text
 from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME, load_checkpoint
 from automl_deft.model.spec import deep_merge, load_spec, save_spec
+from automl_deft.phases import (
+    BASELINE,
+    FINAL_AUTOML,
+    SOURCE_PHASE1,
+    SOURCE_PHASE3,
+    iteration_number,
+)
+from automl_deft.records import (
+    BestPointer,
+    Deliverable,
+    KPISummary,
+    RankEntry,
+    RunInputs,
+    WarmStart,
+    rank_by_far,
+)
 
-BEST_MODEL_FILE = "best_model.json"
-INFERENCE_SPEC_FILE = "best_model_inference_spec.yaml"
 AUTOML_SPEC_NAME = "baseline_spec_automl.yaml"
-
-
-def far_or_inf(value: Any) -> float:
-    """far_pct for ranking: missing / unavailable ranks last."""
-    if value is None:
-        return math.inf
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return math.inf
-    return math.inf if math.isnan(f) else f
-
-
-def ranked_labels(state: DeftState, *, include_final: bool = True) -> list[str]:
-    """Evaluated iterations, best (lowest far_pct) first; ties keep the earlier one."""
-
-    def order(label: str) -> tuple[float, int]:
-        n = iteration_number(label)
-        return far_or_inf(state.iterations[label].get("far_pct")), 10**6 if n is None else n
-
-    labels = [
-        label
-        for label, rec in state.iterations.items()
-        if rec.get("far_pct") is not None
-        and rec.get("best_ckpt_path")
-        and (include_final or label != FINAL_AUTOML)
-    ]
-    return sorted(labels, key=order)
 
 
 def pick_best(state: DeftState, *, include_final: bool = True) -> str | None:
     """The label with the lowest far_pct over baseline, all iterations (and final_automl)."""
-    ranked = ranked_labels(state, include_final=include_final)
+    ranked = rank_by_far(state.iterations, include_final=include_final)
     return ranked[0] if ranked else None
 
 
-def write_deliverable(
-    state: DeftState, application: Any, *, images_dir: str | os.PathLike[str]
-) -> dict[str, Any] | None:
+def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
     """Pick the best and write ``best_model.json`` + ``best_model_inference_spec.yaml``.
 
-    Records ``state.data["best"]`` (saved). Returns the ``best_model.json`` content,
-    or None when nothing has been evaluated yet.
+    Records ``state.best`` (saved). Paths in ``best_model.json`` are relative to the
+    run directory. Returns the deliverable, or None when nothing has been evaluated yet.
     """
-    label = pick_best(state)
-    if label is None:
+    ranked = rank_by_far(state.iterations)
+    if not ranked:
         return None
+    label = ranked[0]
     rec = state.iterations[label]
-    ckpt = Path(rec["best_ckpt_path"])
-    threshold = float(rec["threshold"])
-    spec_path = state.results_dir / INFERENCE_SPEC_FILE
+    layout = state.layout
+    ckpt = state.path_of(label, "best_ckpt_path")
+    assert ckpt is not None and rec.threshold is not None and rec.far_pct is not None
+    threshold = float(rec.threshold)
     spec = application.inference_spec(ckpt, threshold)
-    atomic_write_text(spec_path, yaml.safe_dump(spec, sort_keys=False))
-    best = {
-        "checkpoint": str(ckpt),
-        "threshold": threshold,
-        "far_pct": float(rec["far_pct"]),
-        "iteration": label,
-        "backbone": application.describe(ckpt).get("backbone"),
-        "images_dir": str(images_dir),
-        "training_spec": str(spec_path),
-        "kpi_target": state.data.get("kpi_target"),
-        "ranking": [
-            {"iteration": lab, "far_pct": state.iterations[lab].get("far_pct")}
-            for lab in ranked_labels(state)
-        ],
-    }
-    atomic_write_json(state.results_dir / BEST_MODEL_FILE, best)
-    state.data["best"] = {
-        "label": label,
-        "far_pct": best["far_pct"],
-        "threshold": threshold,
-        "best_ckpt_path": str(ckpt),
-    }
+    atomic_write_text(layout.inference_spec, yaml.safe_dump(spec, sort_keys=False))
+    best = Deliverable(
+        checkpoint=str(layout.rel(ckpt)),
+        threshold=threshold,
+        far_pct=float(rec.far_pct),
+        iteration=label,
+        backbone=application.describe(ckpt).get("backbone"),
+        images_dir=str(state.inputs.images_dir),
+        training_spec=str(layout.rel(layout.inference_spec)),
+        kpi_target=state.kpi_target,
+        ranking=[RankEntry(lab, state.iterations[lab].far_pct) for lab in ranked],
+    )
+    best.write(layout.deliverable)
+    state.best = BestPointer(
+        label=label, far_pct=best.far_pct, threshold=threshold, best_ckpt_path=best.checkpoint
+    )
     state.save()
     return best
 
@@ -131,11 +110,9 @@ def seed_baseline(
     *,
     checkpoint: str | os.PathLike[str],
     train_metric: float | None,
-    kpi_target: str,
-    max_iterations: int,
-    config: dict[str, Any],
-    paths: dict[str, str],
-    source: str = "automl_phase1",
+    config: DeftConfig,
+    inputs: RunInputs,
+    source: str = SOURCE_PHASE1,
 ) -> DeftState:
     """Pre-seed a DEFT run with an already trained baseline (steps 2–3 of the handoff).
 
@@ -166,23 +143,19 @@ def seed_baseline(
     latest = src.with_name(LATEST_NAME)
     if latest.is_file() and latest.resolve() != src.resolve():
         atomic_copy(latest, train_dir / LATEST_NAME)
-    state = DeftState.create(
-        root, kpi_target=kpi_target, max_iterations=max_iterations, config=config, paths=paths
-    )
+    state = DeftState.create(root, config=config, inputs=inputs)
     state.commit(
         BASELINE,
         "train",
-        fields={
-            "best_ckpt_path": str(dest),
-            "best_ckpt_kind": "best_val",
-            "train_metric": train_metric,
-            "source": source,
-            "seeded_from": str(src),
-            "train_csv": paths.get("train_csv"),
-            "train_rows": _rows(paths.get("train_csv")),
-        },
         summary="baseline train skipped — reused Phase 1 winner",
         duration_sec=0.0,
+        best_ckpt_path=dest,
+        best_ckpt_kind="best_val",
+        train_metric=train_metric,
+        source=source,
+        seeded_from=str(src),
+        train_csv=inputs.train_csv,
+        train_rows=_rows(inputs.train_csv),
     )
     return state
 
@@ -197,29 +170,16 @@ def _rows(csv: str | None) -> int | None:
 # --- 2 → 3 and final ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WarmStart:
-    """What Phase 3 starts from."""
-
-    label: str
-    checkpoint: Path
-    far_pct: float
-    train_csv: Path
-    n_final: int
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
-
-
 def final_training_set(state: DeftState) -> tuple[int, Path]:
     """(N_final, CSV): the last iteration whose assembled training set was committed."""
-    best_n, csv = 0, state.data["config"]["paths"]["train_csv"]
-    for label, rec in state.iterations.items():
+    best_n, csv = 0, state.inputs.path("train_csv")
+    for label in state.iterations:
         n = iteration_number(label)
         if n and state.done(label, "data_merge") and n > best_n:
-            best_n, csv = n, rec["train_csv"]
-    return best_n, Path(csv)
+            path = state.path_of(label, "train_csv")
+            if path is not None:
+                best_n, csv = n, path
+    return best_n, csv
 
 
 def select_warm_start(state: DeftState) -> WarmStart:
@@ -234,41 +194,48 @@ def select_warm_start(state: DeftState) -> WarmStart:
             f"no evaluated DEFT iteration in {state.results_dir}; run the DEFT loop first"
         )
     rec = state.iterations[label]
-    ckpt = Path(rec["best_ckpt_path"])
-    if not ckpt.is_file():
+    ckpt = state.path_of(label, "best_ckpt_path")
+    if ckpt is None or not ckpt.is_file():
         raise CheckpointError(f"warm-start checkpoint {ckpt} of {label} is missing; re-run DEFT")
     n_final, csv = final_training_set(state)
-    return WarmStart(label, ckpt, float(rec["far_pct"]), csv, n_final)
+    assert rec.far_pct is not None
+    return WarmStart(label, str(ckpt), float(rec.far_pct), str(csv), n_final)
 
 
 def register_final_automl(
     state: DeftState,
     *,
     checkpoint: str | os.PathLike[str],
-    far_pct: float | None,
-    threshold: float | None,
-    fields: dict[str, Any] | None = None,
+    kpi: KPISummary,
+    inference_csv: str | os.PathLike[str],
+    val_far_pct: float | None,
+    warm_start_from: str | None,
+    train_csv: str | None,
+    rec_id: str | None,
     duration_sec: float = 0.0,
 ) -> None:
     """Record Phase 3's KPI-set result as ``iterations.final_automl`` (logged once)."""
     start = time.monotonic()
-    rec = state.iteration(FINAL_AUTOML)
-    rec.update(fields or {})
-    rec.update(
-        {
-            "best_ckpt_path": str(checkpoint),
-            "far_pct": far_pct,
-            "threshold": threshold,
-            "source": "automl_phase3",
-            "status": "complete",
-            "stage_completed": "evaluate",
-        }
+    state.update(
+        FINAL_AUTOML,
+        inference_csv=inference_csv,
+        kpi=kpi,
+        val_far_pct=val_far_pct,
+        warm_start_from=warm_start_from,
+        train_csv=train_csv,
+        rec_id=rec_id,
+        best_ckpt_path=checkpoint,
+        far_pct=kpi.far_pct,
+        threshold=kpi.threshold,
+        source=SOURCE_PHASE3,
+        status="complete",
+        stage_completed="evaluate",
     )
-    shown = "unavailable" if far_pct is None else f"{far_pct:.2f}%"
+    shown = "unavailable" if kpi.far_pct is None else f"{kpi.far_pct:.2f}%"
     state.log_event(
         FINAL_AUTOML,
         "evaluate",
         "ok",
-        f"FAR={shown} threshold={threshold}",
+        f"FAR={shown} threshold={kpi.threshold}",
         duration_sec or time.monotonic() - start,
     )

@@ -1,79 +1,78 @@
 """The pipeline's steps as plain library calls (the KFP components only wrap these).
 
-Every step takes paths and plain values, does its work on the run's results
-directory (on the workspace volume, so state survives pod restarts), writes the
-files its component publishes as artifacts, and returns a JSON-ready dict. The
-same functions run under ``kfp.local`` (the embedded default) and in a pod.
-
-Layout of one run (``RESULTS``)::
-
-    RESULTS/automl_phase1/      Phase 1 search (automl_result.json, leaderboard, trials/)
-    RESULTS/deft_state.json …   Phase 2 (the DEFT loop's own layout)
-    RESULTS/final_automl/       Phase 3 search and its KPI-set evaluation
-    RESULTS/pipeline_summary.json, best_model.json, DEFT_Loop_Report.html
+Every step takes paths, plain values and typed records
+(:mod:`automl_deft.records`), does its work on the run's results directory (on
+the workspace volume, so state survives pod restarts), writes the files its
+component publishes as artifacts, and returns a typed record; a component
+passes it on as the record's exact JSON text (:meth:`~automl_deft.records.Record.dumps`).
+The same functions run under ``kfp.local`` (the embedded default) and in a pod.
+The run directory's layout is :class:`automl_deft.layout.RunLayout`'s.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from automl_deft.deft.state import BASELINE, FINAL_AUTOML, DeftState, iteration_number
+from automl_deft.deft.state import DeftState
 from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
 from automl_deft.io import atomic_copy, atomic_write_json, atomic_write_text
+from automl_deft.layout import RunLayout
+from automl_deft.phases import FINAL_AUTOML, Phase, iteration_number, phase_of
+from automl_deft.records import (
+    BaselineSeed,
+    Deliverable,
+    KPISummary,
+    LoopOutcome,
+    PipelineSummary,
+    PreflightOutcome,
+    SearchBrief,
+    SearchWinner,
+    TrajectoryStep,
+    WarmStart,
+)
 from automl_deft.run_config import RunConfig, load_run_config
 from automl_deft.workspace import Workspace, new_run_dir
 
 log = logging.getLogger(__name__)
 
-PHASE1_DIR = "automl_phase1"
-PHASE3_DIR = FINAL_AUTOML
-SUMMARY_FILE = "pipeline_summary.json"
 DATASET_MANIFEST = "manifest.json"
-PHASES = ("automl", "deft", "phase3")
+PIPELINE_PHASES: tuple[Phase, ...] = tuple(Phase)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-ERROR_FILE_ENV = "AUTOML_DEFT_ERROR_FILE"
-"""When set, a step that fails on a project error appends ``{step, message, exit_code}``
-to this JSON-lines file, so a local runner can report the task's own one-line error."""
+def step(fn: F) -> F:
+    """Decorator for the public steps: record a project error in the run directory.
 
-
-def step(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for the public steps: record project errors for the local runner."""
+    A step that fails on a project error appends ``{step, message, exit_code}`` to
+    ``RUN/task_errors.jsonl`` (when it knows its results directory), so a local
+    runner can report the task's own one-line error instead of kfp's.
+    """
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except AutomlDeftError as exc:
-            path = os.environ.get(ERROR_FILE_ENV)
-            if path:
+            results = signature.bind_partial(*args, **kwargs).arguments.get("results_dir")
+            if results:
                 line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 record = {"step": fn.__name__, "message": line, "exit_code": exc.exit_code}
+                path = RunLayout.at(results).task_errors
+                path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
             raise
 
-    return wrapper
-
-
-def without_nones(obj: Any) -> Any:
-    """``obj`` with None-valued dict keys dropped (recursively), for KFP parameters.
-
-    KFP's struct parameters cannot hold nulls; readers of these dicts use ``.get()``.
-    """
-    if isinstance(obj, dict):
-        return {str(k): without_nones(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [without_nones(v) for v in obj if v is not None]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    return wrapper  # type: ignore[return-value]
 
 
 def on_volume(artifact: Any, key: str, member: str = "") -> str | None:
@@ -119,15 +118,14 @@ def preflight_step(
     results_dir: str,
     hpo_backend: str,
     *,
-    phases: Sequence[str] = PHASES,
+    phases: Sequence[str] = tuple(p.value for p in PIPELINE_PHASES),
     summary_md: str | os.PathLike[str] | None = None,
     check_images: bool = True,
-) -> dict[str, Any]:
+) -> PreflightOutcome:
     """The single gate's checks at the start of a run; blocking problems fail it.
 
     Returns:
-        ``{results_dir, ok, warnings}`` (the resolved results directory every later
-        step uses).
+        The resolved results directory every later step uses, and the warnings.
 
     Raises:
         WorkspaceError: leakage, missing data, the KPI set used as validation set, …
@@ -149,7 +147,7 @@ def preflight_step(
     if pre.blocking:
         raise WorkspaceError(pre.blocking)
     root.mkdir(parents=True, exist_ok=True)
-    return {"results_dir": str(root), "ok": True, "warnings": pre.warnings}
+    return PreflightOutcome(results_dir=str(root), ok=True, warnings=list(pre.warnings))
 
 
 # --- AutoML (Phase 1 and 3) --------------------------------------------------------------
@@ -170,7 +168,7 @@ def automl_step(
     out_spec: str | os.PathLike[str] | None = None,
     out_model: str | os.PathLike[str] | None = None,
     out_report: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> SearchWinner:
     """Run the Phase 1 (``phase1``) or Phase 3 (``phase3``) search.
 
     Phase 3 uses Phase 1's algorithm, metric and validation set, trains on
@@ -181,25 +179,24 @@ def automl_step(
     settings (the pipeline passes its volume, image and GPU count).
 
     Returns:
-        ``{results_dir, rec_id, far_pct, val_loss, metric, metric_value, checkpoint,
-        specs, pred_counts, guards}``; the winning spec YAML, checkpoint and HTML
-        report are copied to ``out_spec``, ``out_model`` and ``out_report``.
+        The winner; its spec YAML, checkpoint and HTML report are copied to
+        ``out_spec``, ``out_model`` and ``out_report``.
     """
     import dataclasses
 
     import yaml
 
-    from automl_deft.hpo.search import REPORT_FILE, automl_search
+    from automl_deft.hpo.search import automl_search
     from automl_deft.model.spec import load_spec
 
+    which = Phase(phase)
     cfg = resolve_config(workspace, config)
-    search_cfg = cfg.automl if phase == "phase1" else cfg.phase3_automl()
+    search_cfg = cfg.automl if which is Phase.PHASE1 else cfg.phase3_automl()
     if hpo_backend:
         search_cfg = dataclasses.replace(search_cfg, backend=hpo_backend)  # type: ignore[arg-type]
     if katib:
         search_cfg = dataclasses.replace(search_cfg, katib={**search_cfg.katib, **katib})
-    root = Path(results_dir)
-    out = root / (PHASE1_DIR if phase == "phase1" else PHASE3_DIR)
+    out = RunLayout.at(results_dir).search(which)
     centroid = None
     if centroid_overrides:
         winning = yaml.safe_load(Path(centroid_overrides).read_text(encoding="utf-8")) or {}
@@ -208,15 +205,15 @@ def automl_step(
         result = automl_search(
             workspace,
             search_cfg,
-            results_dir=out,
-            phase=phase,
+            results_dir=out.root,
+            phase=which.value,
             base_spec=centroid,
             train_csv=train_csv,
             warm_start=warm_start,
             centroid=centroid,
         )
     except UserError as exc:
-        if phase != "phase3":
+        if which is not Phase.PHASE3:
             raise
         # Phase 3 is an attempt to improve on DEFT's winner: a search that cannot hand
         # a winner on (every trial collapsed, no gain over zero-shot) loses to it,
@@ -226,36 +223,40 @@ def automl_step(
         for path in (out_spec, out_model, out_report):
             if path is not None:
                 atomic_write_text(path, f"Phase 3 produced no usable winner: {reason}\n")
-        return {"results_dir": str(out), "phase": phase, "failed": reason, "train_csv": train_csv}
+        return SearchWinner(
+            phase=which.value, results_dir=str(out.root), failed=reason, train_csv=train_csv
+        )
     best = result.best
     if out_spec is not None:
         atomic_write_text(out_spec, yaml.safe_dump(best["specs"], sort_keys=True))
     if out_model is not None:
         atomic_copy(best["checkpoint"], out_model)
     if out_report is not None:
-        atomic_copy(out / REPORT_FILE, out_report)
-    return {
-        "results_dir": str(out),
-        "phase": phase,
-        "rec_id": best["rec_id"],
-        "far_pct": best.get("far_pct"),
-        "val_loss": best.get("val_loss"),
-        "metric": result.metric,
-        "metric_value": best.get("metric_value"),
-        "checkpoint": str(best["checkpoint"]),
-        "specs": best["specs"],
-        "pred_counts": best.get("pred_counts"),
-        "algorithm": result.algorithm,
-        "backend": result.backend,
-        "trials": len(result.history),
-        "warm_start": warm_start,
-        "train_csv": train_csv,
-        "guards": result.guards,
-    }
+        atomic_copy(out.report, out_report)
+    return SearchWinner(
+        phase=which.value,
+        results_dir=str(out.root),
+        rec_id=best["rec_id"],
+        far_pct=best.get("far_pct"),
+        val_loss=best.get("val_loss"),
+        metric=result.metric,
+        metric_value=best.get("metric_value"),
+        checkpoint=str(best["checkpoint"]),
+        specs=best["specs"],
+        pred_counts=best.get("pred_counts") or {},
+        algorithm=result.algorithm,
+        backend=result.backend,
+        trials=len(result.history),
+        warm_start=warm_start,
+        train_csv=train_csv,
+        guards=result.guards,
+    )
 
 
 @step
-def quality_check_step(search: dict[str, Any], *, out_md: str | os.PathLike[str] | None) -> dict:
+def quality_check_step(
+    search: SearchWinner, *, out_md: str | os.PathLike[str] | None
+) -> SearchWinner:
     """Check the winner before handing it on: both classes predicted, and zero-shot beaten.
 
     The search already skipped collapsed trials and re-ran a lucky winner; this step
@@ -264,73 +265,59 @@ def quality_check_step(search: dict[str, Any], *, out_md: str | os.PathLike[str]
     Raises:
         UserError: the winner predicts one class only (nothing else qualified).
     """
-    counts = search.get("pred_counts") or {}
+    counts = search.pred_counts
     predicted = {k: v for k, v in counts.items() if v}
-    guards = search.get("guards") or {}
     lines = [
-        f"# Quality check ({search.get('phase', 'phase1')})",
+        f"# Quality check ({search.phase})",
         "",
-        f"- winner: `{search['rec_id']}`, validation far_pct {search.get('far_pct')}",
+        f"- winner: `{search.rec_id}`, validation far_pct {search.far_pct}",
         f"- per-class prediction counts: {json.dumps(counts)}",
     ]
-    for key, value in sorted(guards.items()):
+    for key, value in sorted(search.guards.items()):
         lines.append(f"- guard `{key}`: {json.dumps(value, default=str)}")
     if counts and len(predicted) < 2:
         raise UserError(
-            f"the AutoML winner {search['rec_id']} predicts one class only ({counts}); "
+            f"the AutoML winner {search.rec_id} predicts one class only ({counts}); "
             "widen the search space or raise max_trials"
         )
     lines.append("- verdict: **passed** (both classes predicted; zero-shot guard applied)")
     if out_md is not None:
         atomic_write_text(out_md, "\n".join(lines) + "\n")
-    return {**search, "quality": "passed"}
+    return search.replace(quality="passed")
 
 
 # --- handoff 1 → 2 ------------------------------------------------------------------------
 
 
-def search_result(search: dict[str, Any]) -> dict[str, Any]:
-    """The search's own ``best`` record from its ``automl_result.json`` (exact types), or
-    ``search`` itself when the file is not there (KFP parameters turn ints into floats)."""
-    from automl_deft.hpo.search import RESULT_FILE
-
-    path = Path(search.get("results_dir", "")) / RESULT_FILE
-    if not search.get("results_dir") or not path.is_file():
-        return search
-    best = json.loads(path.read_text(encoding="utf-8"))["best"]
-    return {**search, **{k: best[k] for k in ("specs", "checkpoint", "far_pct") if k in best}}
-
-
 @step
 def seed_deft_baseline_step(
-    workspace: str, config: str, results_dir: str, search: dict[str, Any]
-) -> dict[str, Any]:
+    workspace: str, config: str, results_dir: str, search: SearchWinner
+) -> BaselineSeed:
     """The four-step handoff: merged spec, copied checkpoint, pre-seeded state and log."""
-    from automl_deft.deft.loop import workspace_paths
+    from automl_deft.deft.loop import workspace_inputs
     from automl_deft.handoff import AUTOML_SPEC_NAME, merge_winning_spec, seed_baseline
 
-    search = search_result(search)
+    if not search.usable or search.checkpoint is None:
+        raise UserError(f"the {search.phase} search has no winner to hand on: {search.failed}")
     cfg = resolve_config(workspace, config)
     ws = Workspace.at(workspace)
     spec_out = ws.spec_path.with_name(AUTOML_SPEC_NAME)
-    merge_winning_spec(ws.spec_path, search["specs"], spec_out)
+    merge_winning_spec(ws.spec_path, search.specs, spec_out)
     state = seed_baseline(
         results_dir,
-        checkpoint=search["checkpoint"],
-        train_metric=search.get("far_pct"),
-        kpi_target=cfg.deft.kpi_target,
-        max_iterations=cfg.deft.max_iterations,
-        config=cfg.deft.to_dict(),
-        paths=workspace_paths(workspace, spec_path=spec_out),
+        checkpoint=search.checkpoint,
+        train_metric=search.far_pct,
+        config=cfg.deft,
+        inputs=workspace_inputs(workspace, spec_path=spec_out),
     )
-    base = state.iterations[BASELINE]
-    return {
-        "results_dir": str(state.results_dir),
-        "spec": str(spec_out),
-        "specs": search["specs"],
-        "baseline_checkpoint": base["best_ckpt_path"],
-        "source": base.get("source"),
-    }
+    base = state.path_of("baseline", "best_ckpt_path")
+    return BaselineSeed(
+        results_dir=str(state.results_dir),
+        spec=str(spec_out),
+        specs=search.specs,
+        baseline_checkpoint=str(base),
+        source=str(state.iteration("baseline").source),
+    )
 
 
 # --- Phase 2 -----------------------------------------------------------------------------
@@ -345,7 +332,7 @@ def deft_step(
     out_dataset: str | os.PathLike[str] | None = None,
     out_model: str | os.PathLike[str] | None = None,
     out_report: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> LoopOutcome:
     """Run (or resume) the DEFT loop in ``results_dir`` and publish its results.
 
     The augmented training set is published as a directory: ``train.csv`` plus
@@ -365,7 +352,7 @@ def deft_step(
     # Phase 3 runs only after a loop that ended normally: a hard stop or the regression
     # gate (needs_review) is one of the safety gates the pre-flight names.
     run_phase3 = cfg.phase3.enabled and not (outcome.hard_stopped or outcome.needs_review)
-    return {**outcome.to_dict(), "run_phase3": run_phase3}
+    return outcome.replace(run_phase3=run_phase3)
 
 
 def publish_dataset(
@@ -373,7 +360,7 @@ def publish_dataset(
     out_dir: str | os.PathLike[str],
     workspace: str | os.PathLike[str],
     results_dir: str | os.PathLike[str],
-) -> dict[str, Any]:
+) -> dict[str, str]:
     """Write a self-describing Dataset artifact directory (CSV + manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,11 +382,11 @@ def publish_dataset(
 
 
 @step
-def select_warm_start_step(results_dir: str) -> dict[str, Any]:
+def select_warm_start_step(results_dir: str) -> WarmStart:
     """Phase 3's warm start: the lowest-far_pct DEFT iteration (never final_automl)."""
     from automl_deft.handoff import select_warm_start
 
-    return select_warm_start(DeftState.load(results_dir)).to_dict()
+    return select_warm_start(DeftState.load(results_dir))
 
 
 @step
@@ -408,63 +395,60 @@ def finalize_step(
     config: str,
     results_dir: str,
     *,
-    phase1: dict[str, Any] | None,
-    phase3: dict[str, Any] | None,
+    phase1: SearchWinner | None,
+    phase3: SearchWinner | None,
     out_md: str | os.PathLike[str] | None = None,
     out_model: str | os.PathLike[str] | None = None,
     out_report: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
+) -> PipelineSummary:
     """Evaluate Phase 3's winner on the KPI set, register it, pick the best, summarise.
 
     Phase 3 loses to the DEFT winner when it regresses: that is recorded in the
     summary (``phase3_kept: false``), not hidden.
     """
     from automl_deft.deft.application import get_application
-    from automl_deft.deft.loop import _clear, evaluate_checkpoints
     from automl_deft.deft.report import render_report
+    from automl_deft.deft.stages import clear_dir, evaluate_checkpoints
     from automl_deft.handoff import register_final_automl, write_deliverable
     from automl_deft.model.spec import load_spec
     from automl_deft.workspace import read_dataset_csv
 
     cfg = resolve_config(workspace, config)
     state = DeftState.load(results_dir)
-    paths = state.data["config"]["paths"]
-    app = get_application(cfg.deft.application, paths["images_dir"], load_spec(paths["spec"]))
-    if phase3 is not None and phase3.get("failed"):
-        log.warning(
-            "Phase 3 did not produce a winner (%s); the DEFT winner stands", phase3["failed"]
-        )
-    elif phase3 is not None and FINAL_AUTOML not in state.iterations:
-        out = Path(results_dir) / PHASE3_DIR / "inference"
-        _clear(out)
-        kpi = read_dataset_csv(paths["kpi_csv"], role="KPI test")
+    layout = state.layout
+    inputs = state.inputs
+    app = get_application(
+        cfg.deft.application, inputs.path("images_dir"), load_spec(inputs.path("spec"))
+    )
+    if phase3 is not None and phase3.failed:
+        log.warning("Phase 3 did not produce a winner (%s); the DEFT winner stands", phase3.failed)
+    elif phase3 is not None and phase3.checkpoint and FINAL_AUTOML not in state.iterations:
+        out = layout.final_inference
+        clear_dir(out)
+        kpi = read_dataset_csv(inputs.path("kpi_csv"), role="KPI test")
         kind, result, _ = evaluate_checkpoints(
-            app, {"best_val": Path(phase3["checkpoint"])}, kpi, out, title="final_automl"
+            app, {"best_val": Path(phase3.checkpoint)}, kpi, out, title=FINAL_AUTOML
         )
-        if kind is None:
-            raise UserError(f"Phase 3 checkpoint {phase3['checkpoint']} is missing")
+        if kind is None or result is None:
+            raise UserError(f"Phase 3 checkpoint {phase3.checkpoint} is missing")
         register_final_automl(
             state,
-            checkpoint=phase3["checkpoint"],
-            far_pct=result.far_pct,
-            threshold=result.threshold,
-            fields={
-                "inference_csv": str(out / "kpi_scores.csv"),
-                "kpi": result.to_dict(),
-                "val_far_pct": phase3.get("far_pct"),
-                "warm_start_from": phase3.get("warm_start"),
-                "train_csv": phase3.get("train_csv"),
-                "rec_id": phase3.get("rec_id"),
-            },
+            checkpoint=phase3.checkpoint,
+            kpi=KPISummary.of(result),
+            inference_csv=out / RunLayout.KPI_SCORES,
+            val_far_pct=phase3.far_pct,
+            warm_start_from=phase3.warm_start,
+            train_csv=phase3.train_csv,
+            rec_id=phase3.rec_id,
         )
-    best = write_deliverable(state, app, images_dir=paths["images_dir"])
+    best = write_deliverable(state, app)
     report = render_report(results_dir)
     summary = trajectory(state, phase1=phase1, phase3=phase3, best=best)
-    atomic_write_json(Path(results_dir) / SUMMARY_FILE, summary)
+    summary.write(layout.summary)
     if out_md is not None:
         atomic_write_text(out_md, trajectory_markdown(summary))
     if out_model is not None and best is not None:
-        atomic_copy(best["checkpoint"], out_model)
+        atomic_copy(best.path(layout.root, "checkpoint"), out_model)
     if out_report is not None:
         atomic_copy(report, out_report)
     return summary
@@ -473,77 +457,75 @@ def finalize_step(
 def trajectory(
     state: DeftState,
     *,
-    phase1: dict[str, Any] | None,
-    phase3: dict[str, Any] | None,
-    best: dict[str, Any] | None,
-) -> dict[str, Any]:
+    phase1: SearchWinner | None,
+    phase3: SearchWinner | None,
+    best: Deliverable | None,
+) -> PipelineSummary:
     """Phase 1 best → DEFT iterations → Phase 3 best, far_pct on the KPI set each."""
-    steps = []
+    steps: list[tuple[tuple[bool, int], TrajectoryStep]] = []
     for label, rec in state.iterations.items():
-        if rec.get("far_pct") is None and label != FINAL_AUTOML:
+        if rec.far_pct is None and label != FINAL_AUTOML:
             continue
         n = iteration_number(label)
-        phase = "phase3" if label == FINAL_AUTOML else "phase2"
-        if label == BASELINE and rec.get("source") == "automl_phase1":
-            phase = "phase1"
+        phase = phase_of(label, rec.source)
+        order = (phase is Phase.PHASE3, -1 if n is None else n)
         steps.append(
-            {
-                "step": label,
-                "phase": phase,
-                "far_pct": rec.get("far_pct"),
-                "threshold": rec.get("threshold"),
-                "train_rows": rec.get("train_rows"),
-                "added_rows": rec.get("added_rows"),
-                "order": -1 if n is None else n,
-            }
+            (
+                order,
+                TrajectoryStep(
+                    step=label,
+                    phase=phase.value,
+                    far_pct=rec.far_pct,
+                    threshold=rec.threshold,
+                    train_rows=rec.train_rows,
+                    added_rows=rec.added_rows,
+                ),
+            )
         )
-    steps.sort(key=lambda s: (s["phase"] == "phase3", s["order"]))
-    for s in steps:
-        s.pop("order")
-    kept = best["iteration"] if best else None
-    return {
-        "results_dir": str(state.results_dir),
-        "kpi_target": state.data.get("kpi_target"),
-        "deft_status": state.data.get("status"),
-        "deft_stop_reason": state.data.get("stop_reason"),
-        "phase1": phase1 and {k: phase1.get(k) for k in ("rec_id", "far_pct", "val_loss")},
-        "phase3": phase3 and {k: phase3.get(k) for k in ("rec_id", "far_pct", "val_loss")},
-        "phase3_ran": phase3 is not None,
-        "phase3_failed": (phase3 or {}).get("failed"),
-        "phase3_kept": kept == FINAL_AUTOML,
-        "trajectory": steps,
-        "best": best,
-    }
+    steps.sort(key=lambda s: s[0])
+    return PipelineSummary(
+        results_dir=str(state.results_dir),
+        kpi_target=state.kpi_target,
+        deft_status=state.status,
+        deft_stop_reason=state.stop_reason,
+        phase1=SearchBrief.of(phase1),
+        phase3=SearchBrief.of(phase3),
+        phase3_ran=phase3 is not None,
+        phase3_failed=None if phase3 is None else phase3.failed,
+        phase3_kept=best is not None and best.iteration == FINAL_AUTOML,
+        trajectory=[s for _, s in steps],
+        best=best,
+    )
 
 
-def trajectory_markdown(summary: dict[str, Any]) -> str:
+def trajectory_markdown(summary: PipelineSummary) -> str:
     """The trajectory as a Markdown table (the dashboard's summary artifact)."""
     lines = [
         "# automl-deft: trajectory on the KPI test set",
         "",
-        f"KPI target: {summary.get('kpi_target')} · DEFT: {summary.get('deft_status')}",
+        f"KPI target: {summary.kpi_target} · DEFT: {summary.deft_status}",
         "",
         "| step | phase | FAR@100% recall | threshold | training rows |",
         "|---|---|---|---|---|",
     ]
-    for s in summary["trajectory"]:
-        far = "n/a" if s["far_pct"] is None else f"{s['far_pct']:.2f}%"
-        thr = "n/a" if s["threshold"] is None else f"{s['threshold']:.4g}"
-        lines.append(f"| {s['step']} | {s['phase']} | {far} | {thr} | {s['train_rows'] or ''} |")
-    best = summary.get("best")
+    for s in summary.trajectory:
+        far = "n/a" if s.far_pct is None else f"{s.far_pct:.2f}%"
+        thr = "n/a" if s.threshold is None else f"{s.threshold:.4g}"
+        lines.append(f"| {s.step} | {s.phase} | {far} | {thr} | {s.train_rows or ''} |")
+    best = summary.best
     if best:
         lines += [
             "",
-            f"**Deliverable:** `{best['iteration']}` at FAR {best['far_pct']:.2f}% "
-            f"(threshold {best['threshold']:.4g}) — `{best['checkpoint']}`",
+            f"**Deliverable:** `{best.iteration}` at FAR {best.far_pct:.2f}% "
+            f"(threshold {best.threshold:.4g}) — `{best.checkpoint}`",
         ]
-    if summary.get("phase3_ran") and not summary.get("phase3_kept"):
+    if summary.phase3_ran and not summary.phase3_kept:
         lines.append("")
         lines.append("Phase 3 did not beat the best DEFT iteration; the DEFT winner is kept.")
-    if summary.get("phase3_failed"):
+    if summary.phase3_failed:
         lines.append("")
-        lines.append(f"Phase 3 produced no usable winner: {summary['phase3_failed']}")
-    if not summary.get("phase3_ran"):
+        lines.append(f"Phase 3 produced no usable winner: {summary.phase3_failed}")
+    if not summary.phase3_ran:
         lines.append("")
         lines.append("Phase 3 skipped (DEFT hard-stopped or disabled).")
     return "\n".join(lines) + "\n"

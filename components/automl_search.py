@@ -29,7 +29,7 @@ def automl_search(
     train_dataset: Optional[Input[Dataset]] = None,
     warm_start: Optional[Input[Model]] = None,
     centroid: Optional[Input[Artifact]] = None,
-) -> NamedTuple("Outputs", [("search", dict)]):
+) -> NamedTuple("Outputs", [("search", str)]):
     """Search hyperparameters on the validation set's FAR@100% recall.
 
     Args:
@@ -52,7 +52,7 @@ def automl_search(
     import os
     from collections import namedtuple
 
-    from automl_deft.steps import automl_step, on_volume, without_nones
+    from automl_deft.steps import automl_step, on_volume
 
     katib = {
         "gpus": gpus if accelerator_type == "nvidia.com/gpu" else 0,
@@ -73,23 +73,18 @@ def automl_search(
         train_csv=on_volume(train_dataset, "source_csv", "train.csv"),
         warm_start=on_volume(warm_start, "checkpoint"),
         centroid_overrides=centroid.path if centroid else None,
-        katib=without_nones(katib) if hpo_backend == "katib" else None,
+        katib={k: v for k, v in katib.items() if v is not None} if hpo_backend == "katib" else None,
         out_spec=best_spec.path,
         out_model=best_model.path,
         out_report=report.path,
     )
-    best_spec.metadata.update(without_nones({"phase": phase, "specs": search.get("specs")}))
-    best_model.metadata.update(
-        without_nones(
-            {
-                "phase": phase,
-                "far_pct": search.get("far_pct"),
-                "checkpoint": search.get("checkpoint"),
-                "failed": search.get("failed"),
-            }
-        )
-    )
-    for key in ("far_pct", "val_loss"):
-        if search.get(key) is not None:
-            metrics.log_metric(f"{phase}_val_{key}", float(search[key]))
-    return namedtuple("Outputs", ["search"])(without_nones(search))
+    # Artifact metadata is a protobuf Struct (numbers become floats): readers that need
+    # exact values parse the record's JSON text, carried as a string.
+    best_spec.metadata.update({"phase": phase, "winner": search.dumps()})
+    best_model.metadata.update({"phase": phase, "winner": search.dumps()})
+    if search.checkpoint is not None:
+        best_model.metadata.update({"checkpoint": search.checkpoint})
+    for key, value in (("far_pct", search.far_pct), ("val_loss", search.val_loss)):
+        if value is not None:
+            metrics.log_metric(f"{phase}_val_{key}", value)
+    return namedtuple("Outputs", ["search"])(search.dumps())

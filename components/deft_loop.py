@@ -19,12 +19,12 @@ def deft_loop(
     metrics: Output[Metrics],
 ) -> NamedTuple(
     "Outputs",
-    [("outcome", dict), ("hard_stopped", bool), ("kpi_met", bool), ("run_phase3", bool)],
+    [("outcome", str), ("hard_stopped", bool), ("kpi_met", bool), ("run_phase3", bool)],
 ):
     """Run or resume the loop; publish the augmented set, best checkpoint and report."""
     from collections import namedtuple
 
-    from automl_deft.steps import deft_step, without_nones
+    from automl_deft.steps import deft_step
 
     outcome = deft_step(
         workspace,
@@ -35,17 +35,12 @@ def deft_loop(
         out_report=report.path,
     )
     augmented.metadata.update(
-        without_nones({"n_final": outcome["n_final"], "source_csv": outcome["final_train_csv"]})
+        {"n_final": outcome.n_final, "source_csv": outcome.final_train_csv}
     )
-    best_model.metadata.update(
-        without_nones({"iteration": outcome["best_label"], "far_pct": outcome["best_far_pct"]})
-    )
-    if outcome["best_far_pct"] is not None:
-        metrics.log_metric("deft_best_far_pct", float(outcome["best_far_pct"]))
+    if outcome.best_label is not None:
+        best_model.metadata.update({"iteration": outcome.best_label})
+    if outcome.best_far_pct is not None:
+        best_model.metadata.update({"far_pct": outcome.best_far_pct})
+        metrics.log_metric("deft_best_far_pct", outcome.best_far_pct)
     out = namedtuple("Outputs", ["outcome", "hard_stopped", "kpi_met", "run_phase3"])
-    return out(
-        without_nones(outcome),
-        bool(outcome["hard_stopped"]),
-        bool(outcome["kpi_met"]),
-        bool(outcome["run_phase3"]),
-    )
+    return out(outcome.dumps(), outcome.hard_stopped, outcome.kpi_met, outcome.run_phase3)

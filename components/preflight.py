@@ -38,4 +38,4 @@ def preflight(
         phases=[p for p in phases.split(",") if p],
         summary_md=summary.path,
     )
-    return out["results_dir"]
+    return out.results_dir

@@ -9,13 +9,19 @@ from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def quality_check(search: dict, summary: Output[Markdown]) -> NamedTuple(
-    "Outputs", [("search", dict)]
+def quality_check(search: str, summary: Output[Markdown]) -> NamedTuple(
+    "Outputs", [("search", str)]
 ):
-    """Per-class prediction counts (a collapsed winner fails) and the zero-shot comparison."""
+    """Per-class prediction counts (a collapsed winner fails) and the zero-shot comparison.
+
+    Args:
+        search: the search's winner record (``SearchWinner`` JSON).
+        summary: what was checked, for the dashboard.
+    """
     from collections import namedtuple
 
-    from automl_deft.steps import quality_check_step, without_nones
+    from automl_deft.records import SearchWinner
+    from automl_deft.steps import quality_check_step
 
-    checked = quality_check_step(search, out_md=summary.path)
-    return namedtuple("Outputs", ["search"])(without_nones(checked))
+    checked = quality_check_step(SearchWinner.loads(search), out_md=summary.path)
+    return namedtuple("Outputs", ["search"])(checked.dumps())

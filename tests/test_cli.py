@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +24,39 @@ def run(*args: str, ok: bool = True):
     return result
 
 
-def test_help_lists_every_command() -> None:
+def test_help_lists_every_command_sorted_by_name() -> None:
     out = run("--help").output
-    for name in (
+    listed = re.findall(r"^  ([a-z][a-z-]*)  ", out.split("Commands:", 1)[1], flags=re.M)
+    assert listed == [
+        "automl",
+        "compile",
+        "deft",
         "demo-workspace",
-        "validate",
-        "import-deeppcb",
-        "train",
-        "infer",
         "evaluate",
+        "import-deeppcb",
+        "infer",
         "kpi",
-        "zero-shot",
+        "preflight",
         "quickstart",
-    ):
-        assert name in out
+        "report",
+        "run",
+        "schedule",
+        "submit",
+        "train",
+        "validate",
+        "zero-shot",
+    ]
+
+
+def test_python_dash_m_is_the_console_script() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "automl_deft.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("automl-deft, version ")
 
 
 def test_demo_workspace_refuses_to_overwrite(tmp_path: Path) -> None:

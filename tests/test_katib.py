@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 import urllib3
+import yaml
+from click.testing import CliRunner
 from kubeflow_katib_api.models import V1beta1Experiment
 
 import automl_deft
 from automl_deft.errors import InfrastructureError, UserError
+from automl_deft.hpo import katib_backend
 from automl_deft.hpo import katib_manifest as km
 from automl_deft.hpo.katib_backend import (
     MAX_CONSECUTIVE_API_ERRORS,
@@ -23,7 +26,9 @@ from automl_deft.hpo.katib_backend import (
     STATE_FILE,
     KatibLauncher,
     SearchCancelled,
+    dry_run_experiment,
 )
+from automl_deft.hpo.search import AutomlConfig, automl_search
 from automl_deft.hpo.space import Param, SearchSpace, default_aoi_space
 from automl_deft.testing.fake_kubernetes import (
     FakeCall,
@@ -860,3 +865,104 @@ def test_status_is_logged_once_per_change(
         "Running (1 succeeded, 2 running, 0 failed of max 8 trials)",
         "Succeeded (3 succeeded, 0 running, 0 failed of max 8 trials)",
     ]
+
+
+# --- the dry run prints what the search submits ----------------------------------------
+
+FIXED_SUFFIX = "0123abcd"
+
+
+@pytest.fixture
+def fixed_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Experiment names without their random part, so two builds compare whole."""
+    monkeypatch.setattr(katib_backend, "new_experiment_name", lambda p: f"{p}-{FIXED_SUFFIX}")
+    return f"automl-deft-{FIXED_SUFFIX}"
+
+
+class _Submitted(Exception):
+    """Stops the search right after the Experiment reached the (fake) API."""
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        AutomlConfig(backend="katib", max_trials=2, katib={"gpus": 0}),
+        AutomlConfig(
+            backend="katib",
+            algorithm="random",
+            max_trials=3,
+            parallel_trials=5,
+            early_stopping=False,
+            katib={"namespace": "team-a", "name_prefix": "aoi", "max_failed_trials": 1},
+        ),
+    ],
+    ids=["small-budget", "clamped"],
+)
+def test_dry_run_is_the_experiment_the_search_creates(
+    tiny_ws: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fixed_name: str,
+    cfg: AutomlConfig,
+) -> None:
+    cluster = FakeCluster()
+
+    def submitted(c: FakeCluster, call: FakeCall) -> None:
+        raise _Submitted
+
+    cluster.on("create", submitted)
+    monkeypatch.setattr(katib_backend, "default_api_factory", cluster.client)
+    results = tmp_path / "search"
+
+    text = dry_run_experiment(tiny_ws, cfg, results_dir=results)
+    assert not results.exists(), "the dry run writes nothing"
+    with pytest.raises(_Submitted):
+        automl_search(tiny_ws, cfg, results_dir=results)
+
+    (call,) = cluster.calls
+    assert call.method == "create"
+    assert yaml.safe_load(text) == call.body
+    # What the budget shapes (the CLI's own settings used to leave these out):
+    spec = call.body["spec"]
+    assert ("earlyStopping" in spec) is cfg.early_stopping
+    assert spec["maxTrialCount"] == cfg.max_trials
+    assert spec["parallelTrialCount"] == min(cfg.parallel_trials or 2, cfg.max_trials)
+    assert spec["maxFailedTrialCount"] == cfg.katib.get("max_failed_trials", 2)
+    command = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    assert command[4] == str(results.resolve() / "search_problem.json")
+    assert (results / "search_problem.json").is_file()
+
+
+def test_dry_run_needs_the_katib_backend(tiny_ws: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        UserError, match=r"^--dry-run prints a Katib Experiment: use it with --backend katib$"
+    ):
+        dry_run_experiment(tiny_ws, AutomlConfig(), results_dir=tmp_path)
+
+
+def test_cli_dry_run_prints_the_library_dry_run(
+    tiny_ws: Path, tmp_path: Path, fixed_name: str
+) -> None:
+    from automl_deft.cli import cli
+
+    results = tmp_path / "search"
+    args = ["automl", str(tiny_ws), "--backend", "katib", "--max-trials", "3", "--dry-run"]
+    result = CliRunner().invoke(cli, [*args, "--results", str(results)])
+    assert result.exit_code == 0, result.output
+    expected = dry_run_experiment(
+        tiny_ws, AutomlConfig(backend="katib", max_trials=3), results_dir=results
+    )
+    assert result.stdout == expected
+    assert yaml.safe_load(result.stdout)["metadata"]["name"] == fixed_name
+
+
+def test_cli_dry_run_without_katib_is_a_user_error(tiny_ws: Path) -> None:
+    from automl_deft.cli import cli
+
+    result = CliRunner().invoke(cli, ["automl", str(tiny_ws), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --dry-run prints a Katib Experiment: use it with --backend katib\n"
+    )

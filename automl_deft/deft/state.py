@@ -22,16 +22,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from automl_deft.errors import UserError
+from automl_deft.config import typed_from_dict
+from automl_deft.deft.config import DeftConfig
+from automl_deft.errors import SpecError, UserError
 from automl_deft.io import atomic_write_json, atomic_write_text
+from automl_deft.layout import RunLayout
+from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number
+from automl_deft.records import BestPointer, IterationRecord, LogEntry, RunInputs
 
-STATE_FILE = "deft_state.json"
-LOG_FILE = "loop_log.jsonl"
-LOCK_FILE = ".deft.lock"
+__all__ = [
+    "BASELINE",
+    "COMPLETE",
+    "FINAL_AUTOML",
+    "HARD_STOPPED",
+    "IN_PROGRESS",
+    "NEEDS_REVIEW",
+    "DeftState",
+    "iteration_label",
+    "iteration_number",
+    "read_log",
+    "run_lock",
+    "stages_of",
+]
+
+STATE_FILE = RunLayout.STATE
+LOG_FILE = RunLayout.LOG
+LOCK_FILE = RunLayout.LOCK
 STATE_VERSION = 1
-
-BASELINE = "baseline"
-FINAL_AUTOML = "final_automl"
 
 BASELINE_STAGES: tuple[str, ...] = ("train", "evaluate", "rca")
 ITERATION_STAGES: tuple[str, ...] = (
@@ -57,20 +74,6 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def iteration_label(n: int) -> str:
-    """``baseline`` for 0, ``iter<n>`` otherwise."""
-    return BASELINE if n == 0 else f"iter{n}"
-
-
-def iteration_number(label: str) -> int | None:
-    """0 for ``baseline``, n for ``iter<n>``, None for anything else (``final_automl``)."""
-    if label == BASELINE:
-        return 0
-    if label.startswith("iter") and label[4:].isdigit():
-        return int(label[4:])
-    return None
-
-
 def stages_of(label: str) -> tuple[str, ...]:
     return BASELINE_STAGES if label == BASELINE else ITERATION_STAGES
 
@@ -78,58 +81,80 @@ def stages_of(label: str) -> tuple[str, ...]:
 class DeftState:
     """``deft_state.json`` in memory; every change goes through :meth:`save` (atomic).
 
+    The iteration records are typed (:class:`~automl_deft.records.IterationRecord`,
+    frozen); :meth:`commit` and :meth:`update` replace them. Paths inside the run
+    directory are stored relative to it (:meth:`path_of` resolves them), so a moved
+    run directory still resumes, reports and delivers.
+
     Attributes:
-        results_dir: the run's results directory.
-        data: the JSON document (see the facts file for its fields).
+        results_dir: the run's results directory (where the file was found).
+        layout: every path inside it.
     """
 
-    def __init__(self, results_dir: Path, data: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        results_dir: Path,
+        *,
+        config: DeftConfig,
+        inputs: RunInputs,
+        started_at: str,
+        iterations: dict[str, IterationRecord] | None = None,
+        status: str = IN_PROGRESS,
+        stop_reason: str | None = None,
+        current_iteration: int = 0,
+        acknowledged: list[str] | None = None,
+        log_seq: int = 0,
+        log_last: LogEntry | None = None,
+        best: BestPointer | None = None,
+        updated_at: str | None = None,
+        created_in: str | None = None,
+    ) -> None:
         self.results_dir = results_dir
-        self.data = data
+        self.layout = RunLayout(results_dir)
+        self.config = config
+        self.inputs = inputs
+        self.started_at = started_at
+        self.updated_at = updated_at or started_at
+        self.iterations: dict[str, IterationRecord] = dict(iterations or {})
+        self.status = status
+        self.stop_reason = stop_reason
+        self.current_iteration = current_iteration
+        self.acknowledged: list[str] = list(acknowledged or [])
+        self.log_seq = log_seq
+        self.log_last = log_last
+        self.best = best
+        self.created_in = created_in or str(results_dir.resolve())
 
     # --- files ---------------------------------------------------------------------------
 
     @property
     def path(self) -> Path:
-        return self.results_dir / STATE_FILE
+        return self.layout.state
 
     @property
     def log_path(self) -> Path:
-        return self.results_dir / LOG_FILE
+        return self.layout.log
+
+    @property
+    def kpi_target(self) -> str:
+        return self.config.kpi_target
+
+    @property
+    def max_iterations(self) -> int:
+        return self.config.max_iterations
 
     @classmethod
     def exists(cls, results_dir: str | os.PathLike[str]) -> bool:
-        return (Path(results_dir) / STATE_FILE).is_file()
+        return RunLayout.at(results_dir).state.is_file()
 
     @classmethod
     def create(
-        cls,
-        results_dir: str | os.PathLike[str],
-        *,
-        kpi_target: str,
-        max_iterations: int,
-        config: dict[str, Any],
-        paths: dict[str, str],
+        cls, results_dir: str | os.PathLike[str], *, config: DeftConfig, inputs: RunInputs
     ) -> DeftState:
         """A fresh state (saved at once)."""
         root = Path(results_dir)
         root.mkdir(parents=True, exist_ok=True)
-        data: dict[str, Any] = {
-            "version": STATE_VERSION,
-            "started_at": now_iso(),
-            "updated_at": now_iso(),
-            "kpi_target": kpi_target,
-            "results_dir": str(root.resolve()),
-            "max_iterations": max_iterations,
-            "current_iteration": 0,
-            "status": IN_PROGRESS,
-            "stop_reason": None,
-            "config": {**config, "paths": paths},
-            "iterations": {},
-            "acknowledged": [],
-            "log": {"seq": 0, "last": None},
-        }
-        state = cls(root, data)
+        state = cls(root, config=config, inputs=inputs, started_at=now_iso())
         state.save()
         return state
 
@@ -141,7 +166,7 @@ class DeftState:
             UserError: missing, unreadable or foreign-version state.
         """
         root = Path(results_dir)
-        path = root / STATE_FILE
+        path = RunLayout(root).state
         if not path.is_file():
             raise UserError(
                 f"no {STATE_FILE} in {root}; start a run there first (without --resume)"
@@ -158,34 +183,94 @@ class DeftState:
                 f"{path} has version {data.get('version') if isinstance(data, dict) else '?'}, "
                 f"this tool reads version {STATE_VERSION}; use the matching automl-deft release"
             )
-        data.setdefault("log", {"seq": 0, "last": None})
-        data.setdefault("acknowledged", [])
-        state = cls(root, data)
+        state = cls._from_json(root, data, str(path))
         state._reconcile_log()
         return state
 
+    @classmethod
+    def _from_json(cls, root: Path, data: dict[str, Any], where: str) -> DeftState:
+        try:
+            config_doc = dict(data.get("config") or {})
+            inputs = RunInputs.from_json(config_doc.pop("paths", {}), f"{where} config.paths")
+            config: DeftConfig = typed_from_dict(DeftConfig, config_doc, "", f"{where} config")
+            iterations = {
+                str(label): IterationRecord.from_json(rec, f"{where} iterations.{label}")
+                for label, rec in (data.get("iterations") or {}).items()
+            }
+            log = data.get("log") or {}
+            last = log.get("last")
+            best = data.get("best")
+            return cls(
+                root,
+                config=config,
+                inputs=inputs,
+                started_at=str(data.get("started_at") or now_iso()),
+                updated_at=data.get("updated_at"),
+                iterations=iterations,
+                status=str(data.get("status") or IN_PROGRESS),
+                stop_reason=data.get("stop_reason"),
+                current_iteration=int(data.get("current_iteration") or 0),
+                acknowledged=[str(a) for a in data.get("acknowledged") or []],
+                log_seq=int(log.get("seq") or 0),
+                log_last=None if last is None else LogEntry.from_json(last, f"{where} log.last"),
+                best=None if best is None else BestPointer.from_json(best, f"{where} best"),
+                created_in=data.get("results_dir"),
+            )
+        except (SpecError, TypeError, ValueError) as exc:
+            raise UserError(f"{where} is not a DEFT state this tool can read: {exc}") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``deft_state.json`` holds (its documented field names)."""
+        return {
+            "version": STATE_VERSION,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "kpi_target": self.kpi_target,
+            "results_dir": self.created_in,
+            "max_iterations": self.max_iterations,
+            "current_iteration": self.current_iteration,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "config": {**self.config.to_dict(), "paths": self.inputs.to_json()},
+            "iterations": {label: rec.to_json() for label, rec in self.iterations.items()},
+            "acknowledged": list(self.acknowledged),
+            "log": {
+                "seq": self.log_seq,
+                "last": None if self.log_last is None else self.log_last.to_json(),
+            },
+            "best": None if self.best is None else self.best.to_json(),
+        }
+
     def save(self) -> None:
-        self.data["updated_at"] = now_iso()
-        atomic_write_json(self.path, self.data)
+        self.updated_at = now_iso()
+        atomic_write_json(self.path, self.to_json())
 
     # --- iterations ----------------------------------------------------------------------
 
-    @property
-    def iterations(self) -> dict[str, dict[str, Any]]:
-        its: dict[str, dict[str, Any]] = self.data["iterations"]
-        return its
+    def iteration(self, label: str) -> IterationRecord:
+        """The record of ``label`` (a fresh ``pending`` one when new; nothing is saved)."""
+        return self.iterations.get(label) or IterationRecord()
 
-    def iteration(self, label: str) -> dict[str, Any]:
-        """The record of ``label`` (created ``pending`` when new; not saved until a commit)."""
-        return self.iterations.setdefault(label, {"status": "pending", "stage_completed": None})
+    def path_of(self, label: str, member: str) -> Path | None:
+        """A path field of iteration ``label`` resolved against this run directory."""
+        rec = self.iterations.get(label)
+        return None if rec is None else self.layout.maybe_path(getattr(rec, member))
+
+    def update(self, label: str, **changes: Any) -> IterationRecord:
+        """Replace fields of ``label``'s record (paths made run-relative); not saved."""
+        for name in IterationRecord.PATHS & changes.keys():
+            changes[name] = self.layout.rel(changes[name])
+        rec = self.iteration(label).replace(**changes)
+        self.iterations[label] = rec
+        return rec
 
     def done(self, label: str, stage: str) -> bool:
         """True when ``stage`` of ``label`` is committed."""
         rec = self.iterations.get(label)
-        if not rec or rec.get("stage_completed") is None:
+        if not rec or rec.stage_completed is None:
             return False
         order = stages_of(label)
-        completed = rec["stage_completed"]
+        completed = rec.stage_completed
         if completed not in order or stage not in order:
             return False
         return order.index(completed) >= order.index(stage)
@@ -198,77 +283,75 @@ class DeftState:
         return None
 
     def commit(
-        self,
-        label: str,
-        stage: str,
-        *,
-        fields: dict[str, Any] | None = None,
-        summary: str,
-        duration_sec: float,
-    ) -> dict[str, Any]:
+        self, label: str, stage: str, *, summary: str, duration_sec: float, **changes: Any
+    ) -> LogEntry:
         """Record ``stage`` of ``label`` as done (call only once its outputs exist).
+
+        ``changes`` are fields of the iteration record (see
+        :class:`~automl_deft.records.IterationRecord`).
 
         Returns:
             The log entry written.
         """
-        rec = self.iteration(label)
-        rec.update(fields or {})
-        rec["stage_completed"] = stage
-        rec["status"] = "complete" if stage == stages_of(label)[-1] else "in_progress"
-        rec.setdefault("durations", {})[stage] = round(duration_sec, 2)
+        durations = {**self.iteration(label).durations, stage: round(duration_sec, 2)}
+        self.update(
+            label,
+            **changes,
+            stage_completed=stage,
+            status="complete" if stage == stages_of(label)[-1] else "in_progress",
+            durations=durations,
+        )
         n = iteration_number(label)
         if n is not None:
-            self.data["current_iteration"] = max(self.data.get("current_iteration", 0), n)
+            self.current_iteration = max(self.current_iteration, n)
         return self.log_event(label, stage, "ok", summary, duration_sec)
 
     def record_error(self, label: str, stage: str, message: str, duration_sec: float) -> None:
         """A stage failed: the loop hard-stops with ``message`` (logged once)."""
-        rec = self.iteration(label)
-        rec["status"] = "failed"
-        rec["error"] = {"stage": stage, "message": message}
-        self.data["status"] = HARD_STOPPED
-        self.data["stop_reason"] = f"{label} {stage}: {message}"
+        from automl_deft.records import StageFailure
+
+        self.update(label, status="failed", error=StageFailure(stage, message))
+        self.status = HARD_STOPPED
+        self.stop_reason = f"{label} {stage}: {message}"
         self.log_event(label, stage, "error", message, duration_sec)
 
     def stop(self, status: str, reason: str, *, label: str) -> None:
         """End the loop with ``status`` (complete / hard_stopped / needs_review)."""
-        self.data["status"] = status
-        self.data["stop_reason"] = reason
+        self.status = status
+        self.stop_reason = reason
         self.log_event(label, LOOP_STOP, "ok", f"{status}: {reason}", 0.0)
 
     def reopen(self) -> None:
         """Continue a stopped loop (after an acknowledgement or a raised max_iterations)."""
-        self.data["status"] = IN_PROGRESS
-        self.data["stop_reason"] = None
+        self.status = IN_PROGRESS
+        self.stop_reason = None
         self.save()
 
     # --- log -----------------------------------------------------------------------------
 
     def log_event(
         self, label: str, stage: str, status: str, summary: str, duration_sec: float
-    ) -> dict[str, Any]:
-        seq = int(self.data["log"]["seq"]) + 1
-        entry = {
-            "seq": seq,
-            "ts": now_iso(),
-            "iter": label,
-            "stage": stage,
-            "status": status,
-            "summary": summary,
-            "duration_sec": round(float(duration_sec), 2),
-        }
-        self.data["log"] = {"seq": seq, "last": entry}
+    ) -> LogEntry:
+        entry = LogEntry(
+            seq=self.log_seq + 1,
+            ts=now_iso(),
+            iter=label,
+            stage=stage,
+            status=status,
+            summary=summary,
+            duration_sec=round(float(duration_sec), 2),
+        )
+        self.log_seq, self.log_last = entry.seq, entry
         self.save()
-        append_log_line(self.log_path, entry)
+        append_log_line(self.log_path, entry.to_json())
         return entry
 
     def _reconcile_log(self) -> None:
         entries = read_log(self.log_path)
         logged = entries[-1]["seq"] if entries else 0
-        committed = int(self.data["log"]["seq"])
-        last = self.data["log"].get("last")
-        if logged == committed - 1 and last:
-            append_log_line(self.log_path, last)
+        committed = self.log_seq
+        if logged == committed - 1 and self.log_last is not None:
+            append_log_line(self.log_path, self.log_last.to_json())
         elif logged > committed:
             # Only possible if the state file was restored from a backup: keep them consistent.
             kept = [e for e in entries if e["seq"] <= committed]
@@ -308,7 +391,7 @@ def run_lock(results_dir: str | os.PathLike[str]) -> Iterator[None]:
     """
     root = Path(results_dir)
     root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK_FILE
+    path = RunLayout(root).lock
     fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
     try:
         try:

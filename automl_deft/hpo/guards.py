@@ -5,7 +5,8 @@
 - **Lucky winner**: when the winner beats the runner-up by more than a factor,
   its configuration is re-trained with a fresh seed and ranked by the worse of
   the two runs.
-- **Zero-shot**: a winner that does not beat the training-free scorer on the
+- **Zero-shot**: a winner that does not beat the application's training-free
+  baseline (:meth:`automl_deft.application.Application.zero_shot`) on the
   validation set stops the run, unless explicitly allowed.
 """
 
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automl_deft.errors import UserError
-from automl_deft.hpo.trial import TrialOutcome
+from automl_deft.hpo.trial import SearchProblem, TrialOutcome
+from automl_deft.kpi import compute_kpi
+from automl_deft.workspace import SCORE_COLUMN, read_dataset_csv
 
 
 @dataclass
@@ -88,6 +91,18 @@ def check_lucky_winner(
     }
     adjusted = TrialOutcome(**{**best.__dict__, "value": worse})
     return sorted([adjusted, *ranked[1:]], key=lambda o: o.objective())
+
+
+def zero_shot_far(problem: SearchProblem, method: str) -> float | None:
+    """far_pct of the problem's application's training-free baseline on the evaluation set.
+
+    Args:
+        problem: the search (its application and evaluation set).
+        method: ``guards.zero_shot_method``, passed to the application.
+    """
+    frame = read_dataset_csv(problem.val_csv, role="validation")
+    scored = problem.make_application().zero_shot(frame, method=method)
+    return compute_kpi(scored["label"], scored[SCORE_COLUMN]).far_pct
 
 
 def check_zero_shot(

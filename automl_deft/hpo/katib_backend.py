@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -41,9 +42,12 @@ from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
 from automl_deft.hpo import katib_manifest as km
 from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord
 from automl_deft.hpo.space import SearchSpace
-from automl_deft.hpo.trial import SearchProblem
+from automl_deft.hpo.trial import PROBLEM_FILE, SearchProblem
 from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.model.checkpoint import BEST_NAME
+
+if TYPE_CHECKING:
+    from automl_deft.hpo.search import AutomlConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,15 @@ def default_api_factory() -> CustomObjectsApi:
     return api
 
 
+def new_experiment_name(prefix: str) -> str:
+    """A fresh experiment name, ``<prefix>-<8 hex chars>``.
+
+    Random, not derived from the results directory: pipeline runs re-use the same
+    paths, and a re-used name would resume (409) an older experiment.
+    """
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 class SearchCancelled(AutomlDeftError):
     """The run was cancelled (SIGTERM/SIGINT); the experiment has been deleted.
 
@@ -153,7 +166,7 @@ class KatibLauncher:
         results_dir: the search's folder on the shared volume (name file, trials/).
         problem_path: the trials' ``search_problem.json`` (as seen from the trial pods).
         api_factory: returns a fresh ``CustomObjectsApi``; called again after each
-            transient failure.
+            transient failure (default: :func:`default_api_factory`).
         clock, sleep: injectable for tests.
     """
 
@@ -164,7 +177,7 @@ class KatibLauncher:
         *,
         results_dir: Path,
         problem_path: str,
-        api_factory: Callable[[], CustomObjectsApi] = default_api_factory,
+        api_factory: Callable[[], CustomObjectsApi] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -173,7 +186,7 @@ class KatibLauncher:
         self.results_dir = Path(results_dir)
         self.problem_path = problem_path
         self.namespace = settings.namespace
-        self._api_factory = api_factory
+        self._api_factory = api_factory or default_api_factory
         self._api: CustomObjectsApi | None = None
         self.experiment_name: str | None = None
         """The experiment this launcher created or resumed (None before that)."""
@@ -183,6 +196,15 @@ class KatibLauncher:
     @property
     def state_path(self) -> Path:
         return self.results_dir / STATE_FILE
+
+    def new_experiment(self) -> dict[str, Any]:
+        """The Experiment a fresh create sends (a new name each call), checked as Katib would."""
+        return km.build_experiment(
+            new_experiment_name(self.settings.name_prefix),
+            self.space,
+            self.settings,
+            problem_path=self.problem_path,
+        )
 
     def run(self, timeout_s: float) -> KatibOutcome:
         """Create or resume the experiment, wait up to ``timeout_s`` for it, collect the winner.
@@ -218,10 +240,8 @@ class KatibLauncher:
             log.info("resuming Katib experiment %s/%s", self.namespace, name)
             return name
 
-        name = f"{self.settings.name_prefix}-{uuid.uuid4().hex[:8]}"
-        experiment = km.build_experiment(
-            name, self.space, self.settings, problem_path=self.problem_path
-        )
+        experiment = self.new_experiment()
+        name = str(experiment["metadata"]["name"])
         atomic_write_text(self.results_dir / MANIFEST_FILE, km.experiment_yaml(experiment))
         # Recorded before the create: a pod restarted from here on resumes this experiment.
         atomic_write_json(self.state_path, {"name": name, "namespace": self.namespace})
@@ -525,19 +545,6 @@ def _sorted_trials(items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(items, key=key)
 
 
-__all__ = [
-    "MAX_CONSECUTIVE_API_ERRORS",
-    "POLL_INTERVAL_S",
-    "STATE_FILE",
-    "CustomObjectsApi",
-    "KatibLauncher",
-    "KatibOutcome",
-    "SearchCancelled",
-    "default_api_factory",
-    "terminal_condition",
-]
-
-
 class KatibBackend(SearchBackend):
     """Trials as Katib trial Jobs on the cluster; this process only launches and waits.
 
@@ -553,8 +560,9 @@ class KatibBackend(SearchBackend):
         self.settings = dict(settings or {})
         self.launcher_kwargs = launcher_kwargs
 
-    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
-        settings = km.KatibSettings(
+    def katib_settings(self, budget: Budget) -> km.KatibSettings:
+        """The budget as Katib settings; this backend's explicit ``settings`` win."""
+        return km.KatibSettings(
             **{
                 "algorithm": budget.algorithm,
                 "max_trials": budget.max_trials,
@@ -565,14 +573,24 @@ class KatibBackend(SearchBackend):
                 **self.settings,
             }
         )
-        problem_path = problem.save()
-        launcher = KatibLauncher(
+
+    def launcher(self, problem: SearchProblem, budget: Budget) -> KatibLauncher:
+        """The launcher :meth:`search` runs (building it writes and sends nothing)."""
+        return KatibLauncher(
             problem.space,
-            settings,
+            self.katib_settings(budget),
             results_dir=Path(problem.results_dir),
-            problem_path=str(problem_path),
+            problem_path=str(problem_file(problem)),
             **self.launcher_kwargs,
         )
+
+    def experiment(self, problem: SearchProblem, budget: Budget) -> dict[str, Any]:
+        """The Experiment :meth:`search` would create for a new search (nothing is sent)."""
+        return self.launcher(problem, budget).new_experiment()
+
+    def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
+        launcher = self.launcher(problem, budget)
+        problem.save(launcher.problem_path)
         outcome = launcher.run(budget.timeout_s)
         records = []
         for number, h in enumerate(outcome.history):
@@ -596,3 +614,54 @@ KATIB_STATES: dict[str, Literal["complete", "pruned"]] = {
     "EarlyStopped": "pruned",
 }
 """Katib trial conditions that count as finished trials."""
+
+
+def problem_file(problem: SearchProblem) -> Path:
+    """Where the trials read ``problem`` from: its results directory on the shared volume."""
+    return Path(problem.results_dir) / PROBLEM_FILE
+
+
+def dry_run_experiment(
+    workspace: str | os.PathLike[str],
+    cfg: AutomlConfig,
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    warm_start: str | os.PathLike[str] | None = None,
+) -> str:
+    """The YAML of the Experiment ``automl_search`` would submit for ``cfg``; nothing is sent.
+
+    It goes the search's own way (:func:`~automl_deft.hpo.search.plan_search`,
+    :func:`~automl_deft.hpo.search.config_backend`, :meth:`KatibBackend.experiment`),
+    so only the random experiment name (:func:`new_experiment_name`) differs, and
+    the problem path when ``results_dir`` is None (the default is time-stamped).
+    A results directory that already records an experiment would be resumed, not
+    created again.
+
+    Raises:
+        UserError: ``cfg.backend`` is not ``katib``, or the settings are invalid.
+    """
+    from automl_deft.hpo.search import config_backend, plan_search
+
+    if cfg.backend != "katib":
+        raise UserError("--dry-run prints a Katib Experiment: use it with --backend katib")
+    plan = plan_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
+    backend = config_backend(cfg)
+    assert isinstance(backend, KatibBackend)
+    return km.experiment_yaml(backend.experiment(plan.problem, plan.budget))
+
+
+__all__ = [
+    "MAX_CONSECUTIVE_API_ERRORS",
+    "POLL_INTERVAL_S",
+    "STATE_FILE",
+    "CustomObjectsApi",
+    "KatibBackend",
+    "KatibLauncher",
+    "KatibOutcome",
+    "SearchCancelled",
+    "default_api_factory",
+    "dry_run_experiment",
+    "new_experiment_name",
+    "problem_file",
+    "terminal_condition",
+]

@@ -3,10 +3,10 @@
 The study lives in a journal file (``<results>/optuna_journal.log``), so a
 killed search resumes with ``load_if_exists``: finished trials are never re-run,
 and trials a crash left RUNNING are marked FAIL and their parameters retried
-within the budget. Each trial trains through :func:`run_trial` and reports
-per-epoch validation far_pct for pruning; a pruned trial is an expected
-outcome, not a failure. ``optuna-dashboard <results>/optuna_journal.log``
-shows the study live.
+within the budget. Each trial trains through :func:`run_trial` (that is, the
+problem's application) and reports per-epoch validation far_pct for pruning; a
+pruned trial is an expected outcome, not a failure.
+``optuna-dashboard <results>/optuna_journal.log`` shows the study live.
 """
 
 from __future__ import annotations

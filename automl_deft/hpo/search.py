@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from automl_deft.application import DEFAULT_APPLICATION
 from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.hpo.base import (
@@ -41,15 +42,14 @@ from automl_deft.hpo.guards import (
     check_zero_shot,
     rank,
     skip_collapsed,
+    zero_shot_far,
 )
 from automl_deft.hpo.space import SearchSpace, default_aoi_space, space_from_config
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
-from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec
-from automl_deft.model.zero_shot import zero_shot_frame
-from automl_deft.workspace import Workspace, new_run_dir, read_dataset_csv
+from automl_deft.workspace import Workspace, new_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class GuardConfig:
     lucky_factor: float = 2.0
     allow_no_gain_over_zero_shot: bool = False
     zero_shot_method: str = "pixel-diff"
+    """Passed to the application's ``zero_shot`` (aoi-changenet: pixel-diff or feature-distance)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class AutomlConfig:
     guards: GuardConfig = field(default_factory=GuardConfig)
     katib: dict[str, Any] = field(default_factory=dict)
     """Katib settings (namespace, image, pvc_name, gpus, …); see ``KatibSettings``."""
+    application: str = DEFAULT_APPLICATION
+    """What trials train and the zero-shot guard scores: a registered
+    :class:`~automl_deft.application.Application` name or ``module:Class``."""
 
     def space(self) -> SearchSpace:
         pinned = {
@@ -140,13 +144,70 @@ class SearchResult:
         return d
 
 
-def zero_shot_far(problem: SearchProblem, method: str) -> float | None:
-    """The training-free scorer's far_pct on the search's evaluation set."""
-    frame = read_dataset_csv(problem.val_csv, role="validation")
-    scored = zero_shot_frame(
-        frame, Workspace.at(problem.workspace).images_dir, problem.spec, method=method
+@dataclass(frozen=True)
+class SearchPlan:
+    """What a search hands its backend, and what it judges the winner with."""
+
+    problem: SearchProblem
+    budget: Budget
+    space: SearchSpace
+    base: Spec
+    results_dir: Path
+
+
+def plan_search(
+    workspace: str | os.PathLike[str],
+    config: AutomlConfig,
+    *,
+    results_dir: str | os.PathLike[str] | None = None,
+    phase: str = "phase1",
+    base_spec: Spec | None = None,
+    train_csv: str | os.PathLike[str] | None = None,
+    val_csv: str | os.PathLike[str] | None = None,
+    warm_start: str | os.PathLike[str] | None = None,
+    centroid: Spec | None = None,
+) -> SearchPlan:
+    """The problem and budget :func:`automl_search` runs (arguments as there; writes nothing).
+
+    The Katib dry run (:func:`automl_deft.hpo.katib_backend.dry_run_experiment`)
+    uses it too, so it prints the Experiment the search would submit.
+    """
+    ws = Workspace.at(workspace)
+    base = base_spec or load_spec(ws.spec_path)
+    space = config.space()
+    if warm_start is not None:
+        source = spec_of(load_checkpoint(warm_start), warm_start)
+        space = space.pin_architecture(source)
+    if centroid is not None:
+        space = space.centred_on(centroid, config.centroid_factor)
+    out = Path(results_dir) if results_dir else default_results_dir(ws.root, phase)
+    problem = SearchProblem.create(
+        ws.root,
+        space,
+        base,
+        out,
+        train_csv=train_csv,
+        val_csv=val_csv,
+        metric=config.metric,
+        warm_start=warm_start,
+        application=config.application,
     )
-    return compute_kpi(scored["label"], scored["siamese_score"]).far_pct
+    budget = Budget(
+        algorithm=config.algorithm,
+        max_trials=config.max_trials,
+        early_stopping=config.early_stopping,
+        prune_start_epoch=config.prune_start_epoch,
+        seed=config.seed,
+        enqueue=[space.values_of(centroid)] if centroid is not None else [],
+        parallel_trials=config.parallel_trials,
+    )
+    return SearchPlan(problem, budget, space, base, out)
+
+
+def config_backend(config: AutomlConfig) -> SearchBackend:
+    """The backend ``config.backend`` names, from the registry, with its settings."""
+    kwargs = {"settings": config.katib} if config.backend == "katib" else {}
+    return get_backend(config.backend, **kwargs)
 
 
 def automl_search(
@@ -177,37 +238,26 @@ def automl_search(
         centroid: centre the space on this spec and try it first (Phase 3).
         backend: a ready backend instance (default: ``config.backend`` from the registry).
     """
-    ws = Workspace.at(workspace)
-    base = base_spec or load_spec(ws.spec_path)
-    space = config.space()
-    if warm_start is not None:
-        source = spec_of(load_checkpoint(warm_start), warm_start)
-        space = space.pin_architecture(source)
-    if centroid is not None:
-        space = space.centred_on(centroid, config.centroid_factor)
-    out = Path(results_dir) if results_dir else default_results_dir(ws.root, phase)
-    problem = SearchProblem.create(
-        ws.root,
-        space,
-        base,
-        out,
+    plan = plan_search(
+        workspace,
+        config,
+        results_dir=results_dir,
+        phase=phase,
+        base_spec=base_spec,
         train_csv=train_csv,
         val_csv=val_csv,
-        metric=config.metric,
         warm_start=warm_start,
+        centroid=centroid,
     )
-    budget = Budget(
-        algorithm=config.algorithm,
-        max_trials=config.max_trials,
-        early_stopping=config.early_stopping,
-        prune_start_epoch=config.prune_start_epoch,
-        seed=config.seed,
-        enqueue=[space.values_of(centroid)] if centroid is not None else [],
-        parallel_trials=config.parallel_trials,
+    problem, budget, space, base, out = (
+        plan.problem,
+        plan.budget,
+        plan.space,
+        plan.base,
+        plan.results_dir,
     )
     if backend is None:
-        kwargs = {"settings": config.katib} if config.backend == "katib" else {}
-        backend = get_backend(config.backend, **kwargs)
+        backend = config_backend(config)
     records = backend.search(problem, budget)
     outcomes = [o for o in (load_outcome(problem, r) for r in records) if o is not None]
 

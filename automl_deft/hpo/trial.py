@@ -1,6 +1,9 @@
 """One trial: a search problem + sampled values in, a trained, validated model out.
 
-Both backends run trials through :func:`run_trial`: Optuna in-process, Katib as
+A trial trains through the problem's application
+(:meth:`automl_deft.application.Application.train_trial`; ``aoi-changenet`` by
+default), never a trainer directly. Both backends run trials through
+:func:`run_trial`: Optuna in-process, Katib as
 ``python -m automl_deft.hpo.trial --problem P --trial-name N --param k=v …`` in a
 Job, which prints ``far_pct=<v>`` and ``val_loss=<v>`` for Katib's StdOut
 metrics collector. Each trial keeps its spec, checkpoints and a ``trial.json``
@@ -19,13 +22,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from automl_deft.application import (
+    DEFAULT_APPLICATION,
+    Application,
+    EpochCallback,
+    application_class,
+    get_application,
+)
 from automl_deft.errors import AutomlDeftError, UserError
 from automl_deft.hpo.space import Param, SearchSpace
-from automl_deft.io import atomic_write_json, atomic_write_text
-from automl_deft.model.spec import Spec, spec_from_dict
-from automl_deft.model.train import EpochCallback, train
+from automl_deft.io import atomic_write_json
+from automl_deft.model.spec import Spec, save_spec, spec_from_dict
 from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
 Metric = Literal["far_pct", "val_loss"]
@@ -44,6 +51,8 @@ class SearchProblem:
         results_dir: where ``trials/`` and the study live.
         metric: what the search minimises, measured on ``val_csv``.
         warm_start: a checkpoint every trial starts from (Phase 3), or None.
+        application: the registry name or ``module:Class`` of the
+            :class:`~automl_deft.application.Application` trials train.
     """
 
     workspace: str
@@ -55,6 +64,7 @@ class SearchProblem:
     results_dir: str
     metric: Metric = "far_pct"
     warm_start: str | None = None
+    application: str = DEFAULT_APPLICATION
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -69,6 +79,7 @@ class SearchProblem:
         val_csv: str | os.PathLike[str] | None = None,
         metric: Metric = "far_pct",
         warm_start: str | os.PathLike[str] | None = None,
+        application: str = DEFAULT_APPLICATION,
     ) -> SearchProblem:
         """Build and check a problem; the KPI test set is refused as the evaluation set."""
         ws = Workspace.at(workspace)
@@ -78,6 +89,7 @@ class SearchProblem:
         if metric not in ("far_pct", "val_loss"):
             raise UserError(f"unknown search metric {metric!r}; use far_pct or val_loss")
         space.check_against(base_spec)
+        application_class(application)  # an unknown name fails here, not in every trial
         return cls(
             workspace=str(ws.root),
             train_csv=str(train_path),
@@ -88,6 +100,7 @@ class SearchProblem:
             results_dir=str(Path(results_dir).resolve()),
             metric=metric,
             warm_start=str(Path(warm_start).resolve()) if warm_start else None,
+            application=application,
         )
 
     @property
@@ -98,6 +111,10 @@ class SearchProblem:
     @property
     def spec(self) -> Spec:
         return spec_from_dict(self.base_spec)
+
+    def make_application(self) -> Application:
+        """The application trials train, on the workspace's images and the base spec."""
+        return get_application(self.application, Workspace.at(self.workspace).images_dir, self.spec)
 
     def trial_dir(self, trial_name: str) -> Path:
         return Path(self.results_dir) / "trials" / trial_name
@@ -158,24 +175,23 @@ def run_trial(
     seed: int | None = None,
     progress: bool | None = False,
 ) -> TrialOutcome:
-    """Train one configuration and judge it on the evaluation set."""
+    """Train one configuration through the problem's application and judge it on the
+    evaluation set."""
     spec = trial_spec(problem, values)
     if seed is not None:
         spec = spec.with_overrides({"train.seed": seed})
     out = problem.trial_dir(trial_name)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    ws = Workspace.at(problem.workspace)
-    result = train(
+    save_spec(spec, out / "spec.yaml")
+    result = problem.make_application().train_trial(
         spec,
         read_dataset_csv(problem.train_csv, role="train"),
         read_dataset_csv(problem.val_csv, role="validation"),
-        ws.images_dir,
         out,
-        progress=progress,
         on_epoch_end=on_epoch_end,
+        progress=progress,
     )
-    best = result.best_metrics
+    best = result.val_metrics
     value = best.get(problem.metric)
     outcome = TrialOutcome(
         name=trial_name,

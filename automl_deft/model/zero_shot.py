@@ -5,7 +5,9 @@ They answer the workflow's quality question: if a trained model does not beat
 a pixel difference, the training (or the search) did not earn its cost.
 
 Registry: ``pixel-diff`` (aligned absolute difference) and ``feature-distance``
-(distance of pretrained EfficientNet-Lite0 features).
+(distance of pretrained EfficientNet-Lite0 features). They are the built-in
+application's training-free baseline (``AOIChangeNet.zero_shot`` calls
+:func:`zero_shot_frame`), which the search's zero-shot guard asks the winner to beat.
 """
 
 from __future__ import annotations

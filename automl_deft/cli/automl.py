@@ -1,0 +1,82 @@
+"""The ``automl`` command: Phase 1 hyperparameter search (Optuna here, or Katib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+
+from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE
+
+
+@click.command("automl")
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="AutoML config YAML.")
+@click.option("--backend", type=click.Choice(["optuna", "katib"]), help="Overrides the config.")
+@click.option(
+    "--algorithm",
+    help="random, grid, tpe, multivariate-tpe, cmaes, sobol, "
+    "bayesianoptimization (alias bayesian), hyperband.",
+)
+@click.option("--max-trials", type=int, help="Overrides the config.")
+@click.option(
+    "--results",
+    "results_dir",
+    type=ANY_PATH,
+    help="Default: WORKSPACE/results/run_<ts>/automl_phase1 (re-use one to resume).",
+)
+@click.option("--warm-start", type=EXISTING_FILE, help="Every trial starts from this checkpoint.")
+@click.option("--dry-run", is_flag=True, help="katib: print the Experiment YAML and exit.")
+def automl_cmd(
+    workspace: Path,
+    config_path: Path | None,
+    backend: Literal["optuna", "katib"] | None,
+    algorithm: str | None,
+    max_trials: int | None,
+    results_dir: Path | None,
+    warm_start: Path | None,
+    dry_run: bool,
+) -> None:
+    """Hyperparameter search on the workspace's training set, judged by validation
+    FAR@100% recall (the KPI test set is never used).
+
+    Optuna runs here with a resumable study (re-run with the same --results to
+    resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). With
+    --backend katib the trials run as Katib trial Jobs (this process must see the
+    cluster and the workspace volume); --dry-run prints the Experiment. The
+    winner passes the guards: collapse (single-class predictions are skipped),
+    lucky winner (re-trained with a fresh seed), and zero-shot (it must beat the
+    training-free scorer).
+    """
+    import dataclasses
+
+    from automl_deft.hpo.search import automl_search, load_automl_config
+
+    cfg = load_automl_config(config_path)
+    cfg = dataclasses.replace(
+        cfg,
+        backend=backend or cfg.backend,
+        algorithm=algorithm or cfg.algorithm,
+        max_trials=max_trials or cfg.max_trials,
+    )
+    if dry_run:
+        _katib_dry_run(workspace, cfg, results_dir)
+        return
+    result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
+    best = result.best
+    click.echo(
+        f"best {best['rec_id']}: {result.metric}={best['metric_value']} "
+        f"(far_pct={best['far_pct']}, pred_counts={best['pred_counts']})"
+    )
+    click.echo(f"checkpoint: {best['checkpoint']}")
+    click.echo(f"results:    {result.results_dir}")
+
+
+def _katib_dry_run(workspace: Path, cfg: Any, results_dir: Path | None) -> None:
+    from automl_deft.hpo.katib_backend import dry_run_experiment
+
+    click.echo(dry_run_experiment(workspace, cfg, results_dir=results_dir), nl=False)
+
+
+COMMANDS = (automl_cmd,)

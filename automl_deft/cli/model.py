@@ -1,0 +1,241 @@
+"""Model commands: ``train``, ``infer``, ``kpi``, ``evaluate``, ``zero-shot`` and the
+end-to-end ``quickstart``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE, kpi_options, spec_options
+
+
+@click.command("train")
+@click.argument("workspace", type=EXISTING_DIR)
+@spec_options
+@click.option("--train-csv", type=EXISTING_FILE, help="Default: the workspace training set.")
+@click.option("--val-csv", type=EXISTING_FILE, help="Default: the workspace validation set.")
+@click.option("-o", "--out", "out_dir", type=ANY_PATH, help="Default: WORKSPACE/results/train.")
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="Resume from latest.pt."
+)
+def train_cmd(
+    workspace: Path,
+    spec_path: Path | None,
+    overrides: tuple[str, ...],
+    train_csv: Path | None,
+    val_csv: Path | None,
+    out_dir: Path | None,
+    resume: bool,
+) -> None:
+    """Train the Siamese classifier; keep best-validation and latest checkpoints.
+
+    Validation far_pct (FAR at 100% recall) picks the best checkpoint. An
+    interrupted run resumes from OUT/latest.pt. Warm start from another model
+    with --set train.pretrained_model_path=PATH.
+    """
+    from automl_deft.model.spec import load_spec, parse_set_option
+    from automl_deft.model.train import train
+    from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
+
+    ws = Workspace.at(workspace)
+    if val_csv is not None:
+        refuse_kpi_set(ws, val_csv, used_as="the validation set")
+    spec = load_spec(spec_path or ws.spec_path, parse_set_option(overrides))
+    result = train(
+        spec,
+        read_dataset_csv(train_csv or ws.train_csv, role="train"),
+        read_dataset_csv(val_csv or ws.val_csv, role="validation"),
+        ws.images_dir,
+        out_dir or ws.results_dir / "train",
+    )
+    best = result.best_metrics
+    click.echo(
+        f"best epoch {best.get('epoch')}: val far_pct={_pct(best.get('far_pct'))} "
+        f"val_loss={best.get('val_loss', float('nan')):.4f}  ({result.seconds:.1f}s, "
+        f"{result.images_per_second:.0f} img/s)"
+    )
+    click.echo(f"best checkpoint:   {result.best_checkpoint}")
+    click.echo(f"latest checkpoint: {result.latest_checkpoint}")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def _images_dir(csv: Path, images_dir: Path | None) -> Path:
+    from automl_deft.workspace import find_images_dir
+
+    return images_dir or find_images_dir(csv)
+
+
+@click.command("infer")
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.argument("csv", type=EXISTING_FILE)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Default: CSV with _inference.csv.")
+@click.option("--batch-size", type=int, help="Default: twice the training batch size.")
+def infer_cmd(
+    checkpoint: Path,
+    csv: Path,
+    images_dir: Path | None,
+    out_csv: Path | None,
+    batch_size: int | None,
+) -> None:
+    """Score CSV with CHECKPOINT: writes the CSV plus a siamese_score column."""
+    from automl_deft.model.infer import infer_csv
+
+    out_csv = out_csv or csv.with_name(csv.stem + "_inference.csv")
+    frame = infer_csv(checkpoint, csv, _images_dir(csv, images_dir), out_csv, batch_size=batch_size)
+    click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
+
+
+def _report_kpi(result: Any, target_text: str | None, as_json: bool) -> None:
+    from automl_deft.kpi import confusion_matrix_text, parse_target
+
+    target = parse_target(target_text) if target_text else None
+    if as_json:
+        payload = result.to_dict()
+        if target is not None:
+            payload["target"] = str(target)
+            payload["target_met"] = target.is_met(result)
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(result.summary())
+    if result.available:
+        click.echo(
+            f"far_pct={result.far_pct:.4f} threshold={result.threshold:.6g} "
+            f"precision={result.precision:.4f} recall={result.recall:.4f} f1={result.f1:.4f}"
+        )
+        click.echo(confusion_matrix_text(result.recall100))
+    if target is not None:
+        click.echo(f"target {target}: {'MET' if target.is_met(result) else 'NOT MET'}")
+
+
+@click.command("kpi")
+@click.argument("inference_csv", type=EXISTING_FILE)
+@kpi_options
+def kpi_cmd(
+    inference_csv: Path,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """FAR at 100% recall of an inference CSV (labels + siamese_score).
+
+    The threshold is the highest candidate that still flags every defect
+    (score > threshold = defect); far_pct is the share of PASS rows above it.
+    """
+    from automl_deft.kpi import judge_scored_frame, read_inference_csv
+
+    frame = read_inference_csv(inference_csv)
+    result = judge_scored_frame(frame, sweep_csv=sweep_csv, plot=plot)
+    _report_kpi(result, target, as_json)
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=EXISTING_FILE)
+@click.argument("csv", type=EXISTING_FILE)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@kpi_options
+def evaluate_cmd(
+    checkpoint: Path,
+    csv: Path,
+    images_dir: Path | None,
+    out_csv: Path | None,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Infer CSV with CHECKPOINT and print the KPI (e.g. on WORKSPACE/kpi/testing_set.csv)."""
+    from automl_deft.kpi import judge_scored_frame
+    from automl_deft.model.infer import infer_frame
+    from automl_deft.workspace import read_dataset_csv
+
+    frame = infer_frame(
+        checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
+    )
+    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
+    _report_kpi(result, target, as_json)
+
+
+@click.command("zero-shot")
+@click.argument("csv", type=EXISTING_FILE)
+@click.option(
+    "--method", default="pixel-diff", show_default=True, help="pixel-diff or feature-distance."
+)
+@click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
+@click.option("-s", "--spec", "spec_path", type=EXISTING_FILE, help="For lights and image size.")
+@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@kpi_options
+def zero_shot_cmd(
+    csv: Path,
+    method: str,
+    images_dir: Path | None,
+    spec_path: Path | None,
+    out_csv: Path | None,
+    target: str | None,
+    sweep_csv: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Score CSV with a training-free method and print its KPI (the baseline to beat)."""
+    from automl_deft.kpi import judge_scored_frame
+    from automl_deft.model.spec import Spec, load_spec
+    from automl_deft.model.zero_shot import zero_shot_frame
+    from automl_deft.workspace import read_dataset_csv
+
+    images = _images_dir(csv, images_dir)
+    spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
+    frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
+    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
+    _report_kpi(result, target, as_json)
+
+
+def _workspace_spec(images_dir: Path) -> Any:
+    from automl_deft.model.spec import load_spec
+    from automl_deft.workspace import IMAGES_DIR, SPEC_FILE
+
+    root = images_dir
+    for _ in IMAGES_DIR.split("/"):
+        root = root.parent
+    spec = root / SPEC_FILE
+    return load_spec(spec) if spec.is_file() else None
+
+
+@click.command("quickstart")
+@click.argument("directory", type=ANY_PATH)
+@click.option(
+    "--scale", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--zero-shot", "zero_shot_method", default="pixel-diff", show_default=True)
+def quickstart(directory: Path, scale: str, seed: int, zero_shot_method: str) -> None:
+    """Synthetic workspace → validate → train → KPI on the KPI set, vs zero-shot.
+
+    Reuses the workspace in DIRECTORY if there is one, and resumes an
+    interrupted training. This is what `make run` runs.
+    """
+    from automl_deft.quickstart import quickstart as run_quickstart
+
+    result = run_quickstart(directory, scale=scale, seed=seed, zero_shot_method=zero_shot_method)
+    click.echo(result.validation.table())
+    click.echo("")
+    click.echo(f"KPI test set: {result.trained.n_pass} PASS, {result.trained.n_defect} defect rows")
+    click.echo(f"  trained model   {result.trained.summary()}")
+    click.echo(f"  zero-shot ({zero_shot_method})  {result.zero_shot.summary()}")
+    trained, zero = result.trained.far_pct, result.zero_shot.far_pct
+    if trained is not None and zero is not None:
+        ratio = trained / max(zero, 1e-12)
+        click.echo(
+            f"FAR@100% recall: trained {trained:.2f}% vs zero-shot {zero:.2f}% (ratio {ratio:.2f})"
+        )
+    click.echo(f"outputs: {result.out_dir}")
+
+
+COMMANDS = (train_cmd, infer_cmd, kpi_cmd, evaluate_cmd, zero_shot_cmd, quickstart)

@@ -1,0 +1,329 @@
+"""Pipeline commands: the gate (``preflight``), a local run through kfp.local
+(``run``), and the cluster side (``compile``, ``submit``, ``schedule``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from automl_deft.cli.options import (
+    ANY_PATH,
+    EXISTING_DIR,
+    EXISTING_FILE,
+    PIPELINE_NAMES,
+    PIPELINE_PHASES,
+    cluster_options,
+)
+from automl_deft.errors import UserError
+
+if TYPE_CHECKING:
+    from automl_deft.records import PipelineSummary
+
+
+def _pipelines() -> dict[str, Any]:
+    try:
+        from pipelines import PIPELINES
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise UserError(
+            "the pipelines package is not installed; reinstall automl-deft (pip install -e .)"
+        ) from exc
+    return dict(PIPELINES)
+
+
+def _abs_config(config_path: Path | None) -> str:
+    return str(config_path.resolve()) if config_path else ""
+
+
+@click.command("preflight")
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="Run config YAML.")
+@click.option("--results", "results_dir", type=ANY_PATH, help="The run's results directory.")
+@click.option(
+    "--pipeline",
+    "pipeline_name",
+    type=click.Choice(PIPELINE_NAMES),
+    default="automl-deft",
+    show_default=True,
+    help="Which phases to check.",
+)
+@click.option("--backend", type=click.Choice(["optuna", "katib"]), help="Phase 1/3 backend.")
+@click.option("--no-images", is_flag=True, help="Skip decoding images (faster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def preflight_cmd(
+    workspace: Path,
+    config_path: Path | None,
+    results_dir: Path | None,
+    pipeline_name: str,
+    backend: str | None,
+    no_images: bool,
+    as_json: bool,
+) -> None:
+    """The single gate: print the nine-section pre-flight of a run, change nothing.
+
+    Sections, in order: workspace & platform, credentials (SET/UNSET, never
+    values), container images, datasets with the leakage check, Phase 1, 2 and 3
+    configs, the compute estimate (job counts; minutes only with
+    compute.per_job_minutes), and the confirmation line. Exit status 2 when a
+    blocking problem (leakage, missing data, KPI set as validation set) is found.
+    """
+    from automl_deft.preflight import build_preflight
+    from automl_deft.run_config import load_run_config
+
+    pre = build_preflight(
+        workspace,
+        load_run_config(config_path),
+        results_dir=results_dir,
+        phases=PIPELINE_PHASES[pipeline_name],
+        hpo_backend=backend,
+        check_images=not no_images,
+    )
+    click.echo(json.dumps(pre.to_dict(), indent=2) if as_json else pre.text())
+    if pre.blocking:
+        raise UserError(f"pre-flight blocked: {pre.blocking[0]}")
+
+
+@click.command("run")
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="Run config YAML.")
+@click.option(
+    "--results",
+    "results_dir",
+    type=ANY_PATH,
+    help="Default: WORKSPACE/results/run_<ts> (an existing one resumes).",
+)
+@click.option(
+    "--pipeline",
+    "pipeline_name",
+    type=click.Choice(PIPELINE_NAMES),
+    default="automl-deft",
+    show_default=True,
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask; proceed after the pre-flight.")
+@click.option("--no-images", is_flag=True, help="Pre-flight: skip decoding images.")
+def run_cmd(
+    workspace: Path,
+    config_path: Path | None,
+    results_dir: Path | None,
+    pipeline_name: str,
+    yes: bool,
+    no_images: bool,
+) -> None:
+    """Run the pipeline here (the embedded default): pre-flight, one question, then
+    every phase through kfp.local, with Optuna and a local results directory.
+
+    The same pipeline function a cluster runs: nothing is compiled and no
+    cluster is needed. After the single confirmation nothing asks again; only
+    the hard safety gates named in the pre-flight can stop the run. Prints the
+    trajectory (Phase 1 → DEFT iterations → Phase 3, FAR on the KPI set), the
+    deliverable and the report. Re-run with --results RESULTS to resume.
+    """
+    from automl_deft.cluster.local_run import KFP_ROOT, run_local
+    from automl_deft.layout import RunLayout
+    from automl_deft.preflight import build_preflight
+    from automl_deft.records import PipelineSummary
+    from automl_deft.run_config import load_run_config
+    from automl_deft.steps import resolve_results_dir
+
+    root = resolve_results_dir(
+        workspace.resolve(), str(results_dir.resolve() if results_dir else "")
+    )
+    pre = build_preflight(
+        workspace,
+        load_run_config(config_path),
+        results_dir=root,
+        phases=PIPELINE_PHASES[pipeline_name],
+        check_images=not no_images,
+    )
+    click.echo(pre.text())
+    if pre.blocking:
+        raise UserError(f"pre-flight blocked: {pre.blocking[0]}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError("no terminal to confirm on: pass --yes to run after the pre-flight")
+        if not click.confirm("Proceed?", default=False):
+            raise click.Abort()
+    args: dict[str, Any] = {
+        "workspace": str(workspace.resolve()),
+        "results_dir": str(root),
+        "config": _abs_config(config_path),
+    }
+    if pipeline_name != "deft-only":
+        args["hpo_backend"] = "optuna"
+    run = run_local(_pipelines()[pipeline_name], args, pipeline_root=root / KFP_ROOT)
+    click.echo("")
+    layout = RunLayout(root)
+    if layout.summary.is_file():
+        _print_trajectory(PipelineSummary.read(layout.summary))
+    click.echo(f"pipeline:    {pipeline_name} in {run.seconds / 60:.1f} min (kfp.local)")
+    click.echo(f"results:     {root}")
+    for what, path in (("deliverable", layout.deliverable), ("report", layout.report)):
+        if path.is_file():
+            click.echo(f"{what:<12} {path}")
+
+
+def _print_trajectory(summary: PipelineSummary) -> None:
+    click.echo(f"Trajectory on the KPI test set (target {summary.kpi_target}):")
+    for s in summary.trajectory:
+        shown = "n/a" if s.far_pct is None else f"{s.far_pct:6.2f}%"
+        rows = f"  {s.train_rows} training rows" if s.train_rows else ""
+        click.echo(f"  {s.phase:<7} {s.step:<13} FAR {shown}{rows}")
+    best = summary.best
+    if best:
+        kept = (
+            ""
+            if summary.phase3_kept or not summary.phase3_ran
+            else (" (Phase 3 did not beat it: kept the DEFT winner)")
+        )
+        click.echo(f"best: {best.iteration} at FAR {best.far_pct:.2f}%{kept}")
+
+
+@click.command("compile")
+@click.option("--out", "out_dir", type=ANY_PATH, default=Path("manifests"), show_default=True)
+@click.option("--image", help="Component image (default: the release image).")
+@click.option("--namespace", default="kubeflow-user", show_default=True)
+@click.option("--service-account", default="automl-deft", show_default=True)
+@click.option("--pvc-name", default="automl-deft-workspace", show_default=True)
+@click.option("--pvc-size", default="50Gi", show_default=True)
+@click.option("--storage-class", help="Default: the cluster's default StorageClass.")
+def compile_cmd(
+    out_dir: Path,
+    image: str | None,
+    namespace: str,
+    service_account: str,
+    pvc_name: str,
+    pvc_size: str,
+    storage_class: str | None,
+) -> None:
+    """Write the deployable files: pipeline IR YAML (manifests/pipelines/), and a
+    kustomize base (manifests/base/) with Kubernetes-native Pipeline and
+    PipelineVersion objects, the RBAC a run needs (Katib experiments, trials,
+    jobs), a workspace PVC and a ScheduledWorkflow example for recurring runs.
+    """
+    import os
+
+    from automl_deft.cluster.compile import IMAGE_ENV, CompileOptions, compile_all
+
+    if image:
+        os.environ[IMAGE_ENV] = image
+    written = compile_all(
+        _pipelines(),
+        out_dir,
+        CompileOptions(
+            namespace=namespace,
+            service_account=service_account,
+            pvc_name=pvc_name,
+            pvc_size=pvc_size,
+            storage_class=storage_class,
+        ),
+    )
+    for path in written:
+        click.echo(str(path))
+
+
+def _package_and_args(
+    pipeline_name: str, package: Path | None, workspace: str, config: str, params: tuple[str, ...]
+) -> tuple[Path, dict[str, Any]]:
+    import tempfile
+
+    from automl_deft.cluster.compile import ir_yaml
+    from automl_deft.io import atomic_write_text
+    from automl_deft.model.spec import parse_set_option
+
+    args: dict[str, Any] = {"workspace": workspace, "config": config}
+    args.update(parse_set_option(list(params)))
+    if package is None:
+        package = Path(tempfile.mkdtemp(prefix="automl-deft-")) / f"{pipeline_name}.yaml"
+        atomic_write_text(package, ir_yaml(_pipelines()[pipeline_name], pipeline_name))
+    return package, args
+
+
+@click.command("submit")
+@cluster_options
+@click.option("--run-name", help="Default: <pipeline>-<timestamp>.")
+def submit_cmd(
+    host: str,
+    pipeline_name: str,
+    package: Path | None,
+    workspace: str,
+    config: str,
+    params: tuple[str, ...],
+    experiment: str,
+    namespace: str | None,
+    service_account: str | None,
+    run_name: str | None,
+) -> None:
+    """Start one run on a Kubeflow cluster from this laptop (kfp.Client) and print its URL.
+
+    The token comes from KF_PIPELINES_TOKEN when set, else from kfp's own
+    kubeconfig / in-cluster credentials; it is never printed.
+    """
+    from datetime import UTC, datetime
+
+    from automl_deft.cluster.client import connect, submit
+
+    package, args = _package_and_args(pipeline_name, package, workspace, config, params)
+    client = connect(host, namespace=namespace)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run = submit(
+        client,
+        package,
+        arguments=args,
+        run_name=run_name or f"{pipeline_name}-{stamp}",
+        experiment_name=experiment,
+        namespace=namespace,
+        service_account=service_account,
+    )
+    click.echo(f"run {run.run_id}: {run.url}")
+
+
+@click.command("schedule")
+@cluster_options
+@click.option(
+    "--cron", required=True, help='Six fields, seconds first: "0 0 2 * * *" = 02:00 daily.'
+)
+@click.option("--job-name", help="Default: <pipeline>-recurring.")
+@click.option("--max-concurrency", default=1, show_default=True)
+def schedule_cmd(
+    host: str,
+    pipeline_name: str,
+    package: Path | None,
+    workspace: str,
+    config: str,
+    params: tuple[str, ...],
+    experiment: str,
+    namespace: str | None,
+    service_account: str | None,
+    cron: str,
+    job_name: str | None,
+    max_concurrency: int,
+) -> None:
+    """Create a recurring run (the cron is checked before anything is sent).
+
+    For GitOps, `automl-deft compile` writes manifests/base/scheduled-run.example.yaml
+    (a ScheduledWorkflow) to apply instead.
+    """
+    from automl_deft.cluster.client import connect, schedule
+    from automl_deft.cluster.manifests import validate_cron
+
+    validate_cron(cron)
+    package, args = _package_and_args(pipeline_name, package, workspace, config, params)
+    client = connect(host, namespace=namespace)
+    job = schedule(
+        client,
+        package,
+        cron=cron,
+        job_name=job_name or f"{pipeline_name}-recurring",
+        experiment_name=experiment,
+        arguments=args,
+        namespace=namespace,
+        service_account=service_account,
+        max_concurrency=max_concurrency,
+    )
+    click.echo(f"recurring run {job.recurring_run_id}: {job.url}")
+
+
+COMMANDS = (preflight_cmd, run_cmd, compile_cmd, submit_cmd, schedule_cmd)

@@ -1,0 +1,454 @@
+"""The DEFT loop's stages: each writes its outputs and returns the record fields to commit.
+
+:class:`Stages` holds what every stage reads (the state, the config, the
+workspace frames, the application) and has one method per stage,
+``stage_<name>(label) -> (fields, summary)``. The driver
+(:mod:`automl_deft.deft.loop`) runs them in order and commits each one; a stage
+never writes ``deft_state.json`` itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from automl_deft.deft.application import Application, get_application
+from automl_deft.deft.assemble import assemble, validate_training_set, write_assembled
+from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.state import DeftState
+from automl_deft.errors import StageError
+from automl_deft.io import atomic_write_csv, atomic_write_json
+from automl_deft.kpi import KPIResult, KPITarget, judge_scored_frame, read_inference_csv
+from automl_deft.layout import RunLayout
+from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME
+from automl_deft.model.spec import Spec, load_spec
+from automl_deft.phases import BASELINE, SOURCE_TRAINED_HERE, iteration_label, iteration_number
+from automl_deft.records import (
+    KPISummary,
+    MiningSummary,
+    RoutingSummary,
+    SDGSummary,
+    far_or_inf,
+    rank_by_far,
+)
+from automl_deft.workspace import normalize_label, read_dataset_csv
+
+Fields = dict[str, Any]
+"""Changes to an :class:`~automl_deft.records.IterationRecord` (field name → value)."""
+
+
+class Stages:
+    """The stage implementations over one run's state."""
+
+    def __init__(self, state: DeftState, cfg: DeftConfig, say: Any) -> None:
+        self.state = state
+        self.cfg = cfg
+        self.say = say
+        self.target: KPITarget = cfg.target()
+        self.layout: RunLayout = state.layout
+        inputs = state.inputs
+        self.images_dir = inputs.path("images_dir")
+        self._frames: dict[str, pd.DataFrame] = {}
+        self.app: Application = get_application(cfg.application, self.images_dir, self._base_spec())
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def _base_spec(self) -> Spec:
+        spec = load_spec(self.state.inputs.path("spec"))
+        if self.cfg.batch_size is not None:
+            spec = spec.with_overrides({"dataset.classify.batch_size": self.cfg.batch_size})
+        return spec
+
+    def frame(self, role: str) -> pd.DataFrame:
+        if role not in self._frames:
+            self._frames[role] = read_dataset_csv(
+                self.state.inputs.path(role), role=role.replace("_", " ")
+            )
+        return self._frames[role]
+
+    def pool(self) -> pd.DataFrame | None:
+        path = self.state.inputs.path("pool_csv")
+        if not path.is_file():
+            return None
+        frame = self.frame("pool_csv")
+        return frame if len(frame) else None
+
+    def dir(self, label: str, *parts: str) -> Path:
+        return self.layout.stage_dir(label, *parts)
+
+    def best_label(self) -> str:
+        """The lowest-far_pct DEFT iteration so far (the warm start of the next training)."""
+        ranked = rank_by_far(self.state.iterations, include_final=False)
+        if not ranked:
+            raise StageError("no evaluated checkpoint to start from; the baseline failed")
+        return ranked[0]
+
+    def best_far(self, *, before: str | None = None) -> float | None:
+        fars = [
+            far_or_inf(rec.far_pct)
+            for label, rec in self.state.iterations.items()
+            if label != before and iteration_number(label) is not None
+        ]
+        fars = [f for f in fars if f != float("inf")]
+        return min(fars) if fars else None
+
+    def _checkpoint(self, label: str) -> Path:
+        path = self.state.path_of(label, "best_ckpt_path")
+        if path is None:
+            raise StageError(f"{label} has no checkpoint; re-run its training")
+        return path
+
+    # --- baseline / shared stages -------------------------------------------------------
+
+    def stage_train(self, label: str) -> tuple[Fields, str]:
+        n = iteration_number(label) or 0
+        out = self.dir(label, RunLayout.TRAIN)
+        if n == 0:
+            train_csv = self.state.inputs.path("train_csv")
+            train_frame = self.frame("train_csv")
+            pretrained = None
+        else:
+            csv = self.state.path_of(label, "train_csv")
+            assert csv is not None  # data_merge committed it
+            train_csv = csv
+            train_frame = read_dataset_csv(train_csv, role=f"{label} training")
+            self.validate(train_frame, where=str(train_csv))
+            pretrained = self._checkpoint(self.best_label())
+        trained = self.app.train(
+            train_frame,
+            self.frame("val_csv"),
+            out,
+            pretrained=pretrained,
+            num_epochs=self.cfg.num_epochs,
+            seed=self.cfg.seed + n,
+        )
+        vm = trained.val_metrics
+        fields: Fields = {
+            "best_ckpt_path": trained.best_checkpoint,
+            "best_ckpt_kind": "best_val",
+            "train_csv": train_csv,
+            "train_rows": len(train_frame),
+            "val_far_pct": vm.get("far_pct"),
+            "val_loss": vm.get("val_loss"),
+            "train_metric": vm.get("far_pct"),
+            "train_seconds": round(trained.seconds, 1),
+            "spec_path": trained.spec_path,
+            "warm_start_from": pretrained,
+        }
+        if n == 0:
+            fields["source"] = SOURCE_TRAINED_HERE
+        val = vm.get("far_pct")
+        shown = "n/a" if val is None else f"{val:.2f}%"
+        warm = f" warm from {pretrained.parent.parent.name}" if pretrained else ""
+        return fields, f"trained {len(train_frame)} rows{warm} · val FAR {shown}"
+
+    def stage_evaluate(self, label: str) -> tuple[Fields, str]:
+        best = self._checkpoint(label)
+        candidates = {"best_val": best, "latest": best.with_name(LATEST_NAME)}
+        if best.name != BEST_NAME:
+            candidates = {"best_val": best}
+        out = self.dir(label, RunLayout.INFERENCE)
+        kind, result, results = evaluate_checkpoints(
+            self.app, candidates, self.frame("kpi_csv"), out, title=label
+        )
+        if kind is None or result is None:
+            raise StageError(f"{label}: checkpoint {best} is missing; re-run its training")
+        far = result.far_pct
+        fields: Fields = {
+            "best_ckpt_path": candidates[kind],
+            "best_ckpt_kind": kind,
+            "far_pct": far,
+            "threshold": result.threshold,
+            "candidates": {k: v.far_pct for k, v in results.items()},
+            "inference_csv": out / RunLayout.KPI_SCORES,
+            "kpi": KPISummary.of(result),
+        }
+        n = iteration_number(label) or 0
+        if n:
+            best_before = self.best_far(before=label)
+            fields["regression"] = bool(
+                far is not None
+                and best_before is not None
+                and far > best_before + self.cfg.regression.tolerance_pp
+            )
+        thr = "n/a" if result.threshold is None else f"{result.threshold:.4g}"
+        shown = "unavailable" if far is None else f"{far:.2f}%"
+        return fields, f"FAR={shown} threshold={thr} ({kind})"
+
+    def stage_rca(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.rca import analyse, write_rca
+
+        scores = self.state.path_of(label, "inference_csv")
+        assert scores is not None  # evaluate committed it
+        # analyse() checks and converts the scores (a KPIError, not a crash, on bad ones).
+        scored = read_inference_csv(scores)
+        out = self.dir(label, RunLayout.RCA)
+        clear_dir(out)
+        result = analyse(
+            scored, self.target, self.cfg.rca, images_dir=self.images_dir, naming=self.app.naming()
+        )
+        write_rca(result, out, title=label)
+        fields: Fields = {
+            "reachable": result.reachable,
+            "unreachable_reason": result.reason,
+            "rca_target_defects": list(result.target_defects),
+            "rca_target_labels": list(result.target_labels),
+            "need": dict(result.need),
+            "weak_rows": len(result.weak),
+            "findings": list(result.findings),
+        }
+        if not result.reachable:
+            return fields, f"KPI unreachable: {result.reason}"
+        tops = ", ".join(f"{k}={v}" for k, v in list(result.need.items())[:4]) or "none"
+        return fields, f"{len(result.weak)} weak rows ({tops})"
+
+    # --- iteration stages ---------------------------------------------------------------
+
+    def previous(self, label: str) -> str:
+        n = iteration_number(label) or 0
+        return iteration_label(n - 1)
+
+    def _sdg_backend(self) -> Any:
+        from automl_deft.deft.sdg import get_sdg_backend
+
+        return get_sdg_backend(self.cfg.sdg.backend)
+
+    def _sdg_context(self, label: str, train_frame: pd.DataFrame) -> Any:
+        from automl_deft.deft.sdg import SDGContext
+
+        return SDGContext(
+            images_dir=self.images_dir,
+            naming=self.app.naming(),
+            image_size=self.app.image_size(),
+            train_frame=train_frame,
+            out_images_dir=self.layout.sdg_images(label),
+            work_dir=self.dir(label, RunLayout.SDG),
+            seed=self.cfg.seed,
+            iteration=iteration_number(label) or 0,
+            options=dict(self.cfg.sdg.options),
+        )
+
+    def previous_train(self, label: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The training set the iteration builds on, and its provenance (None for the base)."""
+        prev = self.previous(label)
+        if prev == BASELINE:
+            return self.frame("train_csv"), None
+        csv = self.state.path_of(prev, "train_csv")
+        assert csv is not None  # the previous data_merge committed it
+        prov = csv.with_name(csv.stem + "_provenance.csv")
+        provenance = pd.read_csv(prov, dtype=str, keep_default_na=False) if prov.is_file() else None
+        return read_dataset_csv(csv, role=f"{prev} training"), provenance
+
+    def stage_routing(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.rca import load_weak
+        from automl_deft.deft.routing import route
+
+        prev = self.previous(label)
+        if self.state.iteration(prev).reachable is False:
+            raise StageError(f"{prev}: KPI unreachable, nothing to route")
+        weak = load_weak(self.dir(prev, RunLayout.RCA))
+        pool = self.pool() if self.cfg.mining.enabled else None
+        if self.cfg.mining.enabled and pool is None:
+            msg = f"mining pool {self.state.inputs.pool_csv} is missing or empty"
+            if self.cfg.mining.on_empty_pool == "hard_stop":
+                raise StageError(f"{msg}; add pool rows or set mining.on_empty_pool: skip")
+            self.say(f"warning: {msg}; mining skipped (mining.on_empty_pool: skip)")
+        pool_labels = None if pool is None else set(pool["label"].map(normalize_label))
+        sdg_labels = None
+        if self.cfg.sdg.enabled:
+            train_frame, _ = self.previous_train(label)
+            sdg_labels = self._sdg_backend().supported_labels(self._sdg_context(label, train_frame))
+        routing = route(
+            weak,
+            pool_labels=pool_labels,
+            sdg_labels=sdg_labels,
+            mining_enabled=pool is not None,
+            sdg_enabled=self.cfg.sdg.enabled,
+        )
+        out = self.dir(label, RunLayout.ROUTING)
+        clear_dir(out)
+        for branch, groups in (("mining", routing.mining), ("sdg", routing.sdg)):
+            frame = pd.concat(groups.values(), ignore_index=True) if groups else weak.iloc[:0]
+            atomic_write_csv(out / f"{branch}_targets.csv", frame)
+        summary = RoutingSummary.from_json(routing.to_dict(), "routing")
+        atomic_write_json(out / "routing.json", summary.to_json())
+        return {"routing": summary}, routing.summary()
+
+    def _targets(self, label: str, branch: str) -> pd.DataFrame:
+        path = self.dir(label, RunLayout.ROUTING, f"{branch}_targets.csv")
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+    def stage_sdg(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.sdg import SDGRequest, allocate_budget
+
+        out = self.dir(label, RunLayout.SDG)
+        clear_dir(out)
+        clear_dir(self.layout.sdg_images(label))
+        targets = self._targets(label, "sdg")
+        backend = self.cfg.sdg.backend
+        if targets.empty or not self.cfg.sdg.enabled or self.cfg.sdg.num_sdg == 0:
+            atomic_write_csv(out / "sdg_rows.csv", pd.DataFrame(columns=["object_name"]))
+            return {"sdg": SDGSummary(backend=backend)}, "no SDG targets"
+        labels = targets["label"].map(normalize_label)
+        need = {lab: int((labels == lab).sum()) for lab in sorted(set(labels))}
+        budget = allocate_budget(self.cfg.sdg.num_sdg, need)
+        requests = [
+            SDGRequest(label=lab, count=k, weak_rows=targets[labels == lab])
+            for lab, k in budget.items()
+            if k > 0
+        ]
+        train_frame, _ = self.previous_train(label)
+        rows = self._sdg_backend().generate(requests, self._sdg_context(label, train_frame))
+        atomic_write_csv(out / "sdg_rows.csv", rows)
+        generated = (
+            rows["label"].map(normalize_label).value_counts().sort_index().to_dict()
+            if len(rows)
+            else {}
+        )
+        made = {str(k): int(v) for k, v in generated.items()}
+        info = SDGSummary(backend=backend, requested=dict(budget), generated=made)
+        return {"sdg": info, "sdg_rows": len(rows)}, (
+            f"{len(rows)}/{self.cfg.sdg.num_sdg} pairs via {backend} "
+            f"({', '.join(f'{k}={v}' for k, v in made.items()) or '-'})"
+        )
+
+    def stage_mining(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.mining import MiningLedger, mine
+
+        out = self.dir(label, RunLayout.MINING)
+        clear_dir(out)
+        targets = self._targets(label, "mining")
+        pool = self.pool()
+        n = iteration_number(label) or 0
+        if targets.empty or pool is None:
+            atomic_write_csv(out / "mined_rows.csv", pd.DataFrame(columns=["object_name"]))
+            return {"mining": MiningSummary()}, "no mining targets"
+        ledger = MiningLedger.load(self.layout.ledger)
+        ledger.entries = {k: v for k, v in ledger.entries.items() if v < n}
+        best = self._checkpoint(self.best_label())
+        embedder = self.app.embedder(best, self.cfg.mining.embedder)
+        naming = self.app.naming()
+        target_emb = embedder.embed(targets, self.images_dir, naming)
+        pool_emb = embedder.embed(pool, self.images_dir, naming)
+        previous = self.state.iteration(self.previous(label)).mined_rows
+        result = mine(
+            targets,
+            target_emb,
+            pool,
+            pool_emb,
+            top_k=self.cfg.mining.top_k_per_target,
+            min_similarity=self.cfg.mining.min_similarity,
+            ledger=ledger,
+            iteration=n,
+            previous_selected=previous,
+            block_rows=self.cfg.mining.block_rows,
+        )
+        atomic_write_csv(out / "mined_rows.csv", result.rows)
+        summary = MiningSummary.from_json(result.to_dict(), "mining")
+        atomic_write_json(out / "mining.json", summary.to_json())
+        for w in result.warnings:
+            self.say(f"warning: {w}")
+        return {"mining": summary, "mined_rows": len(result.rows)}, (
+            f"{len(result.rows)} pool rows ≥ {self.cfg.mining.min_similarity:g} similarity "
+            f"for {len(targets)} targets"
+        )
+
+    def stage_data_merge(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.mining import MiningLedger
+        from automl_deft.workspace import leakage_keys
+
+        n = iteration_number(label) or 0
+        out = self.dir(label, RunLayout.DATASET)
+        previous, provenance = self.previous_train(label)
+        sdg = read_rows(self.dir(label, RunLayout.SDG, "sdg_rows.csv"))
+        mined = read_rows(self.dir(label, RunLayout.MINING, "mined_rows.csv"))
+        assembled = assemble(previous, provenance, sdg_rows=sdg, mined_rows=mined, iteration=n)
+        new_rows = assembled.frame.iloc[assembled.previous_rows :]
+        self.validate(assembled.frame, where=f"{label} assembled set", check_rows=new_rows)
+        csv_path, _ = write_assembled(assembled, out, n)
+        if mined is not None and len(mined):
+            ledger = MiningLedger.load(self.layout.ledger)
+            ledger.add(list(leakage_keys(mined)), n)
+            ledger.save()
+        fields: Fields = {
+            "train_csv": csv_path,
+            "train_rows": len(assembled.frame),
+            "sdg_rows": assembled.sdg_rows,
+            "mined_rows": assembled.mined_rows,
+            "added_rows": assembled.added_rows,
+            "skipped_duplicates": assembled.skipped_duplicates,
+        }
+        return fields, (
+            f"{assembled.previous_rows} + {assembled.sdg_rows} sdg + {assembled.mined_rows} mined "
+            f"= {len(assembled.frame)} rows"
+        )
+
+    def validate(
+        self, frame: pd.DataFrame, *, where: str, check_rows: pd.DataFrame | None = None
+    ) -> None:
+        validate_training_set(
+            frame,
+            val_frame=self.frame("val_csv"),
+            kpi_frame=self.frame("kpi_csv"),
+            images_dir=self.images_dir,
+            naming=self.app.naming(),
+            check_rows=check_rows,
+            where=where,
+        )
+
+
+def evaluate_checkpoints(
+    app: Application,
+    candidates: dict[str, Path],
+    kpi_frame: pd.DataFrame,
+    out_dir: Path,
+    *,
+    title: str,
+) -> tuple[str | None, KPIResult | None, dict[str, KPIResult]]:
+    """Score each existing candidate checkpoint on the KPI set; keep the lowest far_pct.
+
+    Writes ``kpi_scores_<kind>.csv`` per candidate and, for the kept one,
+    ``kpi_scores.csv``, ``kpi_sweep.csv``, ``kpi_scores.png`` and ``kpi.json`` to
+    ``out_dir``. Ties go to ``best_val``.
+
+    Returns:
+        (kept kind or None when no candidate exists, its KPIResult, {kind: KPIResult}).
+    """
+    scored_by: dict[str, pd.DataFrame] = {}
+    results: dict[str, KPIResult] = {}
+    for kind, ckpt in candidates.items():
+        if not ckpt.is_file():
+            continue
+        scored = app.score(ckpt, kpi_frame)
+        results[kind] = judge_scored_frame(scored, inference_csv=out_dir / f"kpi_scores_{kind}.csv")
+        scored_by[kind] = scored
+    if not results:
+        return None, None, {}
+    kind = min(results, key=lambda k: (far_or_inf(results[k].far_pct), k != "best_val"))
+    result = judge_scored_frame(
+        scored_by[kind],
+        inference_csv=out_dir / RunLayout.KPI_SCORES,
+        sweep_csv=out_dir / "kpi_sweep.csv",
+        plot=out_dir / "kpi_scores.png",
+        title=f"{title} ({kind}) on the KPI set",
+    )
+    atomic_write_json(out_dir / "kpi.json", {"kind": kind, **result.to_dict()})
+    return kind, result, results
+
+
+def clear_dir(directory: Path) -> None:
+    """Empty a stage's output folder so a redone stage starts clean."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
+def read_rows(path: Path) -> pd.DataFrame | None:
+    """A stage's row CSV, or None when missing or empty."""
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return frame if len(frame) else None

@@ -1,0 +1,65 @@
+"""The project's KPI: false-alarm rate (FAR) at 100% recall, and everything around it.
+
+Every phase compares models by :func:`compute_kpi`; the rule it implements is
+written out in :mod:`automl_deft.kpi.metric`. Import from here; the modules are:
+
+* :mod:`~automl_deft.kpi.result`: :class:`OperatingPoint` and :class:`KPIResult`;
+* :mod:`~automl_deft.kpi.metric`: the one counting function, :func:`compute_kpi`,
+  :func:`threshold_sweep` and its CSV;
+* :mod:`~automl_deft.kpi.tables`: the KPI of an inference CSV or frame, and the
+  artifacts a phase writes with it (:func:`judge_scored_frame`);
+* :mod:`~automl_deft.kpi.plots`: the score-distribution PNG and the 2x2 text table;
+* :mod:`~automl_deft.kpi.target`: goals such as ``FAR < 0.1% at recall=100%``.
+"""
+
+from __future__ import annotations
+
+from automl_deft.kpi.metric import (
+    NO_DEFECT_REASON,
+    NO_PASS_REASON,
+    SWEEP_COLUMNS,
+    UNREACHABLE_REASON,
+    compute_kpi,
+    threshold_sweep,
+    write_sweep_csv,
+)
+
+# The counting internals stay reachable as ``automl_deft.kpi._sweep`` etc.: the
+# tests drive them directly to reach states the public API never produces.
+from automl_deft.kpi.metric import _as_arrays as _as_arrays
+from automl_deft.kpi.metric import _result as _result
+from automl_deft.kpi.metric import _sweep as _sweep
+from automl_deft.kpi.plots import confusion_matrix_text, plot_score_distribution
+from automl_deft.kpi.result import KPIResult, OperatingPoint, format_threshold
+from automl_deft.kpi.tables import (
+    LABEL_COLUMN,
+    judge_scored_frame,
+    kpi_from_csv,
+    kpi_from_frame,
+    read_inference_csv,
+)
+from automl_deft.kpi.target import TARGET_EXAMPLE, TARGET_TOLERANCE_PP, KPITarget, parse_target
+
+__all__ = [
+    "LABEL_COLUMN",
+    "NO_DEFECT_REASON",
+    "NO_PASS_REASON",
+    "SWEEP_COLUMNS",
+    "TARGET_EXAMPLE",
+    "TARGET_TOLERANCE_PP",
+    "UNREACHABLE_REASON",
+    "KPIResult",
+    "KPITarget",
+    "OperatingPoint",
+    "compute_kpi",
+    "confusion_matrix_text",
+    "format_threshold",
+    "judge_scored_frame",
+    "kpi_from_csv",
+    "kpi_from_frame",
+    "parse_target",
+    "plot_score_distribution",
+    "read_inference_csv",
+    "threshold_sweep",
+    "write_sweep_csv",
+]

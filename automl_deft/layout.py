@@ -1,0 +1,211 @@
+"""The one owner of every path inside a results directory.
+
+::
+
+    RUN/                               RunLayout(RUN)
+      deft_state.json  loop_log.jsonl  .deft.lock  mining_ledger.json
+      DEFT_Loop_Report.html  best_model.json  best_model_inference_spec.yaml
+      pipeline_summary.json  task_errors.jsonl
+      baseline/{train,inference,rca_results}/
+      iter<N>/{routing_results,sdg,mining_filter,dataset,train,inference,rca_results}/
+      automl_phase1/                   SearchLayout: automl_result.json, leaderboard.csv,
+      final_automl/                      automl_report.html, trials/, journals
+      kfp/                             kfp.local's pipeline root (artifacts)
+
+Every file this project writes inside a run stores paths *relative to the run
+directory* (:meth:`RunLayout.rel`), and reads them back with
+:meth:`RunLayout.path`, so a run directory can be moved or copied and still
+works: the report, resume and the deliverable. Paths outside the run (the
+workspace's CSVs and images) stay absolute.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from automl_deft.phases import FINAL_AUTOML, Phase
+
+__all__ = ["RunLayout", "SearchLayout"]
+
+
+@dataclass(frozen=True)
+class SearchLayout:
+    """The files of one search (Phase 1 or Phase 3, or a standalone ``automl`` run)."""
+
+    root: Path
+
+    RESULT = "automl_result.json"
+    LEADERBOARD = "leaderboard.csv"
+    REPORT = "automl_report.html"
+    PROBLEM = "search_problem.json"
+    OPTUNA_JOURNAL = "optuna_journal.log"
+    KATIB_STATE = "katib_experiment.json"
+    KATIB_MANIFEST = "katib_experiment.yaml"
+    TRIALS = "trials"
+    INFERENCE = "inference"
+
+    @property
+    def result(self) -> Path:
+        return self.root / self.RESULT
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.root / self.LEADERBOARD
+
+    @property
+    def report(self) -> Path:
+        return self.root / self.REPORT
+
+    @property
+    def problem(self) -> Path:
+        return self.root / self.PROBLEM
+
+    @property
+    def optuna_journal(self) -> Path:
+        return self.root / self.OPTUNA_JOURNAL
+
+    @property
+    def katib_state(self) -> Path:
+        return self.root / self.KATIB_STATE
+
+    @property
+    def katib_manifest(self) -> Path:
+        return self.root / self.KATIB_MANIFEST
+
+    def trial_dir(self, rec_id: str) -> Path:
+        return self.root / self.TRIALS / rec_id
+
+    @property
+    def inference(self) -> Path:
+        """Phase 3: where its winner is scored on the KPI set."""
+        return self.root / self.INFERENCE
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path inside one run directory (``RUN``)."""
+
+    root: Path
+
+    STATE = "deft_state.json"
+    LOG = "loop_log.jsonl"
+    LOCK = ".deft.lock"
+    LEDGER = "mining_ledger.json"
+    REPORT = "DEFT_Loop_Report.html"
+    DELIVERABLE = "best_model.json"
+    INFERENCE_SPEC = "best_model_inference_spec.yaml"
+    SUMMARY = "pipeline_summary.json"
+    TASK_ERRORS = "task_errors.jsonl"
+    KFP_ROOT = "kfp"
+
+    # stage folders of an iteration
+    TRAIN = "train"
+    INFERENCE = "inference"
+    RCA = "rca_results"
+    ROUTING = "routing_results"
+    SDG = "sdg"
+    MINING = "mining_filter"
+    DATASET = "dataset"
+    KPI_SCORES = "kpi_scores.csv"
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> RunLayout:
+        return cls(Path(root))
+
+    # --- run-level files --------------------------------------------------------------------
+
+    @property
+    def state(self) -> Path:
+        return self.root / self.STATE
+
+    @property
+    def log(self) -> Path:
+        return self.root / self.LOG
+
+    @property
+    def lock(self) -> Path:
+        return self.root / self.LOCK
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / self.LEDGER
+
+    @property
+    def report(self) -> Path:
+        return self.root / self.REPORT
+
+    @property
+    def deliverable(self) -> Path:
+        return self.root / self.DELIVERABLE
+
+    @property
+    def inference_spec(self) -> Path:
+        return self.root / self.INFERENCE_SPEC
+
+    @property
+    def summary(self) -> Path:
+        return self.root / self.SUMMARY
+
+    @property
+    def task_errors(self) -> Path:
+        return self.root / self.TASK_ERRORS
+
+    @property
+    def kfp_root(self) -> Path:
+        return self.root / self.KFP_ROOT
+
+    def search(self, phase: Phase | str) -> SearchLayout:
+        """The folder of a search phase (``automl_phase1`` / ``final_automl``)."""
+        return SearchLayout(self.root / Phase(phase).results_folder)
+
+    # --- iterations --------------------------------------------------------------------------
+
+    def stage_dir(self, label: str, *parts: str) -> Path:
+        """``RUN/<label>/<parts…>`` (e.g. ``stage_dir("iter1", "train")``)."""
+        return self.root.joinpath(label, *parts)
+
+    def dataset_csv(self, n: int) -> Path:
+        return self.stage_dir(f"iter{n}", self.DATASET, f"train_combined_iter{n}.csv")
+
+    def sdg_images(self, label: str) -> Path:
+        return self.stage_dir(label, self.DATASET, "images", self.SDG)
+
+    @property
+    def final_inference(self) -> Path:
+        return self.stage_dir(FINAL_AUTOML, self.INFERENCE)
+
+    # --- relative paths -----------------------------------------------------------------------
+
+    def rel(self, path: str | os.PathLike[str] | None) -> str | None:
+        """``path`` as stored in a file: relative (POSIX) when inside the run, else absolute."""
+        if path is None:
+            return None
+        p = Path(path)
+        if not p.is_absolute():
+            return PurePosixPath(*p.parts).as_posix()
+        for root in _roots(self.root):
+            try:
+                inner = p.resolve().relative_to(root) if p.exists() else p.relative_to(root)
+            except ValueError:
+                continue
+            return PurePosixPath(*inner.parts).as_posix() or "."
+        return str(p)
+
+    def path(self, stored: str | os.PathLike[str]) -> Path:
+        """A stored path back to a usable one (relative ones are under this run)."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.root / p
+
+    def maybe_path(self, stored: str | os.PathLike[str] | None) -> Path | None:
+        return None if stored is None else self.path(stored)
+
+
+def _roots(root: Path) -> list[Path]:
+    """The run directory as given and resolved (symlinks, ``..``), most literal first."""
+    out = [Path(os.path.abspath(root))]
+    resolved = root.resolve()
+    if resolved not in out:
+        out.append(resolved)
+    return out
