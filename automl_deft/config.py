@@ -95,9 +95,6 @@ def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
             raise SpecError(f"{where}: expected true/false, got {_show(value)}")
         return value
     if tp is int:
-        if isinstance(value, float) and value.is_integer():
-            # JSON round trips (KFP parameters, Katib) turn 2 into 2.0; 2.5 stays an error.
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{where}: expected an integer, got {_show(value)}")
         return value

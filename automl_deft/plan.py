@@ -118,6 +118,14 @@ class ResumePoint:
     def complete(self) -> bool:
         return self.status == COMPLETE
 
+    @property
+    def hard_stopped(self) -> bool:
+        return self.status == HARD_STOPPED
+
+    @property
+    def needs_review(self) -> bool:
+        return self.status == NEEDS_REVIEW
+
 
 def _resume_point(results_dir: Path) -> ResumePoint | None:
     """The only reader of ``deft_state.json`` here (None when there is none).
@@ -127,7 +135,7 @@ def _resume_point(results_dir: Path) -> ResumePoint | None:
     """
     if not DeftState.exists(results_dir):
         return None
-    state = DeftState.load(results_dir)
+    state = DeftState.load(results_dir, reconcile=False)  # the pre-flight writes nothing
     n = state.current_iteration
     label = iteration_label(n)
     stage = state.next_stage(label)

@@ -179,6 +179,7 @@ def test_trial_entry_point_prints_katib_metrics(tiny_ws: Path, tmp_path: Path, c
     ws = Workspace.at(tiny_ws)
     problem = SearchProblem.create(ws.root, _space(), load_spec(ws.spec_path), tmp_path)
     path = problem.save()
+    assert json.loads(path.read_text())["application"] == "aoi-changenet"  # the default
     assert (
         main(
             [

@@ -13,7 +13,6 @@ import pytest
 
 from automl_deft import preflight
 from automl_deft.deft.config import DeftConfig, RegressionGate
-from automl_deft.deft.state import DeftState
 from automl_deft.errors import UserError
 from automl_deft.hpo.search import AutomlConfig, GuardConfig
 from automl_deft.preflight import (
@@ -26,6 +25,7 @@ from automl_deft.preflight import (
     resolve_image_ref,
 )
 from automl_deft.run_config import ComputeConfig, ImagesConfig, Phase3Config, RunConfig
+from automl_deft.testing.deft_state import seeded_state
 from automl_deft.workspace import Workspace
 
 SECRET = "s3cr3t-value"
@@ -299,25 +299,9 @@ def test_compute_with_minutes(tiny_ws: Path) -> None:
     assert deft.lines[0].endswith("; 3 × 33 min + 1 × 10 min = 109 min (1.8 h)")
 
 
-def _seeded_state(results: Path, **deft: Any) -> DeftState:
-    state = DeftState.create(
-        results,
-        kpi_target=DeftConfig().kpi_target,
-        max_iterations=3,
-        config=DeftConfig(**deft).to_dict(),
-        paths={},
-    )
-    state.commit(
-        "baseline",
-        "train",
-        fields={
-            "best_ckpt_path": str(results / "baseline/train/best.pt"),
-            "source": "automl_phase1",
-        },
-        summary="baseline train skipped — reused Phase 1 winner",
-        duration_sec=0,
-    )
-    return state
+def _seeded_state(results: Path, **deft: Any) -> Path:
+    """A run whose baseline was pre-seeded by Phase 1 (its ``train`` stage committed)."""
+    return seeded_state(results, config=DeftConfig(**deft), baseline_source="automl_phase1")
 
 
 def test_resuming_is_detected(tiny_ws: Path, tmp_path: Path) -> None:

@@ -9,6 +9,14 @@ import pytest
 
 from automl_deft import steps
 from automl_deft.errors import UserError
+from automl_deft.layout import RunLayout
+from automl_deft.records import (
+    Deliverable,
+    LoopOutcome,
+    PipelineSummary,
+    SearchWinner,
+    TrajectoryStep,
+)
 
 
 def _raise(*args: Any, **kwargs: Any) -> Any:
@@ -29,8 +37,9 @@ def test_a_phase3_search_without_a_winner_is_recorded_not_fatal(
         out_model=outs["model"],
         out_report=outs["report"],
     )
-    assert result["failed"].startswith("every trial collapsed")
-    assert "checkpoint" not in result
+    assert result.failed is not None and result.failed.startswith("every trial collapsed")
+    assert result.checkpoint is None and not result.usable
+    assert "checkpoint" not in result.to_json()
     for path in outs.values():  # KFP needs every declared output file
         assert "no usable winner" in path.read_text()
 
@@ -39,47 +48,68 @@ def test_a_phase1_search_failure_still_fails_the_step(
     tiny_ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("automl_deft.hpo.search.automl_search", _raise)
-    errors = tmp_path / "errors.jsonl"
-    monkeypatch.setenv(steps.ERROR_FILE_ENV, str(errors))
+    errors = RunLayout(tmp_path / "run").task_errors
     with pytest.raises(UserError, match="every trial collapsed"):
         steps.automl_step(str(tiny_ws), "", str(tmp_path / "run"), phase="phase1")
     assert '"step": "automl_step"' in errors.read_text()
 
 
-def test_without_nones_drops_nulls_recursively() -> None:
-    data = {"a": None, "b": {"c": None, "d": 1}, "e": [None, 2], "f": Path("/x")}
-    assert steps.without_nones(data) == {"b": {"d": 1}, "e": [2], "f": "/x"}
+def test_records_cross_a_task_boundary_exactly() -> None:
+    """What KFP's dict parameters broke (2 → 2.0, nulls refused) a record's text keeps."""
+    winner = SearchWinner(
+        phase="phase1",
+        results_dir="/r",
+        rec_id="t3",
+        far_pct=9.8,
+        checkpoint="/r/t3/best_val.pt",
+        specs={"train.num_epochs": 8, "train.optim.lr": 0.001, "model.x": None},
+        pred_counts={"PASS": 200, "defect": 40},
+        trials=5,
+    )
+    again = SearchWinner.loads(winner.dumps())
+    assert again == winner
+    assert type(again.specs["train.num_epochs"]) is int and again.specs["model.x"] is None
+    assert type(again.pred_counts["PASS"]) is int
+    with pytest.raises(UserError, match=r"unknown SearchWinner key 'bogus'"):
+        SearchWinner.from_json({**winner.to_json(), "bogus": 1})
+    with pytest.raises(UserError, match=r"'trials': expected an integer, got 2.5"):
+        SearchWinner.from_json({**winner.to_json(), "trials": 2.5})
 
 
 def test_trajectory_markdown_says_when_phase3_lost_or_failed() -> None:
-    base = {
-        "kpi_target": "FAR < 5% at recall=100%",
-        "deft_status": "complete",
-        "trajectory": [
-            {
-                "step": "baseline",
-                "phase": "phase1",
-                "far_pct": 20.0,
-                "threshold": 0.5,
-                "train_rows": 80,
-            },
-            {
-                "step": "iter1",
-                "phase": "phase2",
-                "far_pct": 10.0,
-                "threshold": 0.4,
-                "train_rows": 90,
-            },
+    base = PipelineSummary(
+        results_dir="/r",
+        kpi_target="FAR < 5% at recall=100%",
+        deft_status="complete",
+        deft_stop_reason=None,
+        phase1=None,
+        phase3=None,
+        phase3_ran=True,
+        phase3_failed=None,
+        phase3_kept=False,
+        trajectory=[
+            TrajectoryStep(
+                step="baseline", phase="phase1", far_pct=20.0, threshold=0.5, train_rows=80
+            ),
+            TrajectoryStep(
+                step="iter1", phase="phase2", far_pct=10.0, threshold=0.4, train_rows=90
+            ),
         ],
-        "best": {"iteration": "iter1", "far_pct": 10.0, "threshold": 0.4, "checkpoint": "c.pt"},
-    }
-    lost = steps.trajectory_markdown({**base, "phase3_ran": True, "phase3_kept": False})
-    assert "Phase 3 did not beat the best DEFT iteration" in lost
-    failed = steps.trajectory_markdown(
-        {**base, "phase3_ran": True, "phase3_kept": False, "phase3_failed": "collapsed"}
+        best=Deliverable(
+            checkpoint="c.pt",
+            threshold=0.4,
+            far_pct=10.0,
+            iteration="iter1",
+            images_dir="/ws/kpi/images",
+            training_spec="best_model_inference_spec.yaml",
+        ),
     )
+    assert PipelineSummary.loads(base.dumps()) == base
+    lost = steps.trajectory_markdown(base)
+    assert "Phase 3 did not beat the best DEFT iteration" in lost
+    failed = steps.trajectory_markdown(base.replace(phase3_failed="collapsed"))
     assert "Phase 3 produced no usable winner: collapsed" in failed
-    skipped = steps.trajectory_markdown({**base, "phase3_ran": False})
+    skipped = steps.trajectory_markdown(base.replace(phase3_ran=False))
     assert "Phase 3 skipped" in skipped
     assert "| iter1 | phase2 | 10.00% |" in lost
 
@@ -101,25 +131,18 @@ def test_phase3_runs_only_after_a_loop_that_ended_normally(
     enabled: bool,
     expected: bool,
 ) -> None:
-    from automl_deft.deft.loop import LoopOutcome
-
     def fake_run_deft(*args: Any, **kwargs: Any) -> LoopOutcome:
         return LoopOutcome(
-            results_dir=tmp_path,
+            results_dir=str(tmp_path),
             status=status,
-            stop_reason=None,
-            best_label=None,
-            best_checkpoint=None,
-            best_far_pct=None,
-            best_threshold=None,
             n_final=0,
-            final_train_csv=tmp_path / "train.csv",
+            final_train_csv=str(tmp_path / "train.csv"),
             kpi_met=False,
-            report=None,
         )
 
     monkeypatch.setattr("automl_deft.deft.loop.run_deft", fake_run_deft)
     config = tmp_path / "run.yaml"
     config.write_text(f"phase3: {{enabled: {str(enabled).lower()}}}\n")
     outcome = steps.deft_step(str(tiny_ws), str(config), str(tmp_path))
-    assert outcome["run_phase3"] is expected
+    assert outcome.run_phase3 is expected
+    assert LoopOutcome.loads(outcome.dumps()) == outcome

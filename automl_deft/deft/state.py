@@ -159,8 +159,10 @@ class DeftState:
         return state
 
     @classmethod
-    def load(cls, results_dir: str | os.PathLike[str]) -> DeftState:
+    def load(cls, results_dir: str | os.PathLike[str], *, reconcile: bool = True) -> DeftState:
         """Read the state and re-append a log line lost to a kill between the two writes.
+
+        ``reconcile=False`` reads without writing anything (the report is read-only).
 
         Raises:
             UserError: missing, unreadable or foreign-version state.
@@ -184,7 +186,8 @@ class DeftState:
                 f"this tool reads version {STATE_VERSION}; use the matching automl-deft release"
             )
         state = cls._from_json(root, data, str(path))
-        state._reconcile_log()
+        if reconcile:
+            state._reconcile_log()
         return state
 
     @classmethod

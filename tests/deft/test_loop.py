@@ -28,14 +28,7 @@ from click.testing import CliRunner
 from automl_deft.cli import cli
 from automl_deft.deft.application import AOIChangeNet, TrainedModel
 from automl_deft.deft.config import config_from_dict
-from automl_deft.deft.loop import (
-    FAULT_ENV,
-    LEDGER_FILE,
-    REPORT_FILE,
-    LoopOutcome,
-    run_deft,
-    workspace_paths,
-)
+from automl_deft.deft.loop import run_deft, workspace_inputs
 from automl_deft.deft.state import (
     BASELINE,
     COMPLETE,
@@ -48,8 +41,10 @@ from automl_deft.deft.state import (
     read_log,
     run_lock,
 )
-from automl_deft.handoff import BEST_MODEL_FILE, seed_baseline
+from automl_deft.handoff import seed_baseline
+from automl_deft.layout import RunLayout
 from automl_deft.model.checkpoint import BEST_NAME
+from automl_deft.records import LoopOutcome
 from automl_deft.workspace import Workspace, leakage_keys, normalize_label, read_dataset_csv
 
 TINY_CONFIG: dict[str, Any] = {
@@ -77,6 +72,10 @@ COMMITTED = [(BASELINE, s) for s in ("train", "evaluate", "rca")] + [
     for s in ("routing", "sdg", "mining", "data_merge", "train", "evaluate", "rca", LOOP_STOP)
 ]
 CLI_TIMEOUT_S = 600
+FAULT_CLI = Path(__file__).with_name("fault_cli.py")
+LEDGER_FILE = RunLayout.LEDGER
+REPORT_FILE = RunLayout.REPORT
+BEST_MODEL_FILE = RunLayout.DELIVERABLE
 STAGE_LINE = re.compile(
     r"^\[(baseline|iter \d+/\d+) · [a-z_]+\] .+ · (\d+s|\d+m|\d+\.\dh) · next: \S.*$"
 )
@@ -101,28 +100,20 @@ def _deft_args(ws: Path, cfg: Path, run: Path) -> list[str]:
     return ["deft", str(ws), "-c", str(cfg), "--results", str(run)]
 
 
-def _env(fault: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    if fault:
-        env[FAULT_ENV] = fault
-    return env
-
-
 def _deft_cli(
     ws: Path, cfg: Path, run: Path, *, fault: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``automl-deft deft`` in its own process (so a fault can SIGKILL it)."""
-    args = [sys.executable, "-m", "automl_deft.cli", *_deft_args(ws, cfg, run)]
+    entry = [str(FAULT_CLI), fault] if fault else ["-m", "automl_deft.cli"]
+    args = [sys.executable, *entry, *_deft_args(ws, cfg, run)]
     return subprocess.run(
-        args, env=_env(fault), capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+        args, env=dict(os.environ), capture_output=True, text=True, timeout=CLI_TIMEOUT_S
     )
 
 
 def _start_deft_cli(ws: Path, cfg: Path, run: Path) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "automl_deft.cli", *_deft_args(ws, cfg, run)]
-    return subprocess.Popen(
-        args, env=_env(None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _ok_stages(run: Path) -> list[tuple[str, str]]:
@@ -138,13 +129,7 @@ def _seeded(ws: Path, root: Path, checkpoint: Path, **overrides: Any) -> DeftSta
     """A results directory whose baseline is a Phase 1 winner (no baseline training here)."""
     cfg = config_from_dict(_config(**overrides))
     return seed_baseline(
-        root,
-        checkpoint=checkpoint,
-        train_metric=None,
-        kpi_target=cfg.kpi_target,
-        max_iterations=cfg.max_iterations,
-        config=cfg.to_dict(),
-        paths=workspace_paths(ws),
+        root, checkpoint=checkpoint, train_metric=None, config=cfg, inputs=workspace_inputs(ws)
     )
 
 
@@ -207,7 +192,9 @@ def reference(
 def baseline_ckpt(reference: tuple[LoopOutcome, list[str]]) -> Path:
     """The reference run's evaluated baseline checkpoint (a stand-in Phase 1 winner)."""
     state = DeftState.load(reference[0].results_dir)
-    return Path(state.iterations[BASELINE]["best_ckpt_path"])
+    path = state.path_of(BASELINE, "best_ckpt_path")
+    assert path is not None
+    return path
 
 
 @pytest.mark.slow
@@ -231,31 +218,31 @@ def test_killed_at_every_stage_resumes_to_the_uninterrupted_result(
     assert sorted(committed) == sorted(COMMITTED)  # each exactly once: COMMITTED has no repeats
 
     state = DeftState.load(run)
-    assert state.data["status"] == COMPLETE
+    assert state.status == COMPLETE
     rec = state.iterations["iter1"]
     combined = read_dataset_csv(run / "iter1" / "dataset" / "train_combined_iter1.csv")
     assert not leakage_keys(combined).duplicated().any()
     base_rows = len(read_dataset_csv(Workspace.at(tiny_ws).train_csv))
-    assert rec["sdg_rows"] > 0 and rec["mined_rows"] > 0
-    assert len(combined) == rec["train_rows"] == base_rows + rec["sdg_rows"] + rec["mined_rows"]
+    assert rec.sdg_rows > 0 and rec.mined_rows > 0
+    assert len(combined) == rec.train_rows == base_rows + rec.sdg_rows + rec.mined_rows
 
     pairs = json.loads(
         (run / LEDGER_FILE).read_text(encoding="utf-8"), object_pairs_hook=lambda kv: kv
     )
     ledger_keys = [k for k, _ in dict(pairs)["entries"]]
-    assert len(ledger_keys) == len(set(ledger_keys)) == rec["mined_rows"]
+    assert len(ledger_keys) == len(set(ledger_keys)) == rec.mined_rows
     mined = read_dataset_csv(run / "iter1" / "mining_filter" / "mined_rows.csv")
     assert set(ledger_keys) == set(leakage_keys(mined))
     assert (run / BEST_MODEL_FILE).is_file()
     assert (run / REPORT_FILE).is_file()
 
     ref_state = DeftState.load(reference[0].results_dir)
-    assert sorted(_ok_stages(reference[0].results_dir)) == sorted(committed)
-    assert ref_state.iterations["iter1"]["train_rows"] == rec["train_rows"]
+    assert sorted(_ok_stages(Path(reference[0].results_dir))) == sorted(committed)
+    assert ref_state.iterations["iter1"].train_rows == rec.train_rows
     # CPU training is deterministic and a killed training resumes from its finished
     # latest.pt, so the interrupted run scores exactly like the uninterrupted one.
     for label in (BASELINE, "iter1"):
-        assert state.iterations[label]["far_pct"] == ref_state.iterations[label]["far_pct"]
+        assert state.iterations[label].far_pct == ref_state.iterations[label].far_pct
 
 
 def test_a_second_loop_on_the_same_results_is_refused(tiny_ws: Path, tmp_path: Path) -> None:
@@ -302,7 +289,7 @@ def test_leakage_in_an_assembled_set_hard_stops_at_training(
     state = DeftState.load(run)
     assert state.done("iter1", "data_merge") and not state.done("iter1", "train")
 
-    combined_csv = Path(state.iterations["iter1"]["train_csv"])
+    combined_csv = state.path_of("iter1", "train_csv")
     combined = pd.read_csv(combined_csv, dtype=str, keep_default_na=False)
     kpi = pd.read_csv(Workspace.at(tiny_ws).kpi_csv, dtype=str, keep_default_na=False)
     leaked = pd.concat([combined, kpi.iloc[:1]], ignore_index=True).fillna("")
@@ -317,8 +304,8 @@ def test_leakage_in_an_assembled_set_hard_stops_at_training(
     assert "[iter 1/1 · train] HARD STOP: leakage in " in proc.stdout
 
     state = DeftState.load(run)
-    assert state.data["status"] == HARD_STOPPED
-    reason = state.data["stop_reason"]
+    assert state.status == HARD_STOPPED
+    reason = state.stop_reason
     assert reason.startswith(f"iter1 train: leakage in {combined_csv} (1 row(s)): ")
     last = read_log(run / LOG_FILE)[-1]
     assert (last["iter"], last["stage"], last["status"]) == ("iter1", "train", "error")
@@ -344,7 +331,7 @@ def test_mined_kpi_rows_hard_stop_before_the_set_is_written(
         r"iter1 data_merge: leakage in iter1 assembled set \(\d+ row\(s\)\): ", outcome.stop_reason
     )
     state = DeftState.load(run)
-    assert state.iterations["iter1"]["mined_rows"] > 0
+    assert state.iterations["iter1"].mined_rows > 0
     assert not state.done("iter1", "data_merge")
     assert not (run / "iter1" / "dataset" / "train_combined_iter1.csv").exists()
     assert not (run / LEDGER_FILE).exists()
@@ -380,7 +367,7 @@ def test_an_empty_mining_pool_can_be_skipped(
     outcome = run_deft(tiny_ws_copy, results_dir=run, status=lines.append)
     assert outcome.status == COMPLETE, outcome.stop_reason
     rec = DeftState.load(run).iterations["iter1"]
-    assert rec["mined_rows"] == 0 and rec["sdg_rows"] > 0
+    assert rec.mined_rows == 0 and rec.sdg_rows > 0
     assert (
         f"warning: mining pool {pool.resolve()} is missing or empty; mining skipped "
         "(mining.on_empty_pool: skip)"
@@ -405,7 +392,7 @@ def test_the_regression_gate_stops_for_review_until_acknowledged(
         "1 iteration(s) in a row worse than the best so far by more than 0 pp "
         "(last: iter1 FAR 100.00%)"
     )
-    assert DeftState.load(run).iterations["iter1"]["regression"] is True
+    assert DeftState.load(run).iterations["iter1"].regression is True
     assert outcome.best_label == BASELINE
 
     entries = len(read_log(run / LOG_FILE))
@@ -418,7 +405,7 @@ def test_the_regression_gate_stops_for_review_until_acknowledged(
     assert done.stop_reason == "max_iterations (1) reached"
     assert done.best_label == BASELINE
     state = DeftState.load(run)
-    assert state.data["acknowledged"] == ["iter1"]
+    assert state.acknowledged == ["iter1"]
     stops = [e for e in read_log(run / LOG_FILE) if e["stage"] == LOOP_STOP]
     assert [e["summary"].split(":")[0] for e in stops] == [NEEDS_REVIEW, COMPLETE]
 
@@ -441,7 +428,7 @@ def test_a_preseeded_baseline_is_not_retrained(
     assert outcome.status == COMPLETE, outcome.stop_reason
     assert trained == [run / "iter1" / "train"]
     state = DeftState.load(run)
-    assert state.iterations[BASELINE]["source"] == "automl_phase1"
+    assert state.iterations[BASELINE].source == "automl_phase1"
     first = read_log(run / LOG_FILE)[0]
     assert (first["iter"], first["stage"]) == (BASELINE, "train")
     assert "reused Phase 1 winner" in first["summary"]
@@ -470,7 +457,7 @@ def test_status_lines_name_stage_duration_and_next_step(
 def test_report_command_rerenders_and_refuses_a_dir_without_state(
     reference: tuple[LoopOutcome, list[str]], tmp_path: Path
 ) -> None:
-    root = reference[0].results_dir
+    root = Path(reference[0].results_dir)
     report = root / REPORT_FILE
     report.unlink()
     result = CliRunner().invoke(cli, ["report", str(root)])

@@ -17,16 +17,16 @@ from automl_deft.deft.state import (
     read_log,
     run_lock,
 )
+from automl_deft.deft.config import DeftConfig
 from automl_deft.errors import UserError
+from automl_deft.records import RunInputs
 
 
 def _new(tmp_path: Path) -> DeftState:
     return DeftState.create(
         tmp_path / "run",
-        kpi_target="FAR < 5% at recall=100%",
-        max_iterations=3,
-        config={"seed": 0},
-        paths={"train_csv": "t.csv"},
+        config=DeftConfig(kpi_target="FAR < 5% at recall=100%", max_iterations=3, seed=0),
+        inputs=RunInputs(train_csv="t.csv"),
     )
 
 
@@ -41,14 +41,14 @@ def test_labels_round_trip() -> None:
 def test_commit_marks_stage_done_and_logs_once(tmp_path: Path) -> None:
     state = _new(tmp_path)
     assert state.next_stage(BASELINE) == "train"
-    state.commit(BASELINE, "train", fields={"far_pct": None}, summary="trained", duration_sec=1.5)
-    state.commit(BASELINE, "evaluate", fields={"far_pct": 12.5}, summary="FAR", duration_sec=2)
+    state.commit(BASELINE, "train", far_pct=None, summary="trained", duration_sec=1.5)
+    state.commit(BASELINE, "evaluate", far_pct=12.5, summary="FAR", duration_sec=2)
     assert state.done(BASELINE, "train") and state.done(BASELINE, "evaluate")
     assert not state.done(BASELINE, "rca")
     assert state.next_stage(BASELINE) == "rca"
     again = DeftState.load(state.results_dir)
-    assert again.iterations[BASELINE]["far_pct"] == 12.5
-    assert again.iterations[BASELINE]["status"] == "in_progress"
+    assert again.iterations[BASELINE].far_pct == 12.5
+    assert again.iterations[BASELINE].status == "in_progress"
     entries = read_log(state.log_path)
     assert [e["seq"] for e in entries] == [1, 2]
     assert entries[0]["stage"] == "train" and entries[0]["status"] == "ok"
@@ -80,8 +80,8 @@ def test_record_error_hard_stops(tmp_path: Path) -> None:
     state = _new(tmp_path)
     state.record_error("iter1", "data_merge", "leakage: 1 row", 0.1)
     again = DeftState.load(state.results_dir)
-    assert again.data["status"] == HARD_STOPPED
-    assert "leakage" in again.data["stop_reason"]
+    assert again.status == HARD_STOPPED
+    assert "leakage" in again.stop_reason
     assert read_log(state.log_path)[-1]["status"] == "error"
 
 

@@ -1,0 +1,273 @@
+"""Sections 1–4 of the gate: workspace & platform, credentials, container images, datasets."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+from automl_deft.cluster.credentials import credential_status
+from automl_deft.errors import WorkspaceError
+from automl_deft.preflight.context import Context
+from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table
+from automl_deft.preflight.probes import (
+    MISSING,
+    RULE_IMAGE_SIDE,
+    RULE_TEXT,
+    UNKNOWN,
+    ImageProbe,
+    gpu_batch_limit,
+    parse_probe,
+    resolve_image_ref,
+)
+from automl_deft.validate import validate_workspace
+from automl_deft.workspace import (
+    CsvSummary,
+    ImageNaming,
+    Workspace,
+    read_dataset_csv,
+    refuse_kpi_set,
+    summarize,
+)
+
+
+def platform_section(ctx: Context) -> Section:
+    import torch
+
+    plan = ctx.plan
+    spec = plan.spec
+    cls = spec.dataset.classify if spec is not None else None
+    # The JSON's batch_size_automl: Phase 1's, unless only Phase 3 searches.
+    shown = plan.phase3 if plan.runs("phase3") and not plan.runs("automl") else plan.phase1
+    deft_batch = plan.deft.batch_size
+    search_batches = {s.phase: s.batch_size for s in plan.searches}
+    batches: list[int | None] = list(search_batches.values())
+    if plan.runs("deft"):
+        batches.append(deft_batch)
+    gpu_text = (
+        "; ".join(f"{g.name} ({g.memory_gib:.1f} GiB)" for g in ctx.gpus)
+        if ctx.gpus
+        else "none (CPU)"
+    )
+    blocks: list[Block] = [
+        KeyValue("workspace", str(ctx.ws.root)),
+        KeyValue("host", platform.node() or "unknown"),
+        KeyValue(
+            "platform",
+            f"{platform.system()} {platform.release()} · Python {platform.python_version()}"
+            f" · torch {torch.__version__}",
+        ),
+        KeyValue("GPU", gpu_text),
+    ]
+    data: dict[str, Any] = {
+        "workspace": str(ctx.ws.root),
+        "host": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "gpus": [{"name": g.name, "memory_gib": round(g.memory_gib, 1)} for g in ctx.gpus],
+        "spec": str(ctx.ws.spec_path),
+    }
+    if spec is not None and cls is not None:
+        arch = (
+            f"{spec.model.backbone.type} backbone, learnable_difference_modules "
+            f"{spec.model.classify.learnable_difference_modules}"
+        )
+        blocks += [
+            KeyValue("network_arch", arch),
+            KeyValue("image size", f"{cls.image_width}x{cls.image_height} px"),
+        ]
+        data.update(
+            backbone=spec.model.backbone.type,
+            learnable_difference_modules=spec.model.classify.learnable_difference_modules,
+            image_width=cls.image_width,
+            image_height=cls.image_height,
+        )
+    else:
+        blocks.append(
+            KeyValue("network_arch", f"unknown (the spec {ctx.ws.spec_path} did not load)")
+        )
+    batch_parts = []
+    if len(set(search_batches.values())) == 1:
+        batch_parts.append(f"{next(iter(search_batches.values()))} (AutoML trials, pinned)")
+    else:
+        names = {"phase1": "Phase 1", "phase3": "Phase 3"}
+        batch_parts += [f"{b} ({names[p]} trials, pinned)" for p, b in search_batches.items()]
+    if plan.runs("deft"):
+        batch_parts.append(f"{deft_batch} (DEFT)")
+    blocks.append(KeyValue("batch size", ", ".join(batch_parts) or "n/a"))
+    blocks.append(KeyValue("GPU memory rule", RULE_TEXT))
+    data.update(batch_size_automl=shown.batch_size, batch_size_deft=deft_batch)
+    side = min(cls.image_width, cls.image_height) if cls is not None else None
+    for g in ctx.gpus[:1]:
+        limit = gpu_batch_limit(g.memory_gb)
+        worst = max((b for b in batches if b is not None), default=0)
+        if limit is not None and worst > limit:
+            smaller = (
+                f"; these images are {side} px, smaller than {RULE_IMAGE_SIDE} px, so it may "
+                "still fit"
+                if side is not None and side < RULE_IMAGE_SIDE
+                else ""
+            )
+            ctx.warn(
+                f"batch size {worst} exceeds the GPU memory rule of thumb for {g.name} "
+                f"({g.memory_gb:.0f} GB: batch ≤ {limit} at {RULE_IMAGE_SIDE} px){smaller}; "
+                "lower automl.batch_size / deft.batch_size if training runs out of memory"
+            )
+    return Section.of(1, blocks, data)
+
+
+def credentials_section(env: Mapping[str, str] | None) -> Section:
+    rows = credential_status(env)
+    blocks: list[Block] = [
+        Table(("variable", "status", "purpose"), tuple((n, s, p) for n, s, p in rows)),
+        Note("values are never shown; set them as Kubernetes Secrets for pipeline pods"),
+    ]
+    data = {"credentials": [{"name": n, "status": s, "purpose": p} for n, s, p in rows]}
+    return Section.of(2, blocks, data)
+
+
+def images_section(ctx: Context, probe: ImageProbe) -> Section:
+    images = ctx.plan.config.images
+    wanted = [("component", images.component)]
+    if images.sdg:
+        wanted.append(("sdg", images.sdg))
+    rows = []
+    entries = []
+    for role, ref in wanted:
+        if not ref.strip():
+            ctx.block(f"images.{role} is empty; set it to the image the cluster tasks run")
+            continue
+        resolved = resolve_image_ref(ref)
+        try:
+            status, detail = parse_probe(probe(resolved))
+        except Exception as exc:  # a probe that breaks must not stop the summary
+            status, detail = UNKNOWN, f"probe failed: {exc.__class__.__name__}"
+        rows.append((role, resolved, status, detail))
+        entries.append(
+            {"role": role, "ref": ref, "resolved": resolved, "status": status, "detail": detail}
+        )
+        if status == MISSING:
+            ctx.warn(
+                f"image {resolved} is not present locally; push it to the cluster's registry "
+                "(make image) before a cluster run"
+            )
+    blocks: list[Block] = [
+        Table(("image", "reference", "status", "detail"), tuple(rows)),
+        Note("MISSING is not a blocker: the cluster pulls from its registry"),
+    ]
+    return Section.of(3, blocks, {"images": entries})
+
+
+def datasets_section(ctx: Context, check_images: bool) -> Section:
+    plan = ctx.plan
+    deft_runs = plan.runs("deft")
+    require_pool = deft_runs and plan.deft.requires_pool
+    problems: list[str] = []
+    summaries: list[CsvSummary] = []
+    overlapping: int | None = None
+    images_checked = 0
+    image_check = check_images and plan.spec is not None
+    naming = plan.spec.naming() if plan.spec is not None else None
+    if naming is None and ctx.ws.spec_path.is_file():
+        naming = ImageNaming()  # the spec is invalid (already blocking); images are not checked
+    try:
+        report = validate_workspace(
+            ctx.ws.root,
+            naming=naming,
+            check_image_files=image_check,
+            require_pool=require_pool,
+        )
+        summaries = report.summaries
+        overlapping = report.overlapping_rows
+        images_checked = report.images_checked
+        for w in report.warnings:
+            ctx.warn(w)
+    except WorkspaceError as exc:
+        problems.extend(exc.problems)
+        summaries = _readable_summaries(ctx.ws)
+    try:
+        refuse_kpi_set(ctx.ws, ctx.ws.val_csv, used_as="the validation set")
+    except WorkspaceError as exc:
+        problems.extend(exc.problems)
+    ctx.block(*problems)
+
+    by_role = {s.role: s for s in summaries}
+    rows = []
+    for role, path in ctx.ws.csvs().items():
+        s = by_role.get(role)
+        if s is not None:
+            rows.append((role, str(s.rows), str(s.n_pass), str(s.n_defect)))
+        elif role == "mining_pool" and not path.exists():
+            rows.append((role, "absent", "", ""))
+        else:
+            rows.append((role, "unreadable", "", ""))
+    blocks: list[Block] = [Table(("set", "rows", "PASS", "defect"), tuple(rows))]
+    kpi = by_role.get("kpi_test")
+    kpi_labels = dict(kpi.labels) if kpi is not None else {}
+    blocks.append(
+        KeyValue(
+            "KPI labels",
+            ", ".join(f"{k}={v}" for k, v in kpi_labels.items()) if kpi_labels else "n/a",
+        )
+    )
+    if overlapping is not None:
+        how = "row key and image content" if image_check else "row key; image content not compared"
+        blocks.append(KeyValue("leakage", f"{overlapping} overlapping rows ({how})"))
+    else:
+        leaks = [p for p in problems if p.startswith("leakage:")]
+        blocks.append(
+            KeyValue(
+                "leakage",
+                f"FOUND ({len(leaks)} problem(s), listed below)"
+                if leaks
+                else "not confirmed (fix the problems below first)",
+            )
+        )
+    if not image_check:
+        why = "check_images=False" if not check_images else "the spec did not load"
+        files = f"not checked ({why})"
+    elif overlapping is not None:
+        files = f"{images_checked} checked (exist, decode, golden/input sizes agree)"
+    else:
+        files = "checked with the CSVs (any image problem is listed below)"
+    blocks.append(KeyValue("image files", files))
+    if deft_runs and "mining_pool" not in by_role and not ctx.ws.pool_csv.exists():
+        if not plan.deft.uses_pool:
+            blocks.append(KeyValue("mining pool", "not used (deft.mining.enabled: false)"))
+        elif not require_pool:
+            ctx.warn(
+                f"no mining pool at {ctx.ws.pool_csv}; DEFT will skip mining "
+                "(deft.mining.on_empty_pool: skip)"
+            )
+    blocks.extend(Note(f"problem: {p}") for p in problems)
+    data = {
+        "sets": [
+            {
+                "role": s.role,
+                "path": str(s.path),
+                "rows": s.rows,
+                "pass": s.n_pass,
+                "defect": s.n_defect,
+                "labels": dict(s.labels),
+            }
+            for s in summaries
+        ],
+        "kpi_labels": kpi_labels,
+        "overlapping_rows": overlapping,
+        "images_checked": images_checked,
+        "pool_required": require_pool,
+        "problems": problems,
+    }
+    return Section.of(4, blocks, data)
+
+
+def _readable_summaries(ws: Workspace) -> list[CsvSummary]:
+    """Counts for every CSV that can be read (shown even when validation failed)."""
+    out = []
+    for role, path in ws.csvs().items():
+        try:
+            out.append(summarize(read_dataset_csv(path, role=role), role=role, path=path))
+        except WorkspaceError:
+            continue
+    return out
