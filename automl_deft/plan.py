@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,13 +37,19 @@ from automl_deft.hpo.search import AutomlConfig
 from automl_deft.hpo.space import SearchSpace
 from automl_deft.kpi import KPITarget
 from automl_deft.model.spec import Spec, load_spec
-from automl_deft.phases import BASELINE, SOURCE_PHASE1, SOURCE_TRAINED_HERE, iteration_label
+from automl_deft.phases import (
+    BASELINE,
+    SOURCE_PHASE1,
+    SOURCE_TRAINED_HERE,
+    Phase,
+    iteration_label,
+    parse_phases,
+)
 from automl_deft.run_config import RunConfig
 from automl_deft.workspace import Workspace
 
 __all__ = [
     "PHASES",
-    "SEARCH_PHASES",
     "BaselineSource",
     "ComputePlan",
     "DeftPlan",
@@ -55,10 +62,8 @@ __all__ = [
 ]
 
 PHASES: tuple[str, ...] = ("automl", "deft", "phase3")
-"""The phases a pipeline may run, in run order."""
-
-SEARCH_PHASES: tuple[str, ...] = ("phase1", "phase3")
-"""The search phases, by the name :func:`automl_deft.steps.automl_step` takes."""
+"""The phases a pipeline may run, in run order, by the names the pipelines pass
+(:class:`~automl_deft.phases.Phase` values ``phase1``, ``phase2``, ``phase3`` work too)."""
 
 EPOCHS_KEY = "train.num_epochs"
 BATCH_KEY = "dataset.classify.batch_size"
@@ -319,7 +324,7 @@ class RunPlan:
 
     workspace: Workspace
     config: RunConfig
-    phases: tuple[str, ...]
+    phases: tuple[Phase, ...]
     results_dir: Path | None
     spec: Spec | None
     spec_error: str | None
@@ -333,12 +338,13 @@ class RunPlan:
     compute: ComputePlan
 
     def in_pipeline(self, phase: str) -> bool:
-        """``phase`` (``automl``, ``deft``, ``phase3``) is one of this pipeline's."""
-        return phase in self.phases
+        """``phase`` (``automl``/``phase1``, ``deft``/``phase2``, ``phase3``) is one of this
+        pipeline's."""
+        return _phase(phase) in self.phases
 
     def runs(self, phase: str) -> bool:
         """``phase`` is in the pipeline and enabled (Phase 3 still waits for its gate)."""
-        if phase == "phase3":
+        if _phase(phase) is Phase.PHASE3:
             return self.phase3_gate.planned
         return self.in_pipeline(phase)
 
@@ -348,9 +354,10 @@ class RunPlan:
         Raises:
             UserError: another name.
         """
-        if phase in ("phase1", "automl"):
+        which = _phase(phase) if phase in _ACCEPTED else None
+        if which is Phase.PHASE1:
             return self.phase1
-        if phase == "phase3":
+        if which is Phase.PHASE3:
             return self.phase3
         raise UserError(f"unknown search phase {phase!r}; choose from phase1, phase3")
 
@@ -399,6 +406,13 @@ class RunPlan:
 
 
 # --- computing it -------------------------------------------------------------------------
+
+_ACCEPTED = frozenset(PHASES) | {p.value for p in Phase}
+
+
+def _phase(name: str) -> Phase:
+    """A phase from either vocabulary (``automl`` = ``phase1``, ``deft`` = ``phase2``)."""
+    return parse_phases((name,))[0]
 
 
 def _search_plan(
@@ -460,7 +474,7 @@ def _resumed_spec(resume: ResumePoint | None) -> Spec | None:
 def _deft_plan(
     cfg: DeftConfig,
     *,
-    phases: tuple[str, ...],
+    phases: tuple[Phase, ...],
     spec: Spec | None,
     phase1: SearchPhasePlan,
     resume: ResumePoint | None,
@@ -474,28 +488,25 @@ def _deft_plan(
         problems.append(f"deft.kpi_target: {exc}")
         target = None
     # The loop trains from the spec its state records (steps.seed_deft_baseline_step merges
-    # the Phase 1 winner into it); deft.num_epochs / deft.batch_size override it
-    # (deft.loop: app.train(num_epochs=…) and _Loop._base_spec).
+    # the Phase 1 winner's pinned epochs and batch size into it); deft.num_epochs and
+    # deft.batch_size override it (deft.stages: Stages._base_spec and stage_train).
     resumed = _resumed_spec(resume)
-    settings: list[tuple[int | None, ValueSource]] = []
-    for own, key, phase1_value in (
-        (cfg.num_epochs, "num_epochs", phase1.epochs),
-        (cfg.batch_size, "batch_size", phase1.batch_size),
-    ):
-        if own is not None:
-            settings.append((own, ValueSource.CONFIG))
-        elif resumed is not None:
-            settings.append((_spec_value(resumed, key), ValueSource.RESUMED_SPEC))
-        elif "automl" in phases:
-            settings.append((phase1_value, ValueSource.PHASE1_WINNER))
-        elif spec is not None:
-            settings.append((_spec_value(spec, key), ValueSource.WORKSPACE_SPEC))
-        else:
-            settings.append((None, ValueSource.UNKNOWN))
-    (epochs, epochs_source), (batch, batch_source) = settings
+    phase1_runs = Phase.PHASE1 in phases
+    epochs, epochs_source = _training_setting(
+        cfg.num_epochs,
+        resumed=resumed.train.num_epochs if resumed is not None else None,
+        phase1=phase1.epochs if phase1_runs else None,
+        workspace=spec.train.num_epochs if spec is not None else None,
+    )
+    batch, batch_source = _training_setting(
+        cfg.batch_size,
+        resumed=resumed.dataset.classify.batch_size if resumed is not None else None,
+        phase1=phase1.batch_size if phase1_runs else None,
+        workspace=spec.dataset.classify.batch_size if spec is not None else None,
+    )
     if resume is not None and resume.baseline_trained:
         baseline = BaselineSource.RESUMED
-    elif "automl" in phases:
+    elif phase1_runs:
         baseline = BaselineSource.PHASE1
         if resume is not None:
             # handoff.seed_baseline refuses a directory holding a run without a baseline.
@@ -518,17 +529,27 @@ def _deft_plan(
     )
 
 
-def _spec_value(spec: Spec, key: str) -> int:
-    if key == "num_epochs":
-        return spec.train.num_epochs
-    return spec.dataset.classify.batch_size
+def _training_setting(
+    own: int | None, *, resumed: int | None, phase1: int | None, workspace: int | None
+) -> tuple[int | None, ValueSource]:
+    """The first that applies: the DEFT config's own value, the resumed run's spec, the
+    Phase 1 winner's spec, the workspace spec."""
+    for value, source in (
+        (own, ValueSource.CONFIG),
+        (resumed, ValueSource.RESUMED_SPEC),
+        (phase1, ValueSource.PHASE1_WINNER),
+        (workspace, ValueSource.WORKSPACE_SPEC),
+    ):
+        if value is not None:
+            return value, source
+    return None, ValueSource.UNKNOWN
 
 
 def plan_run(
     workspace: str | os.PathLike[str],
     cfg: RunConfig,
     *,
-    phases: tuple[str, ...] = PHASES,
+    phases: Sequence[str] = PHASES,
     hpo_backend: str | None = None,
     results_dir: str | os.PathLike[str] | None = None,
 ) -> RunPlan:
@@ -537,7 +558,8 @@ def plan_run(
     Args:
         workspace: the workspace root.
         cfg: the whole run's config.
-        phases: the phases this pipeline runs (``automl``, ``deft``, ``phase3``).
+        phases: the phases this pipeline runs (``automl``, ``deft``, ``phase3``; or
+            ``phase1``, ``phase2``, ``phase3``).
         hpo_backend: the search backend the pipeline uses (default: ``cfg.automl.backend``).
         results_dir: the run's results directory; one holding ``deft_state.json`` is
             resumed with its own DEFT settings.
@@ -545,10 +567,10 @@ def plan_run(
     Raises:
         UserError: ``phases`` names an unknown phase.
     """
-    unknown = sorted(set(phases) - set(PHASES))
+    unknown = sorted(set(phases) - _ACCEPTED)
     if unknown:
         raise UserError(f"unknown phase(s) {', '.join(unknown)}; choose from {', '.join(PHASES)}")
-    ordered = tuple(p for p in PHASES if p in phases)
+    ordered = parse_phases(tuple(phases))
     ws = Workspace.at(workspace)
     root = Path(results_dir) if results_dir is not None else None
     spec: Spec | None = None
@@ -593,7 +615,7 @@ def plan_run(
             deft_cfg, phases=ordered, spec=spec, phase1=phase1, resume=resume, results_dir=root
         ),
         phase3=phase3,
-        phase3_gate=Phase3Gate(in_pipeline="phase3" in ordered, enabled=cfg.phase3.enabled),
+        phase3_gate=Phase3Gate(in_pipeline=Phase.PHASE3 in ordered, enabled=cfg.phase3.enabled),
         compute=ComputePlan(
             per_job_minutes=cfg.compute.per_job_minutes,
             per_iteration_minutes=cfg.compute.per_iteration_minutes,

@@ -182,20 +182,16 @@ def automl_step(
         The winner; its spec YAML, checkpoint and HTML report are copied to
         ``out_spec``, ``out_model`` and ``out_report``.
     """
-    import dataclasses
 
     import yaml
 
     from automl_deft.hpo.search import automl_search
     from automl_deft.model.spec import load_spec
+    from automl_deft.plan import plan_run
 
     which = Phase(phase)
-    cfg = resolve_config(workspace, config)
-    search_cfg = cfg.automl if which is Phase.PHASE1 else cfg.phase3_automl()
-    if hpo_backend:
-        search_cfg = dataclasses.replace(search_cfg, backend=hpo_backend)  # type: ignore[arg-type]
-    if katib:
-        search_cfg = dataclasses.replace(search_cfg, katib={**search_cfg.katib, **katib})
+    plan = plan_run(workspace, resolve_config(workspace, config), hpo_backend=hpo_backend or None)
+    search_cfg = plan.search_config(which.value, katib=katib)
     out = RunLayout.at(results_dir).search(which)
     centroid = None
     if centroid_overrides:
@@ -340,8 +336,10 @@ def deft_step(
     rows resolve the same way locally and in a pod.
     """
     from automl_deft.deft.loop import run_deft
+    from automl_deft.plan import plan_run
 
     cfg = resolve_config(workspace, config)
+    plan = plan_run(workspace, cfg)
     outcome = run_deft(workspace, cfg.deft, results_dir=results_dir)
     if out_dataset is not None:
         publish_dataset(outcome.final_train_csv, out_dataset, workspace, results_dir)
@@ -351,7 +349,9 @@ def deft_step(
         atomic_copy(outcome.report, out_report)
     # Phase 3 runs only after a loop that ended normally: a hard stop or the regression
     # gate (needs_review) is one of the safety gates the pre-flight names.
-    run_phase3 = cfg.phase3.enabled and not (outcome.hard_stopped or outcome.needs_review)
+    run_phase3 = plan.phase3_runs(
+        hard_stopped=outcome.hard_stopped, needs_review=outcome.needs_review
+    )
     return outcome.replace(run_phase3=run_phase3)
 
 

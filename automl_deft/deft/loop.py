@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.deliverable import final_training_set, write_deliverable
 from automl_deft.deft.stages import Stages
 from automl_deft.deft.state import (
     COMPLETE,
@@ -265,8 +266,6 @@ class _Loop:
             return None
 
     def _finish(self) -> LoopOutcome:
-        from automl_deft.handoff import final_training_set, write_deliverable
-
         st = self.state
         best = write_deliverable(st, self.stages.app)
         report = self._render_report()

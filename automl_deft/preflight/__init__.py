@@ -15,12 +15,12 @@ each with the fix; :attr:`Preflight.ok` is False while any remain. After the use
 confirms, only the hard safety gates that section 9 names can stop the run.
 
 Nothing here writes files, and credential *values* are never read: only whether
-each variable is set (:func:`automl_deft.cluster.credentials.credential_status`).
+each variable is set (:func:`automl_deft.credentials.credential_status`).
 The same object renders for a terminal (:meth:`Preflight.text`), for the KFP
 dashboard (:meth:`Preflight.markdown`) and as JSON (:meth:`Preflight.to_dict`).
 
-Modules: :mod:`~automl_deft.preflight.model` (the result types),
-:mod:`~automl_deft.preflight.render` (text, Markdown, JSON),
+Modules: :mod:`~automl_deft.preflight.model` (sections and their blocks),
+:mod:`~automl_deft.preflight.render` (the summary and its text, Markdown and JSON),
 :mod:`~automl_deft.preflight.probes` (docker and GPU),
 :mod:`~automl_deft.preflight.environment` (sections 1–4) and
 :mod:`~automl_deft.preflight.run_sections` (sections 5–9, rendering the plan).
@@ -39,15 +39,7 @@ from automl_deft.preflight.environment import (
     images_section,
     platform_section,
 )
-from automl_deft.preflight.model import (
-    SECTION_TITLES,
-    Block,
-    KeyValue,
-    Note,
-    Preflight,
-    Section,
-    Table,
-)
+from automl_deft.preflight.model import SECTION_TITLES, Block, KeyValue, Note, Section, Table
 from automl_deft.preflight.probes import (
     DOCKER_TIMEOUT_S,
     GPU_BATCH_RULE,
@@ -64,6 +56,7 @@ from automl_deft.preflight.probes import (
     resolve_image_ref,
     visible_gpus,
 )
+from automl_deft.preflight.render import Preflight
 from automl_deft.preflight.run_sections import (
     BASELINE_SOURCES,
     NO_TIME,

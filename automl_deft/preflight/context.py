@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from automl_deft.plan import RunPlan
+from automl_deft.phases import Phase
+from automl_deft.plan import PHASES, RunPlan
 from automl_deft.preflight.probes import GpuInfo
 from automl_deft.preflight.render import join
 from automl_deft.workspace import Workspace
@@ -15,6 +16,8 @@ PHASE_NAMES: dict[str, str] = {
     "phase3": "Phase 3 (AutoML warm-started)",
 }
 """The pipeline phases by the names the sections use."""
+
+_NAME_OF: dict[Phase, str] = dict(zip(Phase, PHASES, strict=True))
 
 
 @dataclass
@@ -47,5 +50,5 @@ class Context:
             self.warnings.append(warning)
 
     def skipped(self) -> str:
-        names = [PHASE_NAMES[p] for p in self.plan.phases]
+        names = [PHASE_NAMES[_NAME_OF[p]] for p in self.plan.phases]
         return f"skipped (this pipeline runs {join(names)} only)"

@@ -6,7 +6,7 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
-from automl_deft.cluster.credentials import credential_status
+from automl_deft.credentials import credential_status
 from automl_deft.errors import WorkspaceError
 from automl_deft.preflight.context import Context
 from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table

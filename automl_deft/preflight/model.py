@@ -1,12 +1,14 @@
-"""The pre-flight's result: nine sections of blocks, the blocking problems and the warnings.
+"""The pre-flight's sections: numbered, laid out as blocks, with the same facts as data.
 
 A :class:`Section` is laid out as blocks (:class:`KeyValue`, :class:`Table`,
-:class:`Note`) and also carries the same facts structured (``data``, for JSON);
-:mod:`automl_deft.preflight.render` turns a :class:`Preflight` into text and Markdown.
+:class:`Note`), as plain ``lines`` rendered from them, and carries the same facts
+structured (``data``, for JSON). The whole summary, :class:`~automl_deft.preflight.
+render.Preflight`, and its text and Markdown forms are in :mod:`automl_deft.preflight.render`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,34 @@ class Note:
 Block = KeyValue | Table | Note
 
 
+# --- layout -------------------------------------------------------------------------------
+
+
+def table_lines(t: Table) -> list[str]:
+    widths = [len(c) for c in t.columns]
+    for row in t.rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    last = len(t.columns) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(v if i == last else v.ljust(widths[i]) for i, v in enumerate(cells))
+
+    return [line(t.columns), *(line(r) for r in t.rows)]
+
+
+def plain_lines(blocks: Sequence[Block]) -> list[str]:
+    """``key: value`` lines, table rows and notes, unaligned (a section's ``lines``)."""
+    lines: list[str] = []
+    for b in blocks:
+        if isinstance(b, KeyValue):
+            lines.append(f"{b.key}: {b.value}")
+        elif isinstance(b, Table):
+            lines.extend(table_lines(b))
+        else:
+            lines.append(b.text)
+    return lines
+
+
 @dataclass
 class Section:
     """One numbered section of the pre-flight.
@@ -71,48 +101,4 @@ class Section:
     @classmethod
     def of(cls, number: int, blocks: list[Block], data: dict[str, Any]) -> Section:
         """A section whose ``lines`` are rendered from ``blocks``."""
-        from automl_deft.preflight.render import plain_lines
-
         return cls(number, SECTION_TITLES[number - 1], plain_lines(blocks), data, blocks)
-
-
-@dataclass
-class Preflight:
-    """The consolidated pre-flight summary.
-
-    Attributes:
-        sections: exactly nine, in :data:`SECTION_TITLES` order.
-        blocking: problems that stop the run, one line each with the fix.
-        warnings: things worth knowing that do not stop the run.
-    """
-
-    sections: list[Section]
-    blocking: list[str]
-    warnings: list[str]
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing blocks the run."""
-        return not self.blocking
-
-    def text(self) -> str:
-        """The summary for a terminal: numbered headers and aligned ``key: value`` lines.
-
-        Blocking problems and warnings are listed just before the confirmation line,
-        so the last thing a reader sees is what to fix or what to approve.
-        """
-        from automl_deft.preflight.render import render_text
-
-        return render_text(self)
-
-    def markdown(self) -> str:
-        """The summary as Markdown (the KFP ``Markdown`` artifact shown on the dashboard)."""
-        from automl_deft.preflight.render import render_markdown
-
-        return render_markdown(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{ok, blocking, warnings, sections: [{number, title, lines, data}]}`` (``--json``)."""
-        from automl_deft.preflight.render import render_dict
-
-        return render_dict(self)

@@ -1,4 +1,4 @@
-"""Rendering a :class:`~automl_deft.preflight.model.Preflight`: terminal text, Markdown, JSON.
+"""The whole summary, :class:`Preflight`, and its three forms: terminal text, Markdown, JSON.
 
 Also the small number and list formatters the section builders share, so every
 section spells counts, minutes and lists the same way.
@@ -7,20 +7,12 @@ section spells counts, minutes and lists the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from automl_deft.preflight.model import SECTION_TITLES, Block, KeyValue, Preflight, Section, Table
+from automl_deft.preflight.model import SECTION_TITLES, KeyValue, Section, Table, table_lines
 
-__all__ = [
-    "count",
-    "join",
-    "minutes",
-    "num",
-    "plain_lines",
-    "render_dict",
-    "render_markdown",
-    "render_text",
-]
+__all__ = ["Preflight", "count", "join", "minutes", "num"]
 
 
 # --- formatters ---------------------------------------------------------------------------
@@ -48,35 +40,68 @@ def minutes(value: float) -> str:
     return f"{text} ({num(round(value / 60, 1))} h)" if value >= 90 else text
 
 
-# --- blocks -------------------------------------------------------------------------------
+# --- the whole summary -------------------------------------------------------------------
 
 
-def table_lines(t: Table) -> list[str]:
-    widths = [len(c) for c in t.columns]
-    for row in t.rows:
-        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
-    last = len(t.columns) - 1
+@dataclass
+class Preflight:
+    """The consolidated pre-flight summary.
 
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(v if i == last else v.ljust(widths[i]) for i, v in enumerate(cells))
+    Attributes:
+        sections: exactly nine, in :data:`SECTION_TITLES` order.
+        blocking: problems that stop the run, one line each with the fix.
+        warnings: things worth knowing that do not stop the run.
+    """
 
-    return [line(t.columns), *(line(r) for r in t.rows)]
+    sections: list[Section]
+    blocking: list[str]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing blocks the run."""
+        return not self.blocking
+
+    def text(self) -> str:
+        """The summary for a terminal: numbered headers and aligned ``key: value`` lines.
+
+        Blocking problems and warnings are listed just before the confirmation line,
+        so the last thing a reader sees is what to fix or what to approve.
+        """
+        out = [f"AutoML + DEFT pre-flight: {_verdict(self)}", ""]
+        for s in self.sections:
+            if s.number == len(SECTION_TITLES):
+                out.extend(_issues_text("Blocking (fix before running)", self.blocking))
+                out.extend(_issues_text("Warnings", self.warnings))
+            out.append(f"{s.number}. {s.title}")
+            out.extend("   " + line for line in _section_text(s))
+            out.append("")
+        return "\n".join(out).rstrip() + "\n"
+
+    def markdown(self) -> str:
+        """The summary as Markdown (the KFP ``Markdown`` artifact shown on the dashboard)."""
+        out = [f"# AutoML + DEFT pre-flight: {_verdict(self)}", ""]
+        for heading, items in (("Blocking problems", self.blocking), ("Warnings", self.warnings)):
+            if items:
+                out += [f"## {heading}", "", *(f"- {_md(i)}" for i in items), ""]
+        for s in self.sections:
+            out += [f"## {s.number}. {s.title}", "", *_section_markdown(s)]
+        return "\n".join(out).rstrip() + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{ok, blocking, warnings, sections: [{number, title, lines, data}]}`` (``--json``)."""
+        return {
+            "ok": self.ok,
+            "blocking": list(self.blocking),
+            "warnings": list(self.warnings),
+            "sections": [
+                {"number": s.number, "title": s.title, "lines": list(s.lines), "data": s.data}
+                for s in self.sections
+            ],
+        }
 
 
-def plain_lines(blocks: Sequence[Block]) -> list[str]:
-    """``key: value`` lines, table rows and notes, unaligned (a section's ``lines``)."""
-    lines: list[str] = []
-    for b in blocks:
-        if isinstance(b, KeyValue):
-            lines.append(f"{b.key}: {b.value}")
-        elif isinstance(b, Table):
-            lines.extend(table_lines(b))
-        else:
-            lines.append(b.text)
-    return lines
-
-
-# --- the whole summary --------------------------------------------------------------------
+# --- laying out the text and Markdown -----------------------------------------------------
 
 
 def _verdict(pf: Preflight) -> str:
@@ -85,43 +110,6 @@ def _verdict(pf: Preflight) -> str:
         f"{state} ({count(len(pf.blocking), 'blocking problem')}, "
         f"{count(len(pf.warnings), 'warning')})"
     )
-
-
-def render_text(pf: Preflight) -> str:
-    """The terminal summary (see :meth:`Preflight.text`)."""
-    out = [f"AutoML + DEFT pre-flight: {_verdict(pf)}", ""]
-    for s in pf.sections:
-        if s.number == len(SECTION_TITLES):
-            out.extend(_issues_text("Blocking (fix before running)", pf.blocking))
-            out.extend(_issues_text("Warnings", pf.warnings))
-        out.append(f"{s.number}. {s.title}")
-        out.extend("   " + line for line in _section_text(s))
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-def render_markdown(pf: Preflight) -> str:
-    """The dashboard summary (see :meth:`Preflight.markdown`)."""
-    out = [f"# AutoML + DEFT pre-flight: {_verdict(pf)}", ""]
-    for heading, items in (("Blocking problems", pf.blocking), ("Warnings", pf.warnings)):
-        if items:
-            out += [f"## {heading}", "", *(f"- {_md(i)}" for i in items), ""]
-    for s in pf.sections:
-        out += [f"## {s.number}. {s.title}", "", *_section_markdown(s)]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def render_dict(pf: Preflight) -> dict[str, Any]:
-    """The JSON form (see :meth:`Preflight.to_dict`)."""
-    return {
-        "ok": pf.ok,
-        "blocking": list(pf.blocking),
-        "warnings": list(pf.warnings),
-        "sections": [
-            {"number": s.number, "title": s.title, "lines": list(s.lines), "data": s.data}
-            for s in pf.sections
-        ],
-    }
 
 
 def _section_text(s: Section) -> list[str]:

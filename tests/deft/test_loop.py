@@ -470,3 +470,46 @@ def test_report_command_rerenders_and_refuses_a_dir_without_state(
     result = CliRunner().invoke(cli, ["report", str(empty)])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: no deft_state.json in {empty}; ")
+
+
+def test_a_moved_run_directory_reports_resumes_and_delivers(
+    tiny_ws: Path, tmp_path: Path, reference: tuple[LoopOutcome, list[str]]
+) -> None:
+    """Paths inside a run are stored relative to it: move it, and it still works."""
+    first = tmp_path / "first" / "run"
+    shutil.copytree(reference[0].results_dir, first)
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    assert not first.exists()
+
+    for name in ("deft_state.json", BEST_MODEL_FILE):
+        text = (moved / name).read_text(encoding="utf-8")
+        assert str(reference[0].results_dir) + "/" not in text, name
+
+    report = moved / REPORT_FILE
+    report.unlink()
+    result = CliRunner().invoke(cli, ["report", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert report.is_file() and "iterations-table" in report.read_text(encoding="utf-8")
+
+    resumed = run_deft(tiny_ws, results_dir=moved, status=None)
+    assert resumed.status == COMPLETE
+    assert resumed.best_label == reference[0].best_label
+    assert resumed.best_far_pct == reference[0].best_far_pct
+    assert resumed.best_checkpoint is not None
+    assert Path(resumed.best_checkpoint).is_relative_to(moved)
+
+    from automl_deft.model.checkpoint import load_checkpoint
+    from automl_deft.records import Deliverable
+
+    best = Deliverable.read(moved / BEST_MODEL_FILE)
+    assert best.iteration == reference[0].best_label
+    checkpoint = best.path(moved, "checkpoint")
+    assert checkpoint.is_file() and checkpoint.is_relative_to(moved)
+    load_checkpoint(checkpoint)
+    assert best.path(moved, "training_spec").is_file()
+    state = DeftState.load(moved)
+    for label in state.iterations:
+        ckpt = state.path_of(label, "best_ckpt_path")
+        assert ckpt is not None and ckpt.is_file() and ckpt.is_relative_to(moved), label

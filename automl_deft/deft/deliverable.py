@@ -1,0 +1,76 @@
+"""The loop's result: pick-best over every evaluated checkpoint, and the deliverable files.
+
+``best_model.json`` (:class:`~automl_deft.records.Deliverable`) and
+``best_model_inference_spec.yaml`` name the lowest-far_pct checkpoint over the
+baseline, every iteration and ``final_automl`` (the pick-best safety net), even
+when a later iteration or Phase 3 regressed. The ranking itself is
+:func:`automl_deft.records.rank_by_far`, the one the report and the handoffs use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automl_deft.deft.state import DeftState
+from automl_deft.io import atomic_write_text
+from automl_deft.phases import iteration_number
+from automl_deft.records import BestPointer, Deliverable, RankEntry, rank_by_far
+
+__all__ = ["final_training_set", "pick_best", "write_deliverable"]
+
+
+def pick_best(state: DeftState, *, include_final: bool = True) -> str | None:
+    """The label with the lowest far_pct over baseline, all iterations (and final_automl)."""
+    ranked = rank_by_far(state.iterations, include_final=include_final)
+    return ranked[0] if ranked else None
+
+
+def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
+    """Pick the best and write ``best_model.json`` + ``best_model_inference_spec.yaml``.
+
+    Records ``state.best`` (saved). Paths in ``best_model.json`` are relative to the
+    run directory. Returns the deliverable, or None when nothing has been evaluated yet.
+    """
+    ranked = rank_by_far(state.iterations)
+    if not ranked:
+        return None
+    label = ranked[0]
+    rec = state.iterations[label]
+    layout = state.layout
+    ckpt = state.path_of(label, "best_ckpt_path")
+    assert ckpt is not None and rec.threshold is not None and rec.far_pct is not None
+    threshold = float(rec.threshold)
+    spec = application.inference_spec(ckpt, threshold)
+    atomic_write_text(layout.inference_spec, yaml.safe_dump(spec, sort_keys=False))
+    best = Deliverable(
+        checkpoint=str(layout.rel(ckpt)),
+        threshold=threshold,
+        far_pct=float(rec.far_pct),
+        iteration=label,
+        backbone=application.describe(ckpt).get("backbone"),
+        images_dir=str(state.inputs.images_dir),
+        training_spec=str(layout.rel(layout.inference_spec)),
+        kpi_target=state.kpi_target,
+        ranking=[RankEntry(lab, state.iterations[lab].far_pct) for lab in ranked],
+    )
+    best.write(layout.deliverable)
+    state.best = BestPointer(
+        label=label, far_pct=best.far_pct, threshold=threshold, best_ckpt_path=best.checkpoint
+    )
+    state.save()
+    return best
+
+
+def final_training_set(state: DeftState) -> tuple[int, Path]:
+    """(N_final, CSV): the last iteration whose assembled training set was committed."""
+    best_n, csv = 0, state.inputs.path("train_csv")
+    for label in state.iterations:
+        n = iteration_number(label)
+        if n and state.done(label, "data_merge") and n > best_n:
+            path = state.path_of(label, "train_csv")
+            if path is not None:
+                best_n, csv = n, path
+    return best_n, csv
