@@ -41,6 +41,7 @@ __all__ = [
     "PreflightOutcome",
     "RankEntry",
     "Record",
+    "RoutingRows",
     "RoutingSummary",
     "RunInputs",
     "SDGSummary",
@@ -48,6 +49,7 @@ __all__ = [
     "StageFailure",
     "TrajectoryStep",
     "far_or_inf",
+    "labels_in_order",
     "rank_by_far",
 ]
 

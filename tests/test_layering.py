@@ -79,7 +79,12 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*up, base] if base else up)
-                targets = [f"{base}.{a.name}" for a in node.names] + [base]
+                # ``from pkg import submodule`` depends on the submodule; ``from mod import
+                # name`` on the module.
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                    for a in node.names
+                ]
             for target in targets:
                 if target.split(".")[0] in ("components", "pipelines"):
                     graph[name].add(target)

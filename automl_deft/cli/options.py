@@ -11,17 +11,20 @@ from typing import Any
 
 import click
 
+from automl_deft.phases import Phase
+
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 ANY_PATH = click.Path(path_type=Path)
 
 # The pipelines `run`, `preflight`, `submit` and `schedule` know, and the phases each runs.
 PIPELINE_NAMES = ("automl-deft", "automl-only", "deft-only")
-PIPELINE_PHASES = {
-    "automl-deft": ("automl", "deft", "phase3"),
-    "automl-only": ("automl",),
-    "deft-only": ("deft",),
+PIPELINE_PHASES: dict[str, tuple[str, ...]] = {
+    "automl-deft": (Phase.PHASE1, Phase.DEFT, Phase.PHASE3),
+    "automl-only": (Phase.PHASE1,),
+    "deft-only": (Phase.DEFT,),
 }
+"""The phases each pipeline runs (the one vocabulary, :class:`automl_deft.phases.Phase`)."""
 
 
 def spec_options(fn: Any) -> Any:

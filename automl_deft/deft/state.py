@@ -185,13 +185,13 @@ class DeftState:
                 f"{path} has version {data.get('version') if isinstance(data, dict) else '?'}, "
                 f"this tool reads version {STATE_VERSION}; use the matching automl-deft release"
             )
-        state = cls._from_json(root, data, str(path))
+        state = cls.from_json(root, data, str(path))
         if reconcile:
             state._reconcile_log()
         return state
 
     @classmethod
-    def _from_json(cls, root: Path, data: dict[str, Any], where: str) -> DeftState:
+    def from_json(cls, root: Path, data: dict[str, Any], where: str) -> DeftState:
         try:
             config_doc = dict(data.get("config") or {})
             inputs = RunInputs.from_json(config_doc.pop("paths", {}), f"{where} config.paths")

@@ -33,9 +33,25 @@ from automl_deft.deft.state import (
 )
 from automl_deft.errors import UserError
 from automl_deft.kpi import compute_kpi, format_threshold
+from automl_deft.layout import RunLayout
 from automl_deft.model.spec import load_spec
 from automl_deft.model.zero_shot import zero_shot_frame
-from automl_deft.workspace import SCORE_COLUMN, Workspace, is_pass
+from automl_deft.records import (
+    BestPointer,
+    Deliverable,
+    MiningSummary,
+    RoutingRows,
+    RoutingSummary,
+    RunInputs,
+    SDGSummary,
+)
+from automl_deft.workspace import (
+    SCORE_COLUMN,
+    Workspace,
+    is_pass,
+    relative_image_dir,
+    resolve_image_path,
+)
 
 TARGET = "FAR < 5% at recall=100%"
 FINDING = "weak rows concentrate on boardname=D: 60% of weak rows vs 20% of all rows (lift 3.0)"
@@ -64,26 +80,23 @@ def _far(frame: pd.DataFrame) -> tuple[float, float]:
     return result.far_pct, result.threshold
 
 
-def _paths(ws: Workspace) -> dict[str, str]:
-    return {
-        "workspace": str(ws.root),
-        "train_csv": str(ws.train_csv),
-        "val_csv": str(ws.val_csv),
-        "kpi_csv": str(ws.kpi_csv),
-        "pool_csv": str(ws.pool_csv),
-        "images_dir": str(ws.images_dir),
-        "spec": str(ws.spec_path),
-    }
+def _inputs(ws: Workspace) -> RunInputs:
+    return RunInputs(
+        workspace=str(ws.root),
+        train_csv=str(ws.train_csv),
+        val_csv=str(ws.val_csv),
+        kpi_csv=str(ws.kpi_csv),
+        pool_csv=str(ws.pool_csv),
+        images_dir=str(ws.images_dir),
+        spec=str(ws.spec_path),
+    )
 
 
 def _new_state(root: Path, ws_root: Path) -> DeftState:
-    config = DeftConfig(kpi_target=TARGET).to_dict()
     return DeftState.create(
         root,
-        kpi_target=TARGET,
-        max_iterations=3,
-        config=config,
-        paths=_paths(Workspace.at(ws_root)),
+        config=DeftConfig(kpi_target=TARGET, max_iterations=3),
+        inputs=_inputs(Workspace.at(ws_root)),
     )
 
 
@@ -128,15 +141,36 @@ def _write_rca(root: Path, label: str, frame: pd.DataFrame, threshold: float) ->
     (rca / "rca_summary.md").write_text(f"# RCA {label}\n\nthreshold {threshold:.4f}\n")
 
 
+def _copy_as_generated(root: Path, ws: Workspace, rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with their images copied into the run, named the way an SDG backend does.
+
+    The images go under ``iter1/dataset/images/sdg/{ng,ok}`` and the rows name them
+    relative to the workspace images root (``../…`` into the run directory).
+    """
+    naming = load_spec(ws.spec_path).naming()
+    out = rows.copy()
+    for column, kind in (("input_path", "ng"), ("golden_path", "ok")):
+        folder = RunLayout(root).sdg_images("iter1") / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for rel, obj in zip(rows[column], rows["object_name"], strict=True):
+            for light in naming.lights:
+                src = resolve_image_path(ws.images_dir, rel, obj, light, naming.ext)
+                shutil.copy2(src, folder / src.name)
+        out[column] = relative_image_dir(ws.images_dir, folder)
+    return out
+
+
 def _write_provenance(root: Path, ws: Workspace) -> tuple[int, int, int]:
-    """iter1's training set: base rows, 4 "sdg" rows (training images), 3 mined pool rows."""
+    """iter1's training set: base rows, 4 "sdg" rows (images in the run), 3 mined pool rows."""
     train = pd.read_csv(ws.train_csv, dtype=str, keep_default_na=False)
     pool = pd.read_csv(ws.pool_csv, dtype=str, keep_default_na=False)
     base = train.assign(source="base_train")
-    sdg = (
+    sdg = _copy_as_generated(
+        root,
+        ws,
         train[~train["label"].map(is_pass)]
         .head(4)
-        .assign(source="sdg", sdg_backend="procedural-pcb", sdg_source="test")
+        .assign(source="sdg", sdg_backend="procedural-pcb", sdg_source="test"),
     )
     mined = (
         pool[~pool["label"].map(is_pass)]
@@ -145,7 +179,7 @@ def _write_provenance(root: Path, ws: Workspace) -> tuple[int, int, int]:
     )
     prov = pd.concat([base, sdg, mined], ignore_index=True)
     out = root / "iter1" / "dataset"
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     prov.drop(
         columns=[c for c in prov.columns if c.startswith(("source", "mined_", "sdg_"))]
     ).to_csv(out / "train_combined_iter1.csv", index=False)
@@ -169,69 +203,61 @@ def _make_run(root: Path, ws_root: Path, scored: dict[str, pd.DataFrame]) -> dic
     state.commit(
         "baseline",
         "train",
-        fields={"source": "automl_phase1", "best_ckpt_path": "/ckpt/baseline.pt"},
         summary="baseline train skipped — reused Phase 1 winner",
         duration_sec=0,
+        source="automl_phase1",
+        best_ckpt_path="/ckpt/baseline.pt",
     )
     state.commit(
         "baseline",
         "evaluate",
-        fields={"far_pct": base_far, "threshold": base_thr, "train_rows": 80},
         summary=f"FAR={base_far:.2f}%",
         duration_sec=12.5,
+        far_pct=base_far,
+        threshold=base_thr,
+        train_rows=80,
     )
     state.commit(
         "baseline",
         "rca",
-        fields={
-            "rca_target_defects": ["short", "open", "exotic"],
-            "need": {"short": 3, "open": 2, "exotic": 1},
-            "findings": [],  # the report falls back to metrics.json
-        },
         summary="2 target labels",
         duration_sec=3.0,
+        rca_target_defects=["short", "open", "exotic"],
+        need={"short": 3, "open": 2, "exotic": 1},
+        findings=[],  # the report falls back to metrics.json
     )
     far1, thr1 = facts["iter1"]
     for stage in ("routing", "sdg", "mining", "data_merge", "train", "evaluate", "rca"):
         state.commit("iter1", stage, summary=f"{stage} ok", duration_sec=61.0)
-    state.iterations["iter1"].update(
-        {
-            "source": "deft",
-            "far_pct": far1,
-            "threshold": thr1,
-            "train_rows": train_rows,
-            "sdg_rows": sdg_rows,
-            "mined_rows": mined_rows,
-            "added_rows": sdg_rows + mined_rows,
-            "best_ckpt_path": "/ckpt/iter1.pt",
-            "best_ckpt_kind": "best_val",
-            "candidates": {"best_val": far1, "latest": far1 + 2.0},
-            "routing": {
-                "mining": ["short"],
-                "sdg": ["open"],
-                "dropped": ["exotic"],
-                "rows": {"mining": {"short": 3}, "sdg": {"open": 2}},
-            },
-            "sdg": {
-                "backend": "procedural-pcb",
-                "requested": {"open": 4},
-                "generated": {"open": sdg_rows},
-                "warnings": [],
-            },
-            "mining": {
-                "per_label": {
-                    "short": {"targets": 2, "pool_rows": 40, "candidates": 5, "selected": 3}
-                },
-                "warnings": ["label 'exotic' has zero pool rows"],
-            },
-        }
+    state.update(
+        "iter1",
+        source="deft",
+        far_pct=far1,
+        threshold=thr1,
+        train_rows=train_rows,
+        sdg_rows=sdg_rows,
+        mined_rows=mined_rows,
+        added_rows=sdg_rows + mined_rows,
+        best_ckpt_path="/ckpt/iter1.pt",
+        best_ckpt_kind="best_val",
+        candidates={"best_val": far1, "latest": far1 + 2.0},
+        routing=RoutingSummary(
+            mining=["short"],
+            sdg=["open"],
+            dropped=["exotic"],
+            rows=RoutingRows(mining={"short": 3}, sdg={"open": 2}),
+        ),
+        sdg=SDGSummary(
+            backend="procedural-pcb", requested={"open": 4}, generated={"open": sdg_rows}
+        ),
+        mining=MiningSummary(
+            per_label={"short": {"targets": 2, "pool_rows": 40, "candidates": 5, "selected": 3}},
+            warnings=["label 'exotic' has zero pool rows"],
+        ),
     )
-    state.data["best"] = {
-        "label": "iter1",
-        "far_pct": far1,
-        "threshold": thr1,
-        "best_ckpt_path": "/ckpt/iter1.pt",
-    }
+    state.best = BestPointer(
+        label="iter1", far_pct=far1, threshold=thr1, best_ckpt_path="/ckpt/iter1.pt"
+    )
     state.save()
     return {"facts": facts, "sdg_rows": sdg_rows, "mined_rows": mined_rows}
 
@@ -352,9 +378,15 @@ def test_rendering_reads_only_and_shows_bundle_and_log(
     tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
     root = tmp_path / "run"
-    _make_run(root, tiny_ws, scored)
-    bundle = {"checkpoint": "/ckpt/iter1.pt", "threshold": 0.41, "iteration": "iter1"}
-    (root / "best_model.json").write_text(json.dumps(bundle))
+    facts = _make_run(root, tiny_ws, scored)["facts"]
+    Deliverable(
+        checkpoint="/ckpt/iter1.pt",
+        threshold=0.41,
+        far_pct=facts["iter1"][0],
+        iteration="iter1",
+        images_dir=str(Workspace.at(tiny_ws).images_dir),
+        training_spec=RunLayout.INFERENCE_SPEC,
+    ).write(root / "best_model.json")
     append_log_line(
         root / "loop_log.jsonl",
         {"seq": 99, "ts": "t", "iter": "iter1", "stage": "loop_stop", "status": "ok",
@@ -420,7 +452,7 @@ def test_reads_what_rca_writes(
     far, thr = _far(frame)
     result = analyse(frame, parse_target(TARGET))
     write_rca(result, tmp_path / "baseline" / "rca_results", title="baseline")
-    state.iteration("baseline").update(status="complete", far_pct=far, threshold=thr)
+    state.update("baseline", status="complete", far_pct=far, threshold=thr)
     state.save()
     html = report_html(tmp_path)
     defects = _section(html, "Defect-type analysis")
@@ -445,12 +477,38 @@ def test_banner_wording(
     tiny_ws: Path, tmp_path: Path, status: str, far: float, reason: str | None, expected: str
 ) -> None:
     state = _new_state(tmp_path, tiny_ws)
-    state.data.update(status=status, stop_reason=reason)
-    state.iteration("baseline").update(status="complete", far_pct=far, threshold=0.4)
+    state.status, state.stop_reason = status, reason
+    # Only a phase with a checkpoint is ranked (records.rank_by_far).
+    state.update(
+        "baseline", status="complete", far_pct=far, threshold=0.4, best_ckpt_path="/ckpt/b.pt"
+    )
     state.save()
     html = report_html(tmp_path)
     banner = html[html.index('id="kpi-banner"') : html.index("</div>", html.index("kpi-banner"))]
     assert expected in banner
+
+
+def test_moved_run_directory_renders(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Paths inside the run are relative; generated images are followed into the new place."""
+    old, new = tmp_path / "old" / "run", tmp_path / "moved" / "run"
+    run = _make_run(old, tiny_ws, scored)
+    prov = pd.read_csv(old / "iter1" / "dataset" / "train_combined_iter1_provenance.csv")
+    assert prov.loc[prov["source"] == "sdg", "input_path"].str.startswith("..").all()
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    html = render_report(new).read_text(encoding="utf-8")
+    _parse(html)
+    table = _section(html, "Per-iteration results")
+    (base_far, _), (far1, thr1) = run["facts"]["baseline"], run["facts"]["iter1"]
+    assert f"{base_far:.2f}%" in table and f"{far1:.2f}%" in table and "iter1 ★" in table
+    assert format_threshold(thr1) in table
+    samples = _section(html, "Sample of generated data")
+    assert samples.count("data:image/png;base64,") == run["sdg_rows"] + run["mined_rows"]
+    assert "image missing" not in samples
+    assert f"{run['facts']['iter1'][0]:.2f}%" in _section(html, "RCA score distribution")
+    assert str(new) in html and "Problems reading" not in html
 
 
 def test_missing_or_corrupt_state_is_a_user_error(tmp_path: Path) -> None:

@@ -1,0 +1,354 @@
+"""The run as the report sees it: the typed state, the log and the artefact files, read-only.
+
+The state comes from :func:`~automl_deft.deft.report.salvage.read_state` (typed
+records, nothing written); the best phase from the saved pointer or
+:func:`~automl_deft.records.rank_by_far`; every path inside the run through
+:class:`~automl_deft.layout.RunLayout`. The artefact files (scored KPI sets,
+provenance CSVs, RCA outputs) are read lazily, once, and a malformed one is noted
+under "Problems reading the results directory", never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from automl_deft.deft.assemble import provenance_name
+from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.rca import METRICS_FILE
+from automl_deft.deft.report.salvage import read_state
+from automl_deft.deft.report.values import as_list, as_mapping, finite, first_line, total
+from automl_deft.deft.state import DeftState, now_iso, read_log
+from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
+from automl_deft.kpi import KPITarget, parse_target
+from automl_deft.layout import RunLayout
+from automl_deft.phases import iteration_number
+from automl_deft.records import IterationRecord, LogEntry, labels_in_order, rank_by_far
+from automl_deft.workspace import SCORE_COLUMN, ImageNaming, is_absolute
+
+__all__ = [
+    "PROVENANCE_MINED",
+    "PROVENANCE_SDG",
+    "Best",
+    "ReportRun",
+    "load_run",
+    "rebase_into_run",
+]
+
+PROVENANCE_SDG = "sdg"
+"""``source`` of a synthetic row in a provenance CSV."""
+PROVENANCE_MINED = "mining_pool"
+"""``source`` of a mined row in a provenance CSV."""
+
+
+class Best(NamedTuple):
+    """The best phase so far (what the deliverable names)."""
+
+    label: str
+    far_pct: float
+    threshold: float | None
+    checkpoint: Path | None
+
+
+def rebase_into_run(
+    images_dir: str | os.PathLike[str],
+    rel_dir: str,
+    created_in: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str],
+) -> Path:
+    """The directory a CSV row's ``input_path``/``golden_path`` names, in a moved run.
+
+    Generated images live inside the run directory and the training CSVs name them
+    relative to the workspace images root (:func:`automl_deft.workspace.relative_image_dir`,
+    often with ``..``), so after the run directory is moved they point into its old
+    location. A directory inside ``created_in`` (the run's absolute location when it was
+    created) is mapped to the same place under ``root``; any other is returned as is.
+
+    Args:
+        images_dir: the workspace images root.
+        rel_dir: the row's ``input_path`` or ``golden_path`` (a relative directory).
+        created_in: ``results_dir`` as recorded at creation (``DeftState.created_in``).
+        root: the run directory now.
+
+    Raises:
+        WorkspaceError: ``rel_dir`` is absolute (CSV paths are relative to the images root).
+    """
+    if is_absolute(rel_dir):
+        raise WorkspaceError(
+            f"path {rel_dir!r} is absolute; CSV paths must be directories relative to the "
+            f"images root ({images_dir})"
+        )
+    # relative_image_dir wrote the path from the resolved images root, lexically.
+    directory = Path(os.path.normpath(Path(images_dir).resolve() / rel_dir))
+    if created_in is None:
+        return directory
+    try:
+        inner = directory.relative_to(Path(os.path.normpath(created_in)))
+    except ValueError:
+        return directory
+    return Path(root) / inner
+
+
+def load_run(root: Path) -> ReportRun:
+    """Everything the report reads from ``root`` (the state at once, files lazily).
+
+    Raises:
+        UserError: as :func:`read_state`.
+    """
+    state, problems = read_state(root)
+    run = ReportRun(state=state, generated=now_iso(), problems=problems)
+    try:
+        lines = read_log(state.layout.log)
+    except (OSError, UnicodeDecodeError) as exc:
+        run.note(f"{state.layout.log}: {first_line(exc)}")
+        lines = []
+    for line in lines:
+        try:
+            run.log.append(LogEntry.from_json(line))
+        except UserError as exc:
+            run.note(f"{state.layout.log}: {first_line(exc)} (line left out)")
+    return run
+
+
+@dataclass
+class ReportRun:
+    """One results directory as the report reads it."""
+
+    state: DeftState
+    generated: str
+    log: list[LogEntry] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    _scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    _provenance: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+
+    # --- the state ---------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        return self.state.results_dir
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.state.layout
+
+    @property
+    def config(self) -> DeftConfig:
+        return self.state.config
+
+    @property
+    def target_text(self) -> str:
+        return self.state.kpi_target or "?"
+
+    @property
+    def target(self) -> KPITarget | None:
+        try:
+            return parse_target(self.target_text)
+        except AutomlDeftError:
+            return None
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def labels(self) -> list[str]:
+        """Phases in loop order: baseline, iter1, …, then final_automl."""
+        return labels_in_order(self.state.iterations)
+
+    @property
+    def iteration_labels(self) -> list[str]:
+        """``iter1``, ``iter2``, … (no baseline, no final_automl)."""
+        return [lab for lab in self.labels if (iteration_number(lab) or 0) > 0]
+
+    def rec(self, label: str) -> IterationRecord:
+        return self.state.iteration(label)
+
+    def far(self, label: str) -> float | None:
+        return finite(self.rec(label).far_pct)
+
+    def threshold(self, label: str) -> float | None:
+        return finite(self.rec(label).threshold)
+
+    def best(self) -> Best | None:
+        """The best phase so far: the saved pointer, else the one ranking."""
+        saved = self.state.best
+        if saved is not None:
+            return Best(
+                saved.label,
+                saved.far_pct,
+                saved.threshold,
+                self.layout.path(saved.best_ckpt_path),
+            )
+        return self._best(include_final=True)
+
+    def best_of_loop(self) -> Best | None:
+        """The best phase of the loop itself (Phase 3's ``final_automl`` left out)."""
+        return self._best(include_final=False)
+
+    def _best(self, *, include_final: bool) -> Best | None:
+        ranked = rank_by_far(self.state.iterations, include_final=include_final)
+        if not ranked:
+            return None
+        label = ranked[0]
+        far = self.far(label)
+        assert far is not None  # rank_by_far ranks evaluated phases first
+        return Best(label, far, self.threshold(label), self.state.path_of(label, "best_ckpt_path"))
+
+    def added(self, label: str) -> tuple[int | None, int | None]:
+        """(synthetic, mined) rows that iteration ``label`` added; None when unknown."""
+        if not iteration_number(label):
+            return None, None
+        rec = self.rec(label)
+        sdg, mined = rec.sdg_rows, rec.mined_rows
+        if sdg is None or mined is None:
+            prov = self.provenance(label)
+            if prov is not None:
+                counts = prov["source"].value_counts()
+                sdg = sdg if sdg is not None else int(counts.get(PROVENANCE_SDG, 0))
+                mined = mined if mined is not None else int(counts.get(PROVENANCE_MINED, 0))
+        if sdg is None and rec.sdg is not None and rec.sdg.generated:
+            sdg = sum(rec.sdg.generated.values())
+        if mined is None and rec.mining is not None:
+            mined = total(v.get("selected") for v in rec.mining.per_label.values())
+        return sdg, mined
+
+    # --- files of the run ----------------------------------------------------------------
+
+    def rca_dir(self, label: str) -> Path:
+        return self.layout.stage_dir(label, RunLayout.RCA)
+
+    def has_rca(self, label: str) -> bool:
+        return self.rca_dir(label).is_dir()
+
+    def findings(self, label: str) -> list[str]:
+        """RCA's finding lines: the state's copy, else ``metrics.json``'s."""
+        found = self.rec(label).findings
+        if found:
+            return list(found)
+        metrics = self.read_json(self.rca_dir(label) / METRICS_FILE)
+        return [str(f) for f in as_list(as_mapping(metrics).get("findings"))]
+
+    def scored(self, label: str) -> pd.DataFrame | None:
+        """The scored KPI set of ``label`` with numeric scores (None when not there yet)."""
+        if label not in self._scored:
+            path = self.layout.stage_dir(label, RunLayout.INFERENCE, RunLayout.KPI_SCORES)
+            alt = self.state.path_of(label, "inference_csv")
+            if not path.is_file() and alt is not None and alt.is_file():
+                path = alt
+            self._scored[label] = self._numeric_scores(path, self.read_csv(path))
+        return self._scored[label]
+
+    def _numeric_scores(self, path: Path, frame: pd.DataFrame | None) -> pd.DataFrame | None:
+        if frame is None:
+            return None
+        if "label" not in frame.columns or SCORE_COLUMN not in frame.columns:
+            self.note(f"{path}: no 'label' or {SCORE_COLUMN!r} column")
+            return None
+        frame = frame.copy()
+        frame[SCORE_COLUMN] = pd.to_numeric(frame[SCORE_COLUMN], errors="coerce")
+        finite = np.isfinite(frame[SCORE_COLUMN].to_numpy(dtype=np.float64))
+        if not finite.all():
+            self.note(f"{path}: {int((~finite).sum())} row(s) without a numeric score left out")
+        frame = frame[finite].reset_index(drop=True)
+        return None if frame.empty else frame
+
+    def provenance(self, label: str) -> pd.DataFrame | None:
+        """``train_combined_<label>_provenance.csv`` (None when not assembled yet)."""
+        if label not in self._provenance:
+            n = iteration_number(label)
+            frame = None
+            if n:
+                path = self.layout.stage_dir(label, RunLayout.DATASET, provenance_name(n))
+                frame = self.read_csv(path)
+                if frame is not None and "source" not in frame.columns:
+                    self.note(f"{path}: no 'source' column")
+                    frame = None
+            self._provenance[label] = frame
+        return self._provenance[label]
+
+    @cached_property
+    def kpi_set(self) -> pd.DataFrame | None:
+        """The KPI test set: ``config.paths.kpi_csv``, else the first scored copy of it."""
+        kpi_csv = self.state.inputs.kpi_csv
+        frame = self.read_csv(Path(kpi_csv)) if kpi_csv else None
+        if frame is None or "label" not in frame.columns:
+            frame = next((f for lab in self.labels if (f := self.scored(lab)) is not None), None)
+        return frame
+
+    @property
+    def images_dir(self) -> Path | None:
+        inputs = self.state.inputs
+        if not inputs.images_dir:
+            return None
+        path = Path(inputs.images_dir)
+        if not path.is_absolute() and inputs.workspace:
+            path = Path(inputs.workspace) / path
+        return path
+
+    @cached_property
+    def naming(self) -> ImageNaming:
+        """The image naming of the run's spec (the default one when unreadable)."""
+        spec = self.state.inputs.spec
+        if spec:
+            from automl_deft.model.spec import load_spec
+
+            try:
+                return load_spec(spec).naming()
+            except (AutomlDeftError, OSError, ValueError) as exc:
+                self.note(f"{spec}: {exc} (using the default image naming)")
+        return ImageNaming()
+
+    def image_dir(self, images_dir: Path, rel_dir: str) -> Path:
+        """A CSV row's image directory, followed into this run when the run was moved."""
+        return rebase_into_run(images_dir, rel_dir, self.state.created_in, self.root)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def note(self, problem: str) -> None:
+        """Record a file that could not be read (once)."""
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def read_csv(self, path: Path) -> pd.DataFrame | None:
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self.note(f"{path}: {first_line(exc)}")
+            return None
+
+    def read_json(self, path: Path) -> Any:
+        """A JSON artefact (its shape is checked where it is used)."""
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self.note(f"{path}: {first_line(exc)}")
+            return None
+
+    def read_parquet(self, path: Path) -> pd.DataFrame | None:
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises its own types for a torn file
+            self.note(f"{path}: {first_line(exc)}")
+            return None
+
+    def read_text(self, path: Path) -> str | None:
+        if not path.is_file():
+            return None
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self.note(f"{path}: {first_line(exc)}")
+            return None
