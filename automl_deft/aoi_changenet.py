@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -23,9 +23,13 @@ from automl_deft.application import (
     TrainedModel,
     register_application,
 )
+from automl_deft.jsontypes import SpecTree
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, save_spec
 from automl_deft.workspace import ImageNaming
+
+if TYPE_CHECKING:
+    from automl_deft.deft.embedders import Embedder
 
 SPEC_NAME = "spec.yaml"
 
@@ -52,7 +56,7 @@ class AOIChangeNet(Application):
 
     def training_spec(self, *, pretrained: Path | None, num_epochs: int | None, seed: int) -> Spec:
         base = spec_of(load_checkpoint(pretrained), pretrained) if pretrained else self.spec
-        override: dict[str, Any] = {
+        override: SpecTree = {
             "train.pretrained_model_path": str(pretrained) if pretrained else None,
             "train.seed": seed,
         }
@@ -121,12 +125,12 @@ class AOIChangeNet(Application):
 
         return infer_frame(checkpoint, frame, self.images_dir)
 
-    def embedder(self, checkpoint: Path, kind: str) -> Any:
+    def embedder(self, checkpoint: Path, kind: str) -> Embedder:
         from automl_deft.deft.embedders import get_embedder
 
         return get_embedder(kind, checkpoint=checkpoint if kind == "model" else None)
 
-    def inference_spec(self, checkpoint: Path, threshold: float) -> dict[str, Any]:
+    def inference_spec(self, checkpoint: Path, threshold: float) -> SpecTree:
         spec = spec_of(load_checkpoint(checkpoint), checkpoint)
         spec = spec.with_overrides(
             {
@@ -139,7 +143,7 @@ class AOIChangeNet(Application):
         out["inference"] = {"checkpoint": str(checkpoint), "threshold": float(threshold)}
         return out
 
-    def describe(self, checkpoint: Path) -> dict[str, Any]:
+    def describe(self, checkpoint: Path) -> dict[str, str]:
         spec = spec_of(load_checkpoint(checkpoint), checkpoint)
         return {"backbone": spec.model.backbone.type}
 

@@ -35,12 +35,13 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from automl_deft.errors import SpecError
+from automl_deft.jsontypes import SpecTree
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +51,27 @@ if TYPE_CHECKING:
 
 DEFAULT_APPLICATION = "aoi-changenet"
 
-EpochCallback = Callable[[int, dict[str, Any]], None]
+MetricValue: TypeAlias = float | int | dict[str, int] | None
+"""One validation metric: a number (``far_pct``, ``val_loss``, ``epoch``, …), per-class
+prediction counts (``pred_counts``), or None when unavailable."""
+
+EpochMetrics: TypeAlias = dict[str, MetricValue]
+"""One epoch's metrics, by name (what ``history.json`` and a checkpoint's ``metrics`` hold)."""
+
+EpochCallback = Callable[[int, EpochMetrics], None]
 """Called after each validated epoch with (epoch, metrics); may raise to stop (pruning)."""
+
+
+def metric_value(metrics: Mapping[str, MetricValue], name: str) -> float | None:
+    """The numeric metric ``name`` (None when missing or unavailable)."""
+    value = metrics.get(name)
+    return None if isinstance(value, dict) else value
+
+
+def metric_counts(metrics: Mapping[str, MetricValue], name: str) -> dict[str, int] | None:
+    """The per-class counts ``name`` (``pred_counts``…; None when missing or unavailable)."""
+    value = metrics.get(name)
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
@@ -72,10 +92,10 @@ class TrainedModel:
 
     best_checkpoint: Path
     latest_checkpoint: Path
-    val_metrics: dict[str, Any] = field(default_factory=dict)
+    val_metrics: EpochMetrics = field(default_factory=dict)
     seconds: float = 0.0
     spec_path: Path | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
 
 
 class Application(ABC):
@@ -148,11 +168,11 @@ class Application(ABC):
         """An :class:`automl_deft.deft.embedders.Embedder` for mining."""
 
     @abstractmethod
-    def inference_spec(self, checkpoint: Path, threshold: float) -> dict[str, Any]:
+    def inference_spec(self, checkpoint: Path, threshold: float) -> SpecTree:
         """The deliverable spec: training spec, threshold filled in, augmentation off, batch 1."""
 
     @abstractmethod
-    def describe(self, checkpoint: Path) -> dict[str, Any]:
+    def describe(self, checkpoint: Path) -> dict[str, str]:
         """Facts about a checkpoint for ``best_model.json`` (at least ``backbone``)."""
 
 
@@ -212,8 +232,12 @@ __all__ = [
     "DEFAULT_APPLICATION",
     "Application",
     "EpochCallback",
+    "EpochMetrics",
+    "MetricValue",
     "TrainedModel",
     "application_class",
     "get_application",
+    "metric_counts",
+    "metric_value",
     "register_application",
 ]

@@ -11,9 +11,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import JSONObject
 from automl_deft.kpi import KPIResult, judge_scored_frame
 from automl_deft.model.infer import infer_frame
 from automl_deft.model.spec import load_spec
@@ -25,6 +26,9 @@ from automl_deft.workspace import (
     Workspace,
     read_dataset_csv,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,8 @@ class QuickstartResult:
     train_seconds: float
     out_dir: Path
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
+        """What ``quickstart_summary.json`` holds."""
         return {
             "workspace": str(self.workspace),
             "trained": self.trained.to_dict(),
@@ -87,7 +92,7 @@ def quickstart(
     return result
 
 
-def _judge(frame: Any, out_dir: Path, name: str) -> KPIResult:
+def _judge(frame: pd.DataFrame, out_dir: Path, name: str) -> KPIResult:
     return judge_scored_frame(
         frame,
         inference_csv=out_dir / f"{name}_inference.csv",

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.deft.config import DeftConfig, check_config
 from automl_deft.errors import SpecError
 from automl_deft.hpo.katib_manifest import DEFAULT_IMAGE
 from automl_deft.hpo.search import AutomlConfig
+from automl_deft.jsontypes import JSONObject, SpecTree
 
 __all__ = ["DEFAULT_IMAGE", "RunConfig", "load_run_config", "run_config_from_dict"]
 
@@ -38,7 +38,7 @@ class Phase3Config:
     """Fine-tuning epochs per trial; default: Phase 1's."""
     centroid_factor: float | None = None
     """Ranges narrowed to this share of their width around the Phase 1 winner."""
-    pinned: dict[str, Any] = field(default_factory=dict)
+    pinned: SpecTree = field(default_factory=dict)
     """Spec values fixed in Phase 3 (``{"train.optim.lr": 1e-4}``), merged over
     ``automl.pinned``; a swept key pinned here is taken out of the Phase 3 sweep."""
 
@@ -75,30 +75,35 @@ class RunConfig:
         and a warm-started trial that trails the zero-shot scorer on the
         validation set must still be judged there, not stop the run.
         """
-        over: dict[str, Any] = {
-            "guards": dataclasses.replace(self.automl.guards, allow_no_gain_over_zero_shot=True)
-        }
+        replace = dataclasses.replace
+        cfg = replace(
+            self.automl,
+            guards=replace(self.automl.guards, allow_no_gain_over_zero_shot=True),
+        )
         if self.phase3.max_trials is not None:
-            over["max_trials"] = self.phase3.max_trials
+            cfg = replace(cfg, max_trials=self.phase3.max_trials)
         if self.phase3.num_epochs is not None:
-            over["num_epochs"] = self.phase3.num_epochs
+            cfg = replace(cfg, num_epochs=self.phase3.num_epochs)
         if self.phase3.centroid_factor is not None:
-            over["centroid_factor"] = self.phase3.centroid_factor
+            cfg = replace(cfg, centroid_factor=self.phase3.centroid_factor)
         if self.phase3.pinned:
             pinned = self.phase3.pinned
-            over["pinned"] = {**self.automl.pinned, **pinned}
-            over["search_space"] = [
-                dataclasses.asdict(p)
-                for p in self.automl.space().params
-                if p.key.split("[")[0] not in pinned
-            ]
-        return dataclasses.replace(self.automl, **over)
+            cfg = replace(
+                cfg,
+                pinned={**self.automl.pinned, **pinned},
+                search_space=[
+                    dataclasses.asdict(p)
+                    for p in self.automl.space().params
+                    if p.key.split("[")[0] not in pinned
+                ],
+            )
+        return cfg
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return dataclasses.asdict(self)
 
 
-def run_config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
+def run_config_from_dict(data: JSONObject, where: str = "config") -> RunConfig:
     """A checked :class:`RunConfig` (unknown keys and wrong types name the key)."""
     try:
         cfg: RunConfig = typed_from_dict(RunConfig, data, "", "run config")

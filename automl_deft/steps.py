@@ -224,28 +224,28 @@ def automl_step(
         )
     best = result.best
     if out_spec is not None:
-        atomic_write_text(out_spec, yaml.safe_dump(best["specs"], sort_keys=True))
+        atomic_write_text(out_spec, yaml.safe_dump(best.specs, sort_keys=True))
     if out_model is not None:
-        atomic_copy(best["checkpoint"], out_model)
+        atomic_copy(best.checkpoint, out_model)
     if out_report is not None:
         atomic_copy(out.report, out_report)
     return SearchWinner(
         phase=which.value,
         results_dir=str(out.root),
-        rec_id=best["rec_id"],
-        far_pct=best.get("far_pct"),
-        val_loss=best.get("val_loss"),
+        rec_id=best.rec_id,
+        far_pct=best.far_pct,
+        val_loss=best.val_loss,
         metric=result.metric,
-        metric_value=best.get("metric_value"),
-        checkpoint=str(best["checkpoint"]),
-        specs=best["specs"],
-        pred_counts=best.get("pred_counts") or {},
+        metric_value=best.metric_value,
+        checkpoint=best.checkpoint,
+        specs=best.specs,
+        pred_counts=best.pred_counts,
         algorithm=result.algorithm,
         backend=result.backend,
         trials=len(result.history),
         warm_start=warm_start,
         train_csv=train_csv,
-        guards=result.guards,
+        guards=result.guards.to_json(),
     )
 
 

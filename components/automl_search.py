@@ -2,13 +2,9 @@
 
 from typing import NamedTuple, Optional
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def automl_search(
     workspace: str,
     results_dir: str,
@@ -29,6 +25,7 @@ def automl_search(
     train_dataset: Optional[Input[Dataset]] = None,
     warm_start: Optional[Input[Model]] = None,
     centroid: Optional[Input[Artifact]] = None,
+    trial_image: str = "",
 ) -> NamedTuple("Outputs", [("search", str)]):
     """Search hyperparameters on the validation set's FAR@100% recall.
 
@@ -48,8 +45,8 @@ def automl_search(
         train_dataset: Phase 3: the augmented training set from DEFT.
         warm_start: Phase 3: every trial starts from this checkpoint.
         centroid: Phase 3: Phase 1's winning spec (the search is centred on it).
+        trial_image: with ``katib``, the image trial Jobs run ('' = ``automl.katib.image``).
     """
-    import os
     from collections import namedtuple
 
     from automl_deft.steps import automl_step, on_volume
@@ -62,7 +59,7 @@ def automl_search(
         "mount_path": workspace,
         "node_selector": node_selector,
         "tolerations": tolerations,
-        "image": os.environ.get("AUTOML_DEFT_IMAGE"),
+        "image": trial_image or None,
     }
     search = automl_step(
         workspace,

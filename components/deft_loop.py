@@ -2,13 +2,9 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Model, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def deft_loop(
     workspace: str,
     results_dir: str,
@@ -34,9 +30,7 @@ def deft_loop(
         out_model=best_model.path,
         out_report=report.path,
     )
-    augmented.metadata.update(
-        {"n_final": outcome.n_final, "source_csv": outcome.final_train_csv}
-    )
+    augmented.metadata.update({"n_final": outcome.n_final, "source_csv": outcome.final_train_csv})
     if outcome.best_label is not None:
         best_model.metadata.update({"iteration": outcome.best_label})
     if outcome.best_far_pct is not None:

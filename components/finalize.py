@@ -1,14 +1,8 @@
 """Component: Phase 3 on the KPI set, pick-best, deliverable spec, trajectory."""
 
-from typing import Optional
-
-from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics, Model, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def finalize(
     workspace: str,
     results_dir: str,

@@ -1,12 +1,8 @@
 """Component: the single gate's checks at the start of every run."""
 
-from kfp import dsl
 from kfp.dsl import Markdown, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preflight(
     workspace: str,
     results_dir: str,

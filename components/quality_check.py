@@ -2,13 +2,9 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Markdown, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def quality_check(search: str, summary: Output[Markdown]) -> NamedTuple(
     "Outputs", [("search", str)]
 ):

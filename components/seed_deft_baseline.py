@@ -2,13 +2,9 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def seed_deft_baseline(
     workspace: str,
     results_dir: str,
@@ -36,9 +32,7 @@ def seed_deft_baseline(
     from automl_deft.records import SearchWinner
     from automl_deft.steps import seed_deft_baseline_step
 
-    handoff = seed_deft_baseline_step(
-        workspace, config, results_dir, SearchWinner.loads(search)
-    )
+    handoff = seed_deft_baseline_step(workspace, config, results_dir, SearchWinner.loads(search))
     with open(winning_spec.path, "w", encoding="utf-8") as fh:
         yaml.safe_dump(handoff.specs, fh, sort_keys=True)
     # Artifact metadata is a protobuf Struct (numbers become floats): the record's exact

@@ -1,12 +1,8 @@
 """Component: handoff Phase 2 → Phase 3 (the warm-start checkpoint)."""
 
-from kfp import dsl
 from kfp.dsl import Model, Output
 
-from components.image import IMAGE
 
-
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def select_warm_start(results_dir: str, warm_start: Output[Model]) -> str:
     """The lowest-far_pct DEFT iteration's checkpoint (never an earlier final_automl).
 

@@ -6,16 +6,18 @@ from typing import Any
 
 from kfp import dsl
 
-from components import automl_search
-from components.image import IMAGE
-from pipelines._tasks import heavy, launcher
+from components import Components
+from pipelines._tasks import TaskSettings
 
 
-def search(phase: str, p: dict[str, Any], **artifacts: Any) -> Any:
+def search(c: Components, t: TaskSettings, phase: str, p: dict[str, Any], **artifacts: Any) -> Any:
     """``automl_search`` in-pod with GPUs (Optuna), or as a light Katib launcher.
 
+    The launcher's trial Jobs run the pipeline's own image (``trial_image``); they
+    get the GPUs, so the launcher itself is a light task (it needs the Katib RBAC).
+
     Returns:
-        The winning search dict (``dsl.OneOf`` over the two branches).
+        The winning search record's JSON (``dsl.OneOf`` over the two branches).
     """
     args = {
         "workspace": p["workspace"],
@@ -33,7 +35,9 @@ def search(phase: str, p: dict[str, Any], **artifacts: Any) -> Any:
         **artifacts,
     }
     with dsl.If(p["hpo_backend"] == "katib", name=f"{phase}-katib"):
-        katib = launcher(automl_search(**args), p, f"{phase}: AutoML (Katib trials)", IMAGE)
+        katib = t.light(
+            c.automl_search(**args, trial_image=c.image), p, f"{phase}: AutoML (Katib trials)"
+        )
     with dsl.Else(name=f"{phase}-in-pod"):
-        in_pod = heavy(automl_search(**args), p, f"{phase}: AutoML (Optuna)")
+        in_pod = t.heavy(c.automl_search(**args), p, f"{phase}: AutoML (Optuna)")
     return dsl.OneOf(katib.outputs["search"], in_pod.outputs["search"])

@@ -121,9 +121,9 @@ def test_search_trains_and_judges_through_the_configured_application(
     result = automl_search(Workspace.at(tiny_ws).root, cfg, results_dir=tmp_path)
     assert calls.count("train_trial") == len(result.history) >= 3  # no trial went around it
     assert calls.count("zero_shot") == 1
-    assert result.best["checkpoint"].endswith(CHECKPOINT_NAME)
-    assert result.guards["zero_shot"]["zero_shot_far_pct"] == 100.0  # the toy's baseline
-    assert result.guards["zero_shot"]["beaten"] is True
+    assert result.best.checkpoint.endswith(CHECKPOINT_NAME)
+    assert result.guards.zero_shot.zero_shot_far_pct == 100.0  # the toy's baseline
+    assert result.guards.zero_shot.beaten is True
     problem = json.loads((tmp_path / "search_problem.json").read_text())
     assert problem["application"] == "mean-diff"
     assert not list(tmp_path.glob("trials/*/*.pt"))  # the AOI trainer never ran

@@ -3,7 +3,9 @@
 The IR YAML is parsed (never grepped) and every ``{{$.inputs.parameters[…]}}`` /
 ``componentInputParameter`` reference is followed up through the nested DAGs
 (conditions, branches) to the pipeline parameter it comes from, so "the GPU count
-is the ``gpus`` parameter" is checked as a binding, not as a string.
+is the ``gpus`` parameter" is checked as a binding, not as a string. The pipelines
+are built with explicit settings (``pipelines.build(name, image=…, retries=…)``):
+nothing here sets or reads an environment variable.
 """
 
 from __future__ import annotations
@@ -19,16 +21,26 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 import pipelines
+from automl_deft.cli import cli
+from automl_deft.cli.options import PIPELINE_NAMES
+from automl_deft.cluster import client
 from automl_deft.cluster.compile import compile_all, ir_yaml, without_sdk_version
 from automl_deft.cluster.credentials import CREDENTIALS
+from automl_deft.cluster.local_run import retried_tasks
 from automl_deft.cluster.manifests import parse_objects
 from automl_deft.run_config import DEFAULT_IMAGE
+from automl_deft.testing.fake_kfp import FakeKfpClient
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 FIX = "run `automl-deft compile` and commit manifests/"
+IMAGE = "registry.example/x:1"
+HOST = "https://kfp.example.com/pipeline"
+SIDE_CHANNELS = ("AUTOML_DEFT_IMAGE", "AUTOML_DEFT_NO_RETRY", "AUTOML_DEFT_ERROR_FILE")
+"""Environment variables that once carried settings into the pipeline: gone for good."""
 
 KFP_API = "pipelines.kubeflow.org/v2beta1"
 WORKSPACE_MOUNT = "/workspace"
@@ -143,10 +155,20 @@ def _is_heavy(task: Task) -> bool:
     return _component(task).startswith("comp-automl-search") and KATIB not in task.conditions
 
 
+def _dags(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every DAG task of the IR YAML ``text`` (container tasks and nested DAGs)."""
+    spec = next(yaml.safe_load_all(text))
+    dags = [("root", spec["root"]["dag"])]
+    dags += [(n, c["dag"]) for n, c in sorted(spec["components"].items()) if "dag" in c]
+    for owner, dag in dags:
+        for name, task in sorted(dag["tasks"].items()):
+            yield f"{owner}/{name}", task
+
+
 @pytest.fixture(scope="module")
 def compiled() -> dict[str, str]:
-    """Each pipeline's IR YAML, compiled in this process."""
-    return {name: ir_yaml(fn, name) for name, fn in pipelines.PIPELINES.items()}
+    """Each pipeline's IR YAML, built with the defaults and compiled in this process."""
+    return {name: ir_yaml(pipelines.build(name), name) for name in pipelines.NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +186,8 @@ def _all_tasks(tasks: dict[str, list[Task]]) -> Iterator[tuple[str, Task]]:
 
 
 def test_compiling_twice_gives_the_same_yaml(compiled: dict[str, str]) -> None:
-    for name, fn in pipelines.PIPELINES.items():
-        again = ir_yaml(fn, name)
+    for name in pipelines.NAMES:
+        again = ir_yaml(pipelines.build(name), name)
         assert without_sdk_version(again) == without_sdk_version(compiled[name]), (
             f"{name}: compiling twice gave different YAML; the compiled pipeline must be "
             "deterministic"
@@ -173,7 +195,7 @@ def test_compiling_twice_gives_the_same_yaml(compiled: dict[str, str]) -> None:
 
 
 def test_committed_manifests_match_a_fresh_compile(tmp_path: Path) -> None:
-    written = compile_all(pipelines.PIPELINES, tmp_path)
+    written = compile_all({name: pipelines.build(name) for name in pipelines.NAMES}, tmp_path)
     fresh = {p.relative_to(tmp_path).as_posix() for p in written}
     committed = {
         p.relative_to(MANIFESTS).as_posix() for p in MANIFESTS.rglob("*.yaml") if p.is_file()
@@ -272,11 +294,13 @@ def test_each_search_has_a_katib_launcher_and_an_in_pod_branch(
         for phase in phases:
             [katib] = [t for t in searches if t.phase == phase and KATIB in t.conditions]
             [in_pod] = [t for t in searches if t.phase == phase and IN_POD in t.conditions]
-            # The launcher only creates the Experiment: its trial Jobs get the GPUs.
+            # The launcher only creates the Experiment: its trial Jobs get the GPUs, and
+            # run the launcher's own image (an input of the task, not an env var).
             assert "accelerator" not in katib.resources
-            assert katib.env == {"AUTOML_DEFT_IMAGE": katib.container["image"]}
+            assert katib.sources["trial_image"] == f"const:{katib.container['image']}"
+            assert katib.env == {} and in_pod.env == {}
             assert katib.sources["gpus"] == "gpus"  # handed on to the trial Jobs
-            assert "AUTOML_DEFT_IMAGE" not in in_pod.env
+            assert "trial_image" not in in_pod.sources
             assert katib.sources["hpo_backend"] == in_pod.sources["hpo_backend"] == "hpo_backend"
     assert _searches(tasks["deft-only"]) == []
 
@@ -296,9 +320,67 @@ def test_phase3_and_its_finalize_run_only_when_deft_did_not_hard_stop(
 
 def test_every_executor_runs_the_release_image(tasks: dict[str, list[Task]]) -> None:
     images = {t.container["image"] for _, t in _all_tasks(tasks)}
-    if os.environ.get("AUTOML_DEFT_IMAGE"):
-        pytest.skip("AUTOML_DEFT_IMAGE is set in this environment")
     assert images == {DEFAULT_IMAGE}
+
+
+# --- the settings are explicit ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", pipelines.NAMES)
+def test_build_puts_the_image_on_every_component_and_can_leave_out_retries(name: str) -> None:
+    environ = dict(os.environ)
+    pipeline = pipelines.build(name, image=IMAGE, retries=False)
+    assert retried_tasks(pipeline) == []
+    text = ir_yaml(pipeline, name)
+    spec = next(yaml.safe_load_all(text))
+    executors = spec["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
+    assert [where for where, task in _dags(text) if "retryPolicy" in task] == []
+    for t in _searches(container_tasks(text)):
+        if KATIB in t.conditions:
+            assert t.sources["trial_image"] == f"const:{IMAGE}", t.name
+    assert dict(os.environ) == environ
+
+
+def test_retried_tasks_names_every_retried_task() -> None:
+    expected = sorted(t.name for t in container_tasks(ir_yaml(pipelines.build("deft-only"), "x")))
+    assert retried_tasks(pipelines.build("deft-only")) == expected
+
+
+def test_build_refuses_an_unknown_pipeline_or_an_empty_image() -> None:
+    with pytest.raises(ValueError, match=r"^no pipeline 'automl'; one of: automl-deft, "):
+        pipelines.build("automl")
+    with pytest.raises(ValueError, match=r"image must name a container image"):
+        pipelines.build("deft-only", image="")
+
+
+def test_the_cli_knows_every_pipeline() -> None:
+    assert pipelines.NAMES == PIPELINE_NAMES
+
+
+def test_no_module_reads_a_settings_environment_variable() -> None:
+    sources = [
+        path
+        for top in ("automl_deft", "components", "pipelines")
+        for path in sorted((REPO / top).rglob("*.py"))
+    ]
+    assert len(sources) > 20
+    found = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sources
+        for name in SIDE_CHANNELS
+        if name in path.read_text(encoding="utf-8")
+    ]
+    assert found == [], "pass the setting explicitly (pipelines.build, a component input)"
+    # The wiring and the components get nothing from the environment at all.
+    environ = re.compile(r"\bos\.environ\b|\bgetenv\(|\benviron\[")
+    readers = [
+        str(path.relative_to(REPO))
+        for path in sources
+        if path.parts[len(REPO.parts)] != "automl_deft"
+        and environ.search(path.read_text(encoding="utf-8"))
+    ]
+    assert readers == []
 
 
 # --- the CLI and the Kubernetes-native manifests ---------------------------------------
@@ -306,7 +388,7 @@ def test_every_executor_runs_the_release_image(tasks: dict[str, list[Task]]) -> 
 
 @pytest.fixture(scope="module")
 def cli_compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``automl-deft compile`` in a fresh interpreter (the image is read at import)."""
+    """``automl-deft compile --image`` in a fresh interpreter, outside the repository."""
     out = tmp_path_factory.mktemp("compiled")
     proc = subprocess.run(
         [
@@ -317,7 +399,7 @@ def cli_compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             "--out",
             str(out),
             "--image",
-            "example.com/x:1",
+            IMAGE,
             "--namespace",
             "team-a",
         ],
@@ -325,7 +407,6 @@ def cli_compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         text=True,
         check=False,
         cwd=out,
-        env={k: v for k, v in os.environ.items() if k != "AUTOML_DEFT_IMAGE"},
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
@@ -336,7 +417,7 @@ def test_cli_compile_writes_the_files_with_the_image_and_namespace(
 ) -> None:
     out, stdout = cli_compiled
     listed = {Path(line).relative_to(out).as_posix() for line in stdout.split()}
-    names = sorted(pipelines.PIPELINES)
+    names = sorted(pipelines.NAMES)
     assert listed == {
         *(f"pipelines/{n}.yaml" for n in names),
         *(f"base/{n}.k8s.yaml" for n in names),
@@ -348,10 +429,10 @@ def test_cli_compile_writes_the_files_with_the_image_and_namespace(
     for name in names:
         text = (out / "pipelines" / f"{name}.yaml").read_text(encoding="utf-8")
         ts = container_tasks(text)
-        assert {t.container["image"] for t in ts} == {"example.com/x:1"}, name
+        assert {t.container["image"] for t in ts} == {IMAGE}, name
         for t in _searches(ts):
             if KATIB in t.conditions:
-                assert t.env["AUTOML_DEFT_IMAGE"] == "example.com/x:1"
+                assert t.sources["trial_image"] == f"const:{IMAGE}"
         docs = [d for d in yaml.safe_load_all((out / "base" / f"{name}.k8s.yaml").read_text())]
         assert {d["metadata"]["namespace"] for d in docs} == {"team-a"}, name
     kustomization = yaml.safe_load((out / "base" / "kustomization.yaml").read_text())
@@ -360,7 +441,44 @@ def test_cli_compile_writes_the_files_with_the_image_and_namespace(
     assert {o.metadata.namespace for o in rbac} == {"team-a"}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", sorted(pipelines.PIPELINES))
+@pytest.fixture
+def fake_kfp(monkeypatch: pytest.MonkeyPatch) -> FakeKfpClient:
+    """What ``submit`` / ``schedule`` connect to."""
+    fake = FakeKfpClient(host=HOST)
+    monkeypatch.setattr(client, "connect", lambda host, namespace=None: fake)
+    return fake
+
+
+def test_cli_submit_compiles_the_pipeline_with_the_image(fake_kfp: FakeKfpClient) -> None:
+    args = ["submit", "--host", HOST, "--pipeline", "deft-only", "--image", IMAGE]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    [package] = [
+        call["pipeline_file"]
+        for method, call in fake_kfp.calls
+        if method == "create_run_from_pipeline_package"
+    ]
+    ts = container_tasks(Path(package).read_text(encoding="utf-8"))
+    assert {t.container["image"] for t in ts} == {IMAGE}
+    assert all("retryPolicy" in t.spec for t in ts)  # a cluster run keeps its retries
+
+
+def test_cli_submit_refuses_an_image_for_a_compiled_package(
+    fake_kfp: FakeKfpClient, tmp_path: Path
+) -> None:
+    package = tmp_path / "deft-only.yaml"
+    package.write_text(ir_yaml(pipelines.build("deft-only"), "deft-only"), encoding="utf-8")
+    args = ["submit", "--host", HOST, "--package", str(package), "--image", IMAGE]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: --image is for compiling the pipeline now; --package is already compiled: "
+        "pass one of them\n"
+    )
+    assert fake_kfp.calls == []
+
+
+@pytest.mark.parametrize("name", sorted(pipelines.NAMES))
 def test_k8s_native_manifest_is_a_pipeline_and_its_version(
     name: str, compiled: dict[str, str]
 ) -> None:
@@ -397,5 +515,5 @@ def test_kustomization_lists_only_files_that_exist() -> None:
     kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
     resources = kustomization["resources"]
     assert [r for r in resources if not (base / r).is_file()] == []
-    assert {f"{n}.k8s.yaml" for n in pipelines.PIPELINES} <= set(resources)
+    assert {f"{n}.k8s.yaml" for n in pipelines.NAMES} <= set(resources)
     assert "scheduled-run.example.yaml" not in resources  # an example with placeholder IDs

@@ -135,7 +135,7 @@ def test_collapse_guard_skips_single_class_winner() -> None:
     report = GuardReport()
     kept = skip_collapsed(rank([_outcome("a", 1.0, (240, 0)), _outcome("b", 5.0)]), report)
     assert [o.name for o in kept] == ["b"]
-    assert report.collapse_skipped[0]["rec_id"] == "a"
+    assert report.collapse_skipped[0].rec_id == "a"
     assert is_collapsed({"PASS": 0, "defect": 240})
     with pytest.raises(UserError, match="every trial collapsed"):
         skip_collapsed([_outcome("a", 1.0, (240, 0))], GuardReport())
@@ -146,7 +146,7 @@ def test_lucky_winner_is_reseeded_and_ranked_by_worse_run() -> None:
     ranked = [_outcome("a", 1.0), _outcome("b", 5.0), _outcome("c", 6.0)]
     out = check_lucky_winner(ranked, 2.0, lambda o: _outcome(o.name + "-reseed", 8.0), report)
     assert [o.name for o in out] == ["b", "c", "a"]
-    assert report.lucky_winner["reseed_value"] == 8.0 and report.lucky_winner["ranked_by"] == 8.0
+    assert report.lucky_winner.reseed_value == 8.0 and report.lucky_winner.ranked_by == 8.0
     calls = []
     check_lucky_winner(ranked[1:], 2.0, lambda o: calls.append(o) or o, GuardReport())
     assert not calls  # 5 vs 6 is not suspicious
@@ -155,7 +155,7 @@ def test_lucky_winner_is_reseeded_and_ranked_by_worse_run() -> None:
 def test_zero_shot_guard() -> None:
     report = GuardReport()
     check_zero_shot(_outcome("a", 5.0), 10.0, allow=False, report=report)
-    assert report.zero_shot["beaten"] is True
+    assert report.zero_shot.beaten is True
     with pytest.raises(UserError, match="did not beat the zero-shot scorer"):
         check_zero_shot(_outcome("a", 12.0), 10.0, allow=False, report=GuardReport())
     check_zero_shot(_outcome("a", 12.0), 10.0, allow=True, report=GuardReport())
@@ -241,7 +241,7 @@ def test_search_writes_result_files(tiny_ws: Path, tmp_path: Path) -> None:
     assert {"collapse_skipped", "lucky_winner", "zero_shot"} <= set(data["guards"])
     assert (tmp_path / "leaderboard.csv").read_text().startswith("rec_id,status")
     html = (tmp_path / "automl_report.html").read_text()
-    assert "data:image/png;base64," in html and result.best["rec_id"] in html
+    assert "data:image/png;base64," in html and result.best.rec_id in html
 
 
 def test_config_is_strict(tmp_path: Path) -> None:
@@ -337,8 +337,8 @@ def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws: Path, tmp_path
         assert "collapsed" in str(exc)
         return
     assert result.backend == "katib"
-    assert {h["rec_id"] for h in result.history} == set(trials)
-    assert result.best["checkpoint"].endswith("best_val.pt")
+    assert {h.rec_id for h in result.history} == set(trials)
+    assert result.best.checkpoint.endswith("best_val.pt")
     assert "create" in cluster.methods()
 
 

@@ -619,12 +619,12 @@ def test_create_poll_collect(tmp_path: Path, cluster: FakeCluster, clock: FakeCl
     assert outcome.best_params["lr"] == pytest.approx(0.0012)
     assert outcome.best_metrics == {"far_pct": 3.25, "val_loss": 0.21}
     assert outcome.checkpoint == tmp_path / "trials" / BEST / "best_val.pt"
-    assert [(h["name"], h["far_pct"], h["val_loss"], h["condition"]) for h in outcome.history] == [
+    assert [(h.name, h.far_pct, h.val_loss, h.condition) for h in outcome.history] == [
         ("trial-a", 12.5, None, "Succeeded"),
         (BEST, 3.25, 0.21, "Succeeded"),
         ("trial-c", None, None, "MetricsUnavailable"),
     ]
-    assert outcome.history[0]["params"]["lr"] == pytest.approx(0.004)
+    assert outcome.history[0].params["lr"] == pytest.approx(0.004)
 
 
 def test_name_file_is_written_before_create(

@@ -4,6 +4,9 @@ One full ``automl-deft`` run (through the CLI, as a user starts it) is shared by
 module; Phase 3 is made to regress on purpose (its learning rate pinned to a
 destructive value) so the pick-best safety net is exercised, not hoped for. A
 ``deft-only`` run and two runs that must stop at the leakage gate complete the file.
+Pipelines run locally are built without retries (``pipelines.build(name,
+retries=False)``, as ``automl-deft run`` does); nothing is passed through the
+environment.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from click.testing import CliRunner
 
 import pipelines
 from automl_deft.cli import cli
-from automl_deft.cluster.local_run import NO_RETRY_ENV, run_local
+from automl_deft.cluster.local_run import run_local
 from automl_deft.errors import UserError
+from automl_deft.layout import RunLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import deep_merge, load_spec
+from automl_deft.records import Deliverable, PipelineSummary
 
 pytestmark = pytest.mark.slow
 
@@ -90,6 +95,10 @@ class Run:
     ws: Path
     root: Path
     stdout: str
+
+    def path(self, stored: str) -> Path:
+        """A path as the run stores it (relative to the run directory when inside it)."""
+        return RunLayout(self.root).path(stored)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -165,7 +174,7 @@ def test_phase1_winner_is_the_deft_baseline_without_a_second_training(run: Run) 
     winner = Path(run.phase1["best"]["checkpoint"])
     assert baseline["seeded_from"] == str(winner)
     copied = run.root / "baseline" / "train" / "best_val.pt"
-    assert baseline["best_ckpt_path"] == str(copied)
+    assert run.path(baseline["best_ckpt_path"]) == copied
     assert copied.read_bytes() == winner.read_bytes()
 
 
@@ -208,13 +217,13 @@ def test_deft_uses_the_phase1_spec_merged_onto_the_workspace_spec(run: Run) -> N
 
 def test_every_phase3_trial_starts_from_the_best_deft_iteration(run: Run) -> None:
     label, best = run.best_deft()
-    ckpt = Path(best["best_ckpt_path"])
+    ckpt = run.path(best["best_ckpt_path"])
     specs = sorted((run.root / "final_automl" / "trials").glob("*/spec.yaml"))
     assert len(specs) >= CONFIG["phase3"]["max_trials"]
     for path in specs:
         start = Path(yaml.safe_load(path.read_text())["train"]["pretrained_model_path"])
         assert start == ckpt or start.read_bytes() == ckpt.read_bytes(), (path, label)
-    assert run.state["iterations"]["final_automl"]["warm_start_from"] == str(ckpt)
+    assert run.path(run.state["iterations"]["final_automl"]["warm_start_from"]) == ckpt
 
 
 def test_phase3_searches_like_phase1_on_the_augmented_set(run: Run) -> None:
@@ -252,21 +261,24 @@ def test_pick_best_keeps_the_deft_winner_when_phase3_regresses(run: Run) -> None
         f"precondition: Phase 3 (lr pinned to {PHASE3_LR}) was meant to regress, but "
         f"{final['far_pct']:.2f}% <= {label} {best['far_pct']:.2f}%; pin a more destructive value"
     )
-    chosen = _json(run.root / "best_model.json")
-    assert (chosen["iteration"], chosen["checkpoint"]) == (label, best["best_ckpt_path"])
-    assert chosen["far_pct"] == best["far_pct"]
-    ranking = [r["far_pct"] for r in chosen["ranking"]]
-    assert ranking == sorted(ranking) and chosen["ranking"][0]["iteration"] == label
-    assert "final_automl" in {r["iteration"] for r in chosen["ranking"]}
-    summary = _json(run.root / "pipeline_summary.json")
-    assert (summary["phase3_ran"], summary["phase3_kept"]) == (True, False)
-    assert summary["best"]["iteration"] == label
-    assert [(s["phase"], s["step"]) for s in summary["trajectory"]] == [
+    layout = RunLayout(run.root)
+    chosen = Deliverable.read(layout.deliverable)
+    assert chosen.iteration == label
+    assert chosen.path(run.root, "checkpoint") == run.path(best["best_ckpt_path"])
+    assert chosen.far_pct == best["far_pct"]
+    ranking = [r.far_pct for r in chosen.ranking]
+    assert ranking == sorted(ranking) and chosen.ranking[0].iteration == label
+    assert "final_automl" in {r.iteration for r in chosen.ranking}
+    summary = PipelineSummary.read(layout.summary)
+    assert (summary.phase3_ran, summary.phase3_kept) == (True, False)
+    assert summary.best is not None and summary.best.iteration == label
+    assert [(s.phase, s.step) for s in summary.trajectory] == [
         ("phase1", "baseline"),
         ("phase2", "iter1"),
         ("phase3", "final_automl"),
     ]
-    assert summary["phase3"]["rec_id"] == final["rec_id"] == run.phase3["best"]["rec_id"]
+    assert summary.phase3 is not None
+    assert summary.phase3.rec_id == final["rec_id"] == run.phase3["best"]["rec_id"]
 
 
 def test_final_state_and_deliverables(run: Run) -> None:
@@ -275,20 +287,22 @@ def test_final_state_and_deliverables(run: Run) -> None:
     final = state["iterations"]["final_automl"]
     assert final["source"] == "automl_phase3"
     assert isinstance(final["far_pct"], float)
-    assert Path(final["best_ckpt_path"]).is_file()
+    assert run.path(final["best_ckpt_path"]).is_file()
     log = _log(run.root)
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
     assert [e for e in log if e["iter"] == "final_automl"] == [log[-1]]
-    chosen = _json(run.root / "best_model.json")
-    spec = yaml.safe_load((run.root / "best_model_inference_spec.yaml").read_text())
-    assert spec["inference"] == {
-        "checkpoint": chosen["checkpoint"],
-        "threshold": chosen["threshold"],
-    }
-    assert chosen["threshold"] == state["iterations"][chosen["iteration"]]["threshold"]
+    layout = RunLayout(run.root)
+    chosen = Deliverable.read(layout.deliverable)
+    spec = yaml.safe_load(layout.inference_spec.read_text())
+    # The deliverable names its checkpoint relative to the run; the spec, for use anywhere.
+    inference = spec["inference"]
+    assert set(inference) == {"checkpoint", "threshold"}
+    assert inference["threshold"] == chosen.threshold
+    assert Path(inference["checkpoint"]) == chosen.path(run.root, "checkpoint")
+    assert chosen.threshold == state["iterations"][chosen.iteration]["threshold"]
     assert spec["dataset"]["classify"]["augmentation_config"]["augment"] is False
     assert spec["dataset"]["classify"]["batch_size"] == 1
-    assert (run.root / "DEFT_Loop_Report.html").stat().st_size > 0
+    assert layout.report.stat().st_size > 0
 
 
 # --- the gate, and deft-only ----------------------------------------------------------
@@ -308,18 +322,21 @@ def test_a_leaky_workspace_blocks_the_run_before_any_training(
 
 
 def test_a_failed_task_ends_a_local_run_at_once_with_its_own_error(
-    tiny_ws_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_ws_copy: Path, tmp_path: Path
 ) -> None:
     """The in-pipeline gate: the preflight task fails, is not retried (60 s backoff)."""
-    monkeypatch.delenv(NO_RETRY_ENV, raising=False)
     _leak(tiny_ws_copy)
     results = tmp_path / "results"
-    args = {"workspace": str(tiny_ws_copy), "results_dir": str(results), "config": ""}
+    args = {"workspace": str(tiny_ws_copy), "config": ""}
+    pipeline = pipelines.build("automl-deft", retries=False)
+    environ = dict(os.environ)
     start = time.monotonic()
     with pytest.raises(UserError, match=r"^preflight: leakage: 1 row\(s\) appear in both"):
-        run_local(pipelines.automl_deft_pipeline, args, pipeline_root=tmp_path / "kfp", quiet=True)
+        run_local(pipeline, args, results_dir=results, quiet=True)
     assert time.monotonic() - start < 60
-    assert NO_RETRY_ENV not in os.environ  # set for the run only
+    assert dict(os.environ) == environ  # nothing went through the environment
+    [error] = [json.loads(line) for line in RunLayout(results).task_errors.read_text().splitlines()]
+    assert (error["step"], error["exit_code"]) == ("preflight_step", UserError.exit_code)
     assert not (results / "automl_phase1").exists()
     assert list(tmp_path.rglob("*.pt")) == []
 
@@ -330,17 +347,17 @@ def test_deft_only_trains_its_own_baseline(tiny_ws_copy: Path, tmp_path: Path) -
     config = {"deft": {**CONFIG["deft"], "max_iterations": 0}}
     args = {
         "workspace": str(tiny_ws_copy),
-        "results_dir": str(root),
         "config": str(_config(tmp_path / "run.yaml", config)),
     }
-    run_local(pipelines.deft_only, args, pipeline_root=root / "kfp", quiet=True)
+    run_local(pipelines.build("deft-only", retries=False), args, results_dir=root, quiet=True)
     state = _json(root / "deft_state.json")
     assert state["iterations"]["baseline"]["source"] == "trained_here"
     assert (root / "baseline" / "train" / "train_summary.json").is_file()
     assert "final_automl" not in state["iterations"]
     assert not (root / "automl_phase1").exists()
     assert not (tiny_ws_copy / "specs" / "baseline_spec_automl.yaml").exists()
-    summary = _json(root / "pipeline_summary.json")
-    assert (summary["phase3_ran"], summary["phase1"]) == (False, None)
-    assert {s["phase"] for s in summary["trajectory"]} == {"phase2"}
-    assert _json(root / "best_model.json")["iteration"] in _deft_labels(state)
+    layout = RunLayout(root)
+    summary = PipelineSummary.read(layout.summary)
+    assert (summary.phase3_ran, summary.phase1) == (False, None)
+    assert {s.phase for s in summary.trajectory} == {"phase2"}
+    assert Deliverable.read(layout.deliverable).iteration in _deft_labels(state)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE
+
+if TYPE_CHECKING:
+    from automl_deft.hpo.search import AutomlConfig
 
 
 @click.command("automl")
@@ -66,14 +69,14 @@ def automl_cmd(
     result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
     best = result.best
     click.echo(
-        f"best {best['rec_id']}: {result.metric}={best['metric_value']} "
-        f"(far_pct={best['far_pct']}, pred_counts={best['pred_counts']})"
+        f"best {best.rec_id}: {result.metric}={best.metric_value} "
+        f"(far_pct={best.far_pct}, pred_counts={best.pred_counts})"
     )
-    click.echo(f"checkpoint: {best['checkpoint']}")
+    click.echo(f"checkpoint: {best.checkpoint}")
     click.echo(f"results:    {result.results_dir}")
 
 
-def _katib_dry_run(workspace: Path, cfg: Any, results_dir: Path | None) -> None:
+def _katib_dry_run(workspace: Path, cfg: AutomlConfig, results_dir: Path | None) -> None:
     from automl_deft.hpo.katib_backend import dry_run_experiment
 
     click.echo(dry_run_experiment(workspace, cfg, results_dir=results_dir), nl=False)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE, kpi_options, spec_options
+
+if TYPE_CHECKING:
+    from automl_deft.kpi import KPIResult
+    from automl_deft.model.spec import Spec
 
 
 @click.command("train")
@@ -36,6 +40,7 @@ def train_cmd(
     interrupted run resumes from OUT/latest.pt. Warm start from another model
     with --set train.pretrained_model_path=PATH.
     """
+    from automl_deft.application import metric_value
     from automl_deft.model.spec import load_spec, parse_set_option
     from automl_deft.model.train import train
     from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
@@ -53,7 +58,7 @@ def train_cmd(
     )
     best = result.best_metrics
     click.echo(
-        f"best epoch {best.get('epoch')}: val far_pct={_pct(best.get('far_pct'))} "
+        f"best epoch {best.get('epoch')}: val far_pct={_pct(metric_value(best, 'far_pct'))} "
         f"val_loss={best.get('val_loss', float('nan')):.4f}  ({result.seconds:.1f}s, "
         f"{result.images_per_second:.0f} img/s)"
     )
@@ -92,7 +97,7 @@ def infer_cmd(
     click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
 
 
-def _report_kpi(result: Any, target_text: str | None, as_json: bool) -> None:
+def _report_kpi(result: KPIResult, target_text: str | None, as_json: bool) -> None:
     from automl_deft.kpi import confusion_matrix_text, parse_target
 
     target = parse_target(target_text) if target_text else None
@@ -104,7 +109,7 @@ def _report_kpi(result: Any, target_text: str | None, as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     click.echo(result.summary())
-    if result.available:
+    if result.recall100 is not None:  # the KPI is available
         click.echo(
             f"far_pct={result.far_pct:.4f} threshold={result.threshold:.6g} "
             f"precision={result.precision:.4f} recall={result.recall:.4f} f1={result.f1:.4f}"
@@ -197,7 +202,7 @@ def zero_shot_cmd(
     _report_kpi(result, target, as_json)
 
 
-def _workspace_spec(images_dir: Path) -> Any:
+def _workspace_spec(images_dir: Path) -> Spec | None:
     from automl_deft.model.spec import load_spec
     from automl_deft.workspace import IMAGES_DIR, SPEC_FILE
 

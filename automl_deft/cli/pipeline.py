@@ -24,14 +24,19 @@ if TYPE_CHECKING:
     from automl_deft.records import PipelineSummary
 
 
-def _pipelines() -> dict[str, Any]:
-    try:
-        from pipelines import PIPELINES
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise UserError(
-            "the pipelines package is not installed; reinstall automl-deft (pip install -e .)"
-        ) from exc
-    return dict(PIPELINES)
+def _build(name: str, *, image: str | None = None, retries: bool = True) -> Any:
+    """The pipeline ``name`` from the source tree (``image`` None: the release image)."""
+    from automl_deft.cluster.pipeline_source import load_pipelines
+    from automl_deft.run_config import DEFAULT_IMAGE
+
+    return load_pipelines().build(name, image=image or DEFAULT_IMAGE, retries=retries)
+
+
+def _image_option(fn: Any) -> Any:
+    """``--image`` for the commands that may compile the pipeline first."""
+    return click.option(
+        "--image", help="Component image, when compiling now (default: the release image)."
+    )(fn)
 
 
 def _abs_config(config_path: Path | None) -> str:
@@ -121,7 +126,7 @@ def run_cmd(
     trajectory (Phase 1 → DEFT iterations → Phase 3, FAR on the KPI set), the
     deliverable and the report. Re-run with --results RESULTS to resume.
     """
-    from automl_deft.cluster.local_run import KFP_ROOT, run_local
+    from automl_deft.cluster.local_run import run_local
     from automl_deft.layout import RunLayout
     from automl_deft.preflight import build_preflight
     from automl_deft.records import PipelineSummary
@@ -148,12 +153,12 @@ def run_cmd(
             raise click.Abort()
     args: dict[str, Any] = {
         "workspace": str(workspace.resolve()),
-        "results_dir": str(root),
         "config": _abs_config(config_path),
     }
     if pipeline_name != "deft-only":
         args["hpo_backend"] = "optuna"
-    run = run_local(_pipelines()[pipeline_name], args, pipeline_root=root / KFP_ROOT)
+    # No retries here: a local failure is a real error, and re-running resumes.
+    run = run_local(_build(pipeline_name, retries=False), args, results_dir=root)
     click.echo("")
     layout = RunLayout(root)
     if layout.summary.is_file():
@@ -203,14 +208,11 @@ def compile_cmd(
     PipelineVersion objects, the RBAC a run needs (Katib experiments, trials,
     jobs), a workspace PVC and a ScheduledWorkflow example for recurring runs.
     """
-    import os
+    from automl_deft.cluster.compile import CompileOptions, compile_all
+    from automl_deft.cluster.pipeline_source import load_pipelines
 
-    from automl_deft.cluster.compile import IMAGE_ENV, CompileOptions, compile_all
-
-    if image:
-        os.environ[IMAGE_ENV] = image
     written = compile_all(
-        _pipelines(),
+        {name: _build(name, image=image) for name in load_pipelines().NAMES},
         out_dir,
         CompileOptions(
             namespace=namespace,
@@ -225,7 +227,12 @@ def compile_cmd(
 
 
 def _package_and_args(
-    pipeline_name: str, package: Path | None, workspace: str, config: str, params: tuple[str, ...]
+    pipeline_name: str,
+    package: Path | None,
+    image: str | None,
+    workspace: str,
+    config: str,
+    params: tuple[str, ...],
 ) -> tuple[Path, dict[str, Any]]:
     import tempfile
 
@@ -233,21 +240,29 @@ def _package_and_args(
     from automl_deft.io import atomic_write_text
     from automl_deft.model.spec import parse_set_option
 
+    if package is not None and image:
+        raise UserError(
+            "--image is for compiling the pipeline now; --package is already compiled: "
+            "pass one of them"
+        )
     args: dict[str, Any] = {"workspace": workspace, "config": config}
     args.update(parse_set_option(list(params)))
     if package is None:
         package = Path(tempfile.mkdtemp(prefix="automl-deft-")) / f"{pipeline_name}.yaml"
-        atomic_write_text(package, ir_yaml(_pipelines()[pipeline_name], pipeline_name))
+        pipeline = _build(pipeline_name, image=image)
+        atomic_write_text(package, ir_yaml(pipeline, pipeline_name))
     return package, args
 
 
 @click.command("submit")
 @cluster_options
+@_image_option
 @click.option("--run-name", help="Default: <pipeline>-<timestamp>.")
 def submit_cmd(
     host: str,
     pipeline_name: str,
     package: Path | None,
+    image: str | None,
     workspace: str,
     config: str,
     params: tuple[str, ...],
@@ -265,7 +280,7 @@ def submit_cmd(
 
     from automl_deft.cluster.client import connect, submit
 
-    package, args = _package_and_args(pipeline_name, package, workspace, config, params)
+    package, args = _package_and_args(pipeline_name, package, image, workspace, config, params)
     client = connect(host, namespace=namespace)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run = submit(
@@ -282,6 +297,7 @@ def submit_cmd(
 
 @click.command("schedule")
 @cluster_options
+@_image_option
 @click.option(
     "--cron", required=True, help='Six fields, seconds first: "0 0 2 * * *" = 02:00 daily.'
 )
@@ -291,6 +307,7 @@ def schedule_cmd(
     host: str,
     pipeline_name: str,
     package: Path | None,
+    image: str | None,
     workspace: str,
     config: str,
     params: tuple[str, ...],
@@ -310,7 +327,7 @@ def schedule_cmd(
     from automl_deft.cluster.manifests import validate_cron
 
     validate_cron(cron)
-    package, args = _package_and_args(pipeline_name, package, workspace, config, params)
+    package, args = _package_and_args(pipeline_name, package, image, workspace, config, params)
     client = connect(host, namespace=namespace)
     job = schedule(
         client,

@@ -48,6 +48,7 @@ from automl_deft.cluster.manifests import (
     validate_cron,
 )
 from automl_deft.errors import AutomlDeftError, InfrastructureError, SpecError, UserError
+from automl_deft.jsontypes import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def connect(
     if namespace is not None:
         check_namespace(namespace)
     token = os.environ.get(token_env) or None
-    kwargs: dict[str, Any] = {"host": host}
+    kwargs: dict[str, str] = {"host": host}
     if namespace:
         kwargs["namespace"] = namespace
     if token:
@@ -363,7 +364,7 @@ def _check_submission(
     arguments: Mapping[str, Any],
     namespace: str | None,
     service_account: str | None,
-) -> tuple[Path, dict[str, Any]]:
+) -> tuple[Path, JSONObject]:
     package = check_package(package_path)
     args = check_arguments(arguments)
     if namespace is not None:

@@ -7,8 +7,9 @@ Layout written under ``out`` (default ``manifests/``)::
     base/rbac.yaml, workspace-pvc.yaml, kustomization.yaml, scheduled-run.example.yaml
 
 Compilation is deterministic (the SDK version line aside), so the committed
-files can be checked for drift by a test. The pipeline functions are passed in:
-this module never imports ``pipelines/`` itself.
+files can be checked for drift by a test. The pipelines are passed in, built
+with their image (``pipelines.build(name, image=…)``): this module never imports
+``pipelines/`` itself.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from automl_deft.io import atomic_write_text
-
-IMAGE_ENV = "AUTOML_DEFT_IMAGE"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from automl_deft.errors import SpecError
+from automl_deft.jsontypes import JSONObject
 
 __all__ = [
     "MAX_CONCURRENCY_RANGE",
@@ -51,7 +52,7 @@ def check_name(what: str, name: str) -> str:
     return name
 
 
-def check_arguments(arguments: Mapping[str, Any], *, where: str = "arguments") -> dict[str, Any]:
+def check_arguments(arguments: Mapping[str, Any], *, where: str = "arguments") -> JSONObject:
     """Check pipeline arguments and return them as plain JSON values.
 
     KFP passes run parameters as JSON (``protobuf.Value``): each value must be a
@@ -63,7 +64,7 @@ def check_arguments(arguments: Mapping[str, Any], *, where: str = "arguments") -
     """
     if not isinstance(arguments, Mapping):
         raise SpecError(f"{where} must be a mapping of parameter name to value")
-    out: dict[str, Any] = {}
+    out: JSONObject = {}
     for name, value in arguments.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise SpecError(

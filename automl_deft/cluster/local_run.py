@@ -4,13 +4,15 @@ No compilation, no cluster: every component runs as a subprocess of this
 Python (``SubprocessRunner(use_venv=False)``, so the installed project is
 importable), the Optuna backend trains in-process, and artifacts land under
 ``<results>/kfp/``. Resources, volumes and node placement are cluster-only
-settings that ``kfp.local`` ignores; retries are switched off (a local failure
-is a real error, and re-running resumes from the state on disk).
+settings that ``kfp.local`` ignores. Retries it honours, so the pipeline comes
+built without them (``pipelines.build(name, retries=False)``): a local failure
+is a real error, reported at once, and re-running resumes from the state on disk.
+Nothing goes through the environment: the results directory is a parameter, and
+each step records its own error in it (``RUN/task_errors.jsonl``).
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import logging
@@ -24,10 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
-
-NO_RETRY_ENV = "AUTOML_DEFT_NO_RETRY"
-ERROR_FILE = "task_errors.jsonl"
-KFP_ROOT = "kfp"
+from automl_deft.layout import RunLayout
 
 
 @dataclass
@@ -40,54 +39,76 @@ def run_local(
     pipeline: Callable[..., Any],
     arguments: dict[str, Any],
     *,
-    pipeline_root: str | os.PathLike[str],
+    results_dir: str | os.PathLike[str],
     quiet: bool = False,
 ) -> LocalRun:
-    """Execute ``pipeline(**arguments)`` through ``kfp.local``.
+    """Execute ``pipeline(results_dir=results_dir, **arguments)`` through ``kfp.local``.
+
+    Artifacts land under ``RunLayout(results_dir).kfp_root``. A step that fails on a
+    project error appends it to ``RunLayout(results_dir).task_errors`` (cleared
+    first), which is how the task's own one-line error is reported instead of kfp's.
+
+    Args:
+        pipeline: built without retries (``pipelines.build(name, retries=False)``):
+            kfp.local honours them, with their backoff, before reporting a failure.
+        arguments: the other pipeline parameters.
+        results_dir: the run's results directory (passed to the pipeline as
+            ``results_dir``).
 
     Raises:
+        ValueError: ``pipeline`` retries failed tasks, or ``arguments`` holds
+            ``results_dir``.
         UserError: a task failed on a project error (its one-line message is kept).
         InfrastructureError: a task failed otherwise.
     """
     from kfp import local
 
-    _hide_docker_folder()
-    root = Path(pipeline_root)
-    root.mkdir(parents=True, exist_ok=True)
-    from automl_deft.steps import ERROR_FILE_ENV
-
-    errors = root / ERROR_FILE
-    errors.unlink(missing_ok=True)
-    saved = {key: os.environ.get(key) for key in (NO_RETRY_ENV, ERROR_FILE_ENV)}
-    os.environ[NO_RETRY_ENV] = "1"
-    os.environ[ERROR_FILE_ENV] = str(errors)
-    try:
-        pipeline = _rebuilt(pipeline)
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(root),
-            raise_on_error=True,
+    if "results_dir" in arguments:
+        raise ValueError("run_local: pass the results directory as results_dir=, not in arguments")
+    retried = retried_tasks(pipeline)
+    if retried:
+        raise ValueError(
+            f"run_local: tasks {', '.join(retried)} retry on failure; build the pipeline "
+            "with retries=False for a local run"
         )
-        if quiet:
-            logging.getLogger().setLevel(logging.WARNING)
-        start = time.monotonic()
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=".*have no effect in the current local runner.*"
-            )
-            try:
-                pipeline(**arguments)
-            except AutomlDeftError:
-                raise
-            except RuntimeError as exc:
-                raise _task_error(exc, errors) from exc
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return LocalRun(root, time.monotonic() - start)
+    _hide_docker_folder()
+    layout = RunLayout.at(results_dir)
+    layout.kfp_root.mkdir(parents=True, exist_ok=True)
+    errors = layout.task_errors
+    errors.unlink(missing_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(layout.kfp_root),
+        raise_on_error=True,
+    )
+    if quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        try:
+            pipeline(results_dir=str(layout.root), **arguments)
+        except AutomlDeftError:
+            raise
+        except RuntimeError as exc:
+            raise _task_error(exc, errors) from exc
+    return LocalRun(layout.kfp_root, time.monotonic() - start)
+
+
+def retried_tasks(pipeline: Callable[..., Any]) -> list[str]:
+    """The tasks of a compiled-in-memory pipeline that have a retry policy (sorted)."""
+    from kfp.dsl.graph_component import GraphComponent
+
+    if not isinstance(pipeline, GraphComponent):
+        return []
+    spec = pipeline.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    return sorted(
+        name
+        for dag in dags
+        for name, task in dag.tasks.items()
+        if task.HasField("retry_policy") and task.retry_policy.max_retry_count > 0
+    )
 
 
 def _hide_docker_folder() -> None:
@@ -103,25 +124,6 @@ def _hide_docker_folder() -> None:
     spec = importlib.util.find_spec("docker")
     if spec is not None and spec.origin is None:  # a namespace package, not the SDK
         sys.modules["docker"] = None  # type: ignore[assignment]
-
-
-def _rebuilt(pipeline: Callable[..., Any]) -> Callable[..., Any]:
-    """``pipeline`` built again, now that ``NO_RETRY_ENV`` is set.
-
-    ``@dsl.pipeline`` builds the graph, retry policies included, when the pipelines
-    module is imported, i.e. before this runner could set the variable; kfp.local
-    honours retries (with their 60 s backoff), so without this a failed task would
-    be re-run before its error is reported. The original object is left as it was.
-    """
-    from kfp.dsl.graph_component import GraphComponent
-
-    if not isinstance(pipeline, GraphComponent):
-        return pipeline
-    return GraphComponent(
-        component_spec=copy.deepcopy(pipeline.component_spec),
-        pipeline_func=pipeline.pipeline_func,
-        pipeline_config=pipeline.pipeline_config,
-    )
 
 
 def _task_error(exc: RuntimeError, errors: Path) -> AutomlDeftError:

@@ -49,6 +49,7 @@ from automl_deft.cluster.object_checks import (
 from automl_deft.errors import SpecError
 from automl_deft.hpo.katib_manifest import EXPERIMENTS, GROUP, PART_OF, TRIALS
 from automl_deft.io import atomic_write_text
+from automl_deft.jsontypes import K8sObject
 
 DEFAULT_SERVICE_ACCOUNT = "automl-deft"
 DEFAULT_PVC_NAME = "automl-deft-workspace"
@@ -65,7 +66,7 @@ _HEADER = (
     "# instead of editing by hand.\n"
 )
 
-ROLE_RULES: tuple[dict[str, Any], ...] = (
+ROLE_RULES: tuple[dict[str, list[str]], ...] = (
     {
         "apiGroups": [GROUP],
         "resources": [EXPERIMENTS],
@@ -90,11 +91,11 @@ _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T
 # --- objects ---------------------------------------------------------------------------
 
 
-def _metadata(name: str, namespace: str) -> dict[str, Any]:
+def _metadata(name: str, namespace: str) -> K8sObject:
     return {"name": name, "namespace": namespace, "labels": dict(PART_OF)}
 
 
-def rbac(namespace: str, service_account: str = DEFAULT_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
+def rbac(namespace: str, service_account: str = DEFAULT_SERVICE_ACCOUNT) -> list[K8sObject]:
     """The ServiceAccount, Role and RoleBinding the pipeline's pods run with.
 
     The Role (and its binding) share the service account's name. Run the pipeline
@@ -139,7 +140,7 @@ def workspace_pvc(
     size: str = "50Gi",
     storage_class: str | None = None,
     access_mode: str = "ReadWriteMany",
-) -> dict[str, Any]:
+) -> K8sObject:
     """The shared workspace PersistentVolumeClaim.
 
     Args:
@@ -160,7 +161,7 @@ def workspace_pvc(
         raise SpecError(f"PVC size {size!r}: use a positive quantity such as 50Gi or 500Mi")
     if access_mode not in ACCESS_MODES:
         raise SpecError(f"PVC access mode {access_mode!r}: use one of {', '.join(ACCESS_MODES)}")
-    spec: dict[str, Any] = {
+    spec: K8sObject = {
         "accessModes": [access_mode],
         "resources": {"requests": {"storage": size}},
     }
@@ -195,7 +196,7 @@ def scheduled_workflow(
     enabled: bool = True,
     start_time: datetime | str | None = None,
     end_time: datetime | str | None = None,
-) -> dict[str, Any]:
+) -> K8sObject:
     """A KFP recurring run as a ``kubeflow.org/v1beta1`` ``ScheduledWorkflow``.
 
     The controller starts each run through the KFP API with the uploaded pipeline
@@ -228,7 +229,7 @@ def scheduled_workflow(
             "kfp pipeline create, or apply its Pipeline/PipelineVersion manifests)"
         )
     check_max_concurrency(max_concurrency)
-    schedule: dict[str, Any] = {"cron": cron}
+    schedule: dict[str, str] = {"cron": cron}
     if start_time is not None:
         schedule["startTime"] = check_rfc3339("start_time", start_time)
     if end_time is not None:
@@ -237,7 +238,7 @@ def scheduled_workflow(
     if start and end and end <= start:  # same format, UTC: text order is time order
         raise SpecError(f"end_time {end} is not after start_time {start}")
     args = check_arguments(parameters or {}, where="parameters")
-    spec: dict[str, Any] = {
+    spec: K8sObject = {
         "enabled": bool(enabled),
         "maxConcurrency": max_concurrency,
         "noCatchup": bool(no_catchup),
@@ -255,7 +256,7 @@ def scheduled_workflow(
             {"name": k, "value": json.dumps(args[k], sort_keys=True)} for k in sorted(args)
         ]
     }
-    swf = {
+    swf: K8sObject = {
         "apiVersion": SWF_API_VERSION,
         "kind": SWF_KIND,
         "metadata": _metadata(name, namespace),
@@ -268,7 +269,7 @@ def scheduled_workflow(
 # --- kustomize -------------------------------------------------------------------------
 
 
-def kustomization(resources: Sequence[str], namespace: str) -> dict[str, Any]:
+def kustomization(resources: Sequence[str], namespace: str) -> K8sObject:
     """A ``kustomization.yaml`` that puts ``resources`` into ``namespace``.
 
     Raises:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.errors import SpecError
+from automl_deft.jsontypes import JSONObject
 from automl_deft.kpi import KPITarget, parse_target
 
 DEFAULT_KPI_TARGET = "FAR < 5% at recall=100%"
@@ -44,7 +45,7 @@ class SDGConfig:
     """``procedural-pcb``, ``cutpaste`` or ``command`` (see ``automl_deft.deft.sdg``)."""
     num_sdg: int = 20
     """New pairs per iteration, split across the targeted labels in proportion to need."""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JSONObject = field(default_factory=dict)
     """Backend settings (for ``command``: ``command``, ``timeout_s``, ``labels``)."""
 
 
@@ -93,7 +94,7 @@ class DeftConfig:
     def target(self) -> KPITarget:
         return parse_target(self.kpi_target)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return dataclasses.asdict(self)
 
 
@@ -124,7 +125,7 @@ def check_config(cfg: DeftConfig, where: str = "config") -> DeftConfig:
     return cfg
 
 
-def config_from_dict(data: dict[str, Any], where: str = "config") -> DeftConfig:
+def config_from_dict(data: JSONObject, where: str = "config") -> DeftConfig:
     """A checked :class:`DeftConfig` from a plain dict (unknown keys name the key)."""
     try:
         cfg: DeftConfig = typed_from_dict(DeftConfig, data, "", "DEFT config")

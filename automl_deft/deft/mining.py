@@ -25,13 +25,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from automl_deft.errors import StageError
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import JSONObject
 from automl_deft.workspace import leakage_keys, normalize_label
 
 DEFAULT_TOP_K = 5
@@ -239,7 +239,7 @@ class MiningResult:
         """Number of rows selected."""
         return len(self.rows)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """A JSON-ready summary (everything but the rows)."""
         return {
             "iteration": self.iteration,

@@ -56,7 +56,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,7 @@ import pandas as pd
 from automl_deft.deft.config import RCAConfig
 from automl_deft.errors import KPIError, StageError
 from automl_deft.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
+from automl_deft.jsontypes import JSONObject
 from automl_deft.kpi import KPIResult, KPITarget, kpi_from_frame
 from automl_deft.workspace import (
     PASS_LABEL,
@@ -83,6 +84,8 @@ __all__ = [
     "THRESHOLD_FILE",
     "UNREACHABLE_FILE",
     "WEAK_FILE",
+    "BreakdownEntry",
+    "LabelStat",
     "RCAResult",
     "analyse",
     "load_weak",
@@ -119,6 +122,45 @@ _DERIVED_COLUMNS = frozenset(
 )
 
 
+class LabelStat(TypedDict):
+    """One label's row of :attr:`RCAResult.label_stats` (``per_label`` of ``metrics.json``).
+
+    A typed dict, not a record: it is the JSON entry itself, which the report reads
+    back from ``metrics.json`` as a mapping.
+    """
+
+    label: str
+    kind: str
+    """``pass`` or ``defect``."""
+    n: int
+    weak: int
+    fn_at_best_f1: int | None
+    fp_at_t: int | None
+    mean_weakness: float | None
+    min_weakness: float | None
+    max_weakness: float | None
+    max_forced_far_pct: float | None
+
+
+BreakdownEntry = TypedDict(
+    "BreakdownEntry",
+    {
+        "value": str,
+        "rows": int,
+        "pass": int,
+        "defects": int,
+        "false_alarms": int,
+        "far_pct": float | None,
+        "weak": int,
+        "row_share": float,
+        "weak_share": float | None,
+        "lift": float | None,
+    },
+)
+"""One metadata value's row of :attr:`RCAResult.breakdown` (an entry of ``breakdown.json``;
+``pass`` is a Python keyword, hence the functional form)."""
+
+
 @dataclass
 class RCAResult:
     """What :func:`analyse` found; see the module docstring for every definition.
@@ -148,11 +190,11 @@ class RCAResult:
     kpi: KPIResult
     gaps: pd.DataFrame
     weak: pd.DataFrame
-    label_stats: list[dict[str, Any]] = field(default_factory=list)
+    label_stats: list[LabelStat] = field(default_factory=list)
     target_defects: list[str] = field(default_factory=list)
     target_labels: list[str] = field(default_factory=list)
     need: dict[str, int] = field(default_factory=dict)
-    breakdown: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    breakdown: dict[str, list[BreakdownEntry]] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     reason: str | None = None
     target: KPITarget | None = None
@@ -161,7 +203,7 @@ class RCAResult:
         """Whether the KPI meets :attr:`target`; None when no target was recorded."""
         return None if self.target is None else self.target.is_met(self.kpi)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """A JSON-ready summary (no frames; NaN written as None)."""
         return _json_safe(
             {
@@ -341,10 +383,10 @@ def _select_weak(
     return mask
 
 
-def _label_stats(gaps: pd.DataFrame, kpi: KPIResult) -> list[dict[str, Any]]:
+def _label_stats(gaps: pd.DataFrame, kpi: KPIResult) -> list[LabelStat]:
     """One dict per label, ranked (see the module docstring)."""
     best = kpi.best_f1
-    stats = []
+    stats: list[LabelStat] = []
     for label, rows in gaps.groupby("label", sort=True):
         name = str(label)
         good = name == PASS_LABEL
@@ -373,7 +415,7 @@ def _label_stats(gaps: pd.DataFrame, kpi: KPIResult) -> list[dict[str, Any]]:
             }
         )
 
-    def rate(s: dict[str, Any]) -> float:
+    def rate(s: LabelStat) -> float:
         if s["kind"] == "pass":
             return (s["fp_at_t"] or 0) / s["n"]
         return (s["max_forced_far_pct"] or 0.0) / 100
@@ -395,7 +437,7 @@ def _breakdown(
     config: RCAConfig,
     metadata: list[str],
     findings: list[str],
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[BreakdownEntry]]:
     """Weak-row concentration per metadata value; appends finding lines to ``findings``."""
     if config.metadata_columns is None:
         columns = []
@@ -421,7 +463,7 @@ def _breakdown(
     table = pd.DataFrame(
         {"pass": passes, "defect": ~passes, "false_alarm": false_alarm, "weak": is_weak}
     )
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[BreakdownEntry]] = {}
     concentrations: list[tuple[float, str]] = []
     for column in columns:
         counts = table.groupby(_metadata_values(gaps[column]).to_numpy(), sort=True).agg(
@@ -431,7 +473,7 @@ def _breakdown(
             false_alarms=("false_alarm", "sum"),
             weak=("weak", "sum"),
         )
-        entries: list[dict[str, Any]] = []
+        entries: list[BreakdownEntry] = []
         for value, c in counts.iterrows():
             rows, n_pass, weak = int(c["rows"]), int(c["n_pass"]), int(c["weak"])
             row_share = rows / n_rows
@@ -513,7 +555,7 @@ def write_rca(result: RCAResult, out_dir: Path, *, title: str = "") -> dict[str,
     return paths
 
 
-def _metrics(result: RCAResult) -> dict[str, Any]:
+def _metrics(result: RCAResult) -> JSONObject:
     kpi = result.kpi
     return _json_safe(
         {

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from automl_deft.errors import StageError
+from automl_deft.jsontypes import JSONObject
 from automl_deft.workspace import normalize_label
 
 
@@ -27,7 +27,8 @@ class Routing:
     sdg: dict[str, pd.DataFrame] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
+        """The JSON form (:class:`~automl_deft.records.RoutingSummary` parses it)."""
         return {
             "mining": sorted(self.mining),
             "sdg": sorted(self.sdg),

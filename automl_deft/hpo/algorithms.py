@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from typing import Any
 
 import optuna
 
 from automl_deft.errors import UserError
-from automl_deft.hpo.space import SearchSpace
+from automl_deft.hpo.space import ParamValue, SearchSpace
 
 ALGORITHMS: tuple[str, ...] = (
     "random",
@@ -59,9 +58,9 @@ def _needs(module: str, algorithm: str) -> None:
         )
 
 
-def grid_values(space: SearchSpace) -> dict[str, list[Any]]:
+def grid_values(space: SearchSpace) -> dict[str, list[ParamValue]]:
     """Discrete values per param for grid search."""
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[ParamValue]] = {}
     for p in space.params:
         if p.type == "categorical":
             out[p.name] = list(p.choices)
@@ -86,7 +85,11 @@ def grid_values(space: SearchSpace) -> dict[str, list[Any]]:
 
 
 def make_sampler(
-    algorithm: str, space: SearchSpace, *, seed: int, settings: Mapping[str, Any] | None = None
+    algorithm: str,
+    space: SearchSpace,
+    *,
+    seed: int,
+    settings: Mapping[str, str | int | float] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for a Katib algorithm name."""
     algo = canonical(algorithm)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from automl_deft.errors import UserError
+from automl_deft.hpo.space import ParamValues
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome
 
 
@@ -38,8 +39,9 @@ class Budget:
     prune_start_epoch: int = 2
     max_failed_trials: int = 3
     seed: int = 0
-    algorithm_settings: dict[str, Any] = field(default_factory=dict)
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    algorithm_settings: dict[str, str | int | float] = field(default_factory=dict)
+    """The sampler's settings by Katib name (``n_startup_trials``, ``n_initial_points``)."""
+    enqueue: list[ParamValues] = field(default_factory=list)
     """Parameter sets tried first (Phase 3: the centroid)."""
     timeout_s: float = 24 * 3600.0
     parallel_trials: int | None = None
@@ -75,7 +77,7 @@ class TrialRecord:
 
     number: int
     name: str
-    params: dict[str, Any]
+    params: ParamValues
     state: Literal["complete", "pruned"]
     value: float | None
     pruned_at_epoch: int | None = None

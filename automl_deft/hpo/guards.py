@@ -12,24 +12,63 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from automl_deft.errors import UserError
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome
 from automl_deft.kpi import compute_kpi
+from automl_deft.records import Record
 from automl_deft.workspace import SCORE_COLUMN, read_dataset_csv
 
 
-@dataclass
-class GuardReport:
-    """What the guards decided, recorded in the result JSON."""
+@dataclass(frozen=True)
+class CollapseSkip(Record):
+    """A trial the mode-collapse guard skipped, and why."""
 
-    collapse_skipped: list[dict[str, Any]] = field(default_factory=list)
-    lucky_winner: dict[str, Any] | None = None
-    zero_shot: dict[str, Any] | None = None
+    rec_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LuckyWinner(Record):
+    """The lucky-winner guard's re-training: both runs, and the value the winner ranks by."""
+
+    rec_id: str
+    value: float
+    runner_up: str
+    runner_up_value: float
+    factor: float
+    reseed_rec_id: str
+    reseed_value: float
+    ranked_by: float
+
+
+@dataclass(frozen=True)
+class ZeroShotCheck(Record):
+    """The zero-shot guard's comparison on the validation set."""
+
+    ALWAYS = frozenset({"winner_far_pct", "zero_shot_far_pct"})
+
+    winner_far_pct: float | None
+    zero_shot_far_pct: float | None
+    beaten: bool
+
+
+@dataclass
+class GuardReport(Record):
+    """What the guards decided (``guards`` of ``automl_result.json``).
+
+    Not frozen: the guards fill it in as they run, one after the other.
+    """
+
+    ALWAYS = frozenset({"lucky_winner", "zero_shot"})
+
+    collapse_skipped: list[CollapseSkip] = field(default_factory=list)
+    lucky_winner: LuckyWinner | None = None
+    zero_shot: ZeroShotCheck | None = None
 
 
 def is_collapsed(pred_counts: dict[str, int]) -> bool:
@@ -49,10 +88,10 @@ def skip_collapsed(ranked: Sequence[TrialOutcome], report: GuardReport) -> list[
     for o in ranked:
         if is_collapsed(o.pred_counts):
             report.collapse_skipped.append(
-                {
-                    "rec_id": o.name,
-                    "reason": f"predicts a single class on the validation set {o.pred_counts}",
-                }
+                CollapseSkip(
+                    rec_id=o.name,
+                    reason=f"predicts a single class on the validation set {o.pred_counts}",
+                )
             )
         else:
             kept.append(o)
@@ -79,17 +118,17 @@ def check_lucky_winner(
         return ranked
     again = retrain(best)
     worse = max(b, again.objective())
-    report.lucky_winner = {
-        "rec_id": best.name,
-        "value": b,
-        "runner_up": runner_up.name,
-        "runner_up_value": r,
-        "factor": factor,
-        "reseed_rec_id": again.name,
-        "reseed_value": again.objective(),
-        "ranked_by": worse,
-    }
-    adjusted = TrialOutcome(**{**best.__dict__, "value": worse})
+    report.lucky_winner = LuckyWinner(
+        rec_id=best.name,
+        value=b,
+        runner_up=runner_up.name,
+        runner_up_value=r,
+        factor=factor,
+        reseed_rec_id=again.name,
+        reseed_value=again.objective(),
+        ranked_by=worse,
+    )
+    adjusted = dataclasses.replace(best, value=worse)
     return sorted([adjusted, *ranked[1:]], key=lambda o: o.objective())
 
 
@@ -111,7 +150,9 @@ def check_zero_shot(
     """Stop (UserError) when the winner does not beat the zero-shot scorer's far_pct."""
     win = winner.far_pct
     beat = win is not None and zero_shot_far is not None and win < zero_shot_far
-    report.zero_shot = {"winner_far_pct": win, "zero_shot_far_pct": zero_shot_far, "beaten": beat}
+    report.zero_shot = ZeroShotCheck(
+        winner_far_pct=win, zero_shot_far_pct=zero_shot_far, beaten=beat
+    )
     if not beat and not allow:
         raise UserError(
             f"AutoML did not beat the zero-shot scorer on the validation set (winner far_pct "

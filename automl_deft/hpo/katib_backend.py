@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -41,9 +41,10 @@ from kubernetes.client.exceptions import ApiException
 from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
 from automl_deft.hpo import katib_manifest as km
 from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord
-from automl_deft.hpo.space import SearchSpace
+from automl_deft.hpo.space import ParamValues, SearchSpace
 from automl_deft.hpo.trial import PROBLEM_FILE, SearchProblem
 from automl_deft.io import atomic_write_json, atomic_write_text
+from automl_deft.jsontypes import JSONObject, K8sObject
 from automl_deft.model.checkpoint import BEST_NAME
 
 if TYPE_CHECKING:
@@ -137,6 +138,28 @@ class _Cancelled(BaseException):
 
 
 @dataclass(frozen=True)
+class KatibTrial:
+    """One Katib trial as the experiment's history holds it.
+
+    Attributes:
+        name: the trial's name (the trial's folder under ``trials/``).
+        params: its parameter values, typed as the search space declares them.
+        far_pct, val_loss: its observed metrics (None: not reported).
+        condition: its latest held condition (``Succeeded``, ``EarlyStopped``, …).
+    """
+
+    name: str
+    params: ParamValues
+    far_pct: float | None
+    val_loss: float | None
+    condition: str | None
+
+    def metric(self, name: str) -> float | None:
+        """The observed metric ``name`` (``far_pct`` or ``val_loss``)."""
+        return self.far_pct if name == "far_pct" else self.val_loss if name == "val_loss" else None
+
+
+@dataclass(frozen=True)
 class KatibOutcome:
     """What a finished experiment found.
 
@@ -145,15 +168,15 @@ class KatibOutcome:
         best_trial: the optimal trial's name.
         best_params: its parameter values, typed as the search space declares them.
         best_metrics: its observed metrics (``far_pct``, ``val_loss``).
-        history: one ``{name, params, far_pct, val_loss, condition}`` per trial.
+        history: every trial, oldest first.
         checkpoint: the optimal trial's ``best_val.pt`` on the shared volume.
     """
 
     experiment: str
     best_trial: str
-    best_params: dict[str, Any]
+    best_params: ParamValues
     best_metrics: dict[str, float | None]
-    history: list[dict[str, Any]]
+    history: list[KatibTrial]
     checkpoint: Path
 
 
@@ -197,7 +220,7 @@ class KatibLauncher:
     def state_path(self) -> Path:
         return self.results_dir / STATE_FILE
 
-    def new_experiment(self) -> dict[str, Any]:
+    def new_experiment(self) -> K8sObject:
         """The Experiment a fresh create sends (a new name each call), checked as Katib would."""
         return km.build_experiment(
             new_experiment_name(self.settings.name_prefix),
@@ -267,9 +290,9 @@ class KatibLauncher:
 
     # --- poll ----------------------------------------------------------------------------
 
-    def _get(self, name: str) -> dict[str, Any]:
+    def _get(self, name: str) -> K8sObject:
         try:
-            experiment: dict[str, Any] = self._call(
+            experiment: K8sObject = self._call(
                 f"reading Katib experiment {name}",
                 lambda api: api.get_namespaced_custom_object(
                     km.GROUP,
@@ -289,7 +312,7 @@ class KatibLauncher:
             raise self._api_error(exc, f"reading Katib experiment {name}") from None
         return experiment
 
-    def _wait(self, name: str, timeout_s: float) -> dict[str, Any]:
+    def _wait(self, name: str, timeout_s: float) -> K8sObject:
         deadline = self._clock() + timeout_s
         last_line = ""
         while True:
@@ -361,20 +384,21 @@ class KatibLauncher:
             checkpoint=checkpoint,
         )
 
-    def _history_entry(self, trial: Mapping[str, Any]) -> dict[str, Any]:
+    def _history_entry(self, trial: Mapping[str, Any]) -> KatibTrial:
         status = trial.get("status") or {}
         metrics = _metrics((status.get("observation") or {}).get("metrics") or [])
-        return {
-            "name": (trial.get("metadata") or {}).get("name"),
-            "params": self._typed((trial.get("spec") or {}).get("parameterAssignments") or []),
-            "far_pct": metrics.get("far_pct"),
-            "val_loss": metrics.get("val_loss"),
-            "condition": _latest_condition(status),
-        }
+        meta: Mapping[str, Any] = trial.get("metadata") or {}
+        return KatibTrial(
+            name=cast(str, meta.get("name")),  # the API server always names it
+            params=self._typed((trial.get("spec") or {}).get("parameterAssignments") or []),
+            far_pct=metrics.get("far_pct"),
+            val_loss=metrics.get("val_loss"),
+            condition=_latest_condition(status),
+        )
 
-    def _typed(self, assignments: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def _typed(self, assignments: list[Mapping[str, Any]]) -> ParamValues:
         params = {p.name: p for p in self.space.params}
-        out: dict[str, Any] = {}
+        out: ParamValues = {}
         for a in assignments:
             name, raw = str(a.get("name")), str(a.get("value"))
             out[name] = params[name].parse(raw) if name in params else raw
@@ -504,7 +528,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def terminal_condition(status: Mapping[str, Any]) -> dict[str, Any] | None:
+def terminal_condition(status: Mapping[str, Any]) -> K8sObject | None:
     """The experiment's ``Succeeded`` or ``Failed`` condition when it holds, else None."""
     for condition in status.get("conditions") or []:
         if condition.get("type") in TERMINAL_CONDITIONS and condition.get("status") == "True":
@@ -556,7 +580,9 @@ class KatibBackend(SearchBackend):
 
     name = "katib"
 
-    def __init__(self, settings: dict[str, Any] | None = None, **launcher_kwargs: Any) -> None:
+    def __init__(self, settings: JSONObject | None = None, **launcher_kwargs: Any) -> None:
+        """``settings``: ``automl.katib`` of the config (checked as ``KatibSettings``);
+        ``launcher_kwargs`` go to :class:`KatibLauncher` (tests inject a fake API)."""
         self.settings = dict(settings or {})
         self.launcher_kwargs = launcher_kwargs
 
@@ -584,7 +610,7 @@ class KatibBackend(SearchBackend):
             **self.launcher_kwargs,
         )
 
-    def experiment(self, problem: SearchProblem, budget: Budget) -> dict[str, Any]:
+    def experiment(self, problem: SearchProblem, budget: Budget) -> K8sObject:
         """The Experiment :meth:`search` would create for a new search (nothing is sent)."""
         return self.launcher(problem, budget).new_experiment()
 
@@ -594,16 +620,16 @@ class KatibBackend(SearchBackend):
         outcome = launcher.run(budget.timeout_s)
         records = []
         for number, h in enumerate(outcome.history):
-            state = KATIB_STATES.get(str(h.get("condition")))
+            state = KATIB_STATES.get(str(h.condition))
             if state is None:  # failed, killed, or still running: not a finished trial
                 continue
             records.append(
                 TrialRecord(
                     number=number,
-                    name=h["name"],
-                    params=dict(h["params"]),
+                    name=h.name,
+                    params=dict(h.params),
                     state=state,
-                    value=h.get(problem.metric) if state == "complete" else None,
+                    value=h.metric(problem.metric) if state == "complete" else None,
                 )
             )
         return records
@@ -658,6 +684,7 @@ __all__ = [
     "KatibBackend",
     "KatibLauncher",
     "KatibOutcome",
+    "KatibTrial",
     "SearchCancelled",
     "default_api_factory",
     "dry_run_experiment",

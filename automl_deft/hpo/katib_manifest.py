@@ -68,7 +68,8 @@ from automl_deft.hpo.katib_names import (
     TRIALS,
     VERSION,
 )
-from automl_deft.hpo.space import Param, SearchSpace
+from automl_deft.hpo.space import Param, ParamValue, SearchSpace
+from automl_deft.jsontypes import K8sObject
 
 PART_OF = {"app.kubernetes.io/part-of": "automl-deft"}
 DEFAULT_IMAGE = f"ghcr.io/automl-deft/automl-deft:{automl_deft.__version__}"
@@ -175,7 +176,8 @@ class KatibSettings:
         set_(self, "node_selector", {str(k): str(v) for k, v in self.node_selector.items()})
 
 
-def _toleration(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _toleration(raw: Mapping[str, Any]) -> dict[str, object]:
+    """A ``katib.tolerations`` entry as ``V1Toleration`` keyword arguments (checked)."""
     keys = {"key": "key", "operator": "operator", "value": "value", "effect": "effect"}
     keys |= {"tolerationSeconds": "toleration_seconds", "toleration_seconds": "toleration_seconds"}
     unknown = sorted(set(raw) - set(keys))
@@ -207,7 +209,7 @@ def _number_str(value: float, param_type: str) -> str:
     return str(int(value)) if param_type == "int" else repr(float(value))
 
 
-def katib_parameters(space: SearchSpace, *, grid: bool = False) -> list[dict[str, Any]]:
+def katib_parameters(space: SearchSpace, *, grid: bool = False) -> list[K8sObject]:
     """The search space as Katib ``spec.parameters``.
 
     ``float`` becomes ``double``, ``int`` stays ``int``, ``categorical`` lists its
@@ -224,7 +226,7 @@ def _parameters(space: SearchSpace, *, grid: bool) -> list[V1beta1ParameterSpec]
     return [_parameter(p, points.get(p.name)) for p in space.params]
 
 
-def _parameter(p: Param, grid_points: list[Any] | None) -> V1beta1ParameterSpec:
+def _parameter(p: Param, grid_points: list[ParamValue] | None) -> V1beta1ParameterSpec:
     if p.type == "categorical":
         return V1beta1ParameterSpec(
             name=p.name,
@@ -251,7 +253,7 @@ def _parameter(p: Param, grid_points: list[Any] | None) -> V1beta1ParameterSpec:
     )
 
 
-def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str) -> dict[str, Any]:
+def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str) -> K8sObject:
     """The ``batch/v1`` Job every trial runs (with ``${trialParameters.*}`` placeholders)."""
     command = [
         "python",
@@ -315,13 +317,13 @@ def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str)
             ),
         ),
     )
-    out: dict[str, Any] = k8s.ApiClient().sanitize_for_serialization(job)
+    out: K8sObject = k8s.ApiClient().sanitize_for_serialization(job)
     return out
 
 
 def build_experiment(
     name: str, space: SearchSpace, settings: KatibSettings, *, problem_path: str
-) -> dict[str, Any]:
+) -> K8sObject:
     """The Katib Experiment (a plain dict) for ``space``, checked by :func:`validate_experiment`.
 
     Args:
@@ -394,7 +396,7 @@ def build_experiment(
             ),
         ),
     )
-    exp: dict[str, Any] = experiment.model_dump(by_alias=True, exclude_none=True, mode="json")
+    exp: K8sObject = experiment.model_dump(by_alias=True, exclude_none=True, mode="json")
     validate_experiment(exp)
     return exp
 

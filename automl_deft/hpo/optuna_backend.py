@@ -18,16 +18,17 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from automl_deft.application import EpochMetrics, metric_value
 from automl_deft.errors import InfrastructureError
 from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
 from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord, default_parallel_trials
+from automl_deft.hpo.space import ParamValues
 from automl_deft.hpo.trial import SearchProblem, run_trial
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
     return len(done), len(failed)
 
 
-def _sample(trial: optuna.Trial, problem: SearchProblem) -> dict[str, Any]:
-    values: dict[str, Any] = {}
+def _sample(trial: optuna.Trial, problem: SearchProblem) -> ParamValues:
+    values: ParamValues = {}
     for p in problem.space.params:
         if p.type == "categorical":
             values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
@@ -165,8 +166,8 @@ def run_search(
         values = _sample(trial, problem)
         log.info("%s: %s", name, values)
 
-        def report(epoch: int, metrics: dict[str, Any], trial: optuna.Trial = trial) -> None:
-            value = metrics.get(problem.metric)
+        def report(epoch: int, metrics: EpochMetrics, trial: optuna.Trial = trial) -> None:
+            value = metric_value(metrics, problem.metric)
             trial.report(math.inf if value is None else float(value), epoch)
             if trial.should_prune():
                 raise _Pruned(epoch)

@@ -4,9 +4,10 @@
 Phase 1 and Phase 3 components) call. Outputs, under the phase's results
 directory:
 
-- ``automl_result.json``: ``{best: {rec_id, specs, metric_value, checkpoint,
-  pred_counts}, history: [{rec_id, params, metric, status, pruned_at_epoch}],
-  algorithm, backend, metric, guards}``;
+- ``automl_result.json``: :class:`SearchResult` as JSON, ``{results_dir, best:
+  {rec_id, specs, metric_value, far_pct, val_loss, checkpoint, pred_counts},
+  history: [{rec_id, params, metric, status, pruned_at_epoch}], algorithm,
+  backend, metric, guards: {collapse_skipped, lucky_winner, zero_shot}}``;
 - ``leaderboard.csv`` (one row per finished trial, best first);
 - ``automl_report.html`` (optimisation history and parameter importance);
 - ``trials/<rec_id>/`` with every trial's spec, checkpoints and ``trial.json``.
@@ -20,10 +21,10 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -44,12 +45,17 @@ from automl_deft.hpo.guards import (
     skip_collapsed,
     zero_shot_far,
 )
-from automl_deft.hpo.space import SearchSpace, default_aoi_space, space_from_config
+from automl_deft.hpo.space import ParamValues, SearchSpace, default_aoi_space, space_from_config
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from automl_deft.jsontypes import JSONObject, SpecTree
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec
+from automl_deft.records import Record
 from automl_deft.workspace import Workspace, new_run_dir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +86,18 @@ class AutomlConfig:
     prune_start_epoch: int = 2
     num_epochs: int = 8
     batch_size: int = 16
-    search_space: list[dict[str, Any]] | None = None
-    """Replaces the default AOI space: ``[{name, key, type, low, high, log, choices}]``."""
-    pinned: dict[str, Any] = field(default_factory=dict)
+    search_space: list[JSONObject] | None = None
+    """Replaces the default AOI space: ``[{name, key, type, low, high, log, choices}]``
+    (checked by :func:`~automl_deft.hpo.space.space_from_config`)."""
+    pinned: SpecTree = field(default_factory=dict)
+    """Spec values every trial gets (dotted keys)."""
     parallel_trials: int | None = None
     """Trials at once; default: as many as cores (two each) and memory allow."""
     centroid_factor: float = 0.5
     """Phase 3: ranges narrowed to this share of their width around the centroid."""
     guards: GuardConfig = field(default_factory=GuardConfig)
-    katib: dict[str, Any] = field(default_factory=dict)
-    """Katib settings (namespace, image, pvc_name, gpus, …); see ``KatibSettings``."""
+    katib: JSONObject = field(default_factory=dict)
+    """Katib settings (namespace, image, pvc_name, gpus, …); checked as ``KatibSettings``."""
     application: str = DEFAULT_APPLICATION
     """What trials train and the zero-shot guard scores: a registered
     :class:`~automl_deft.application.Application` name or ``module:Class``."""
@@ -126,22 +134,50 @@ def default_results_dir(workspace: str | os.PathLike[str], phase: str) -> Path:
     return new_run_dir(workspace) / f"automl_{phase}"
 
 
-@dataclass
-class SearchResult:
-    """The search's answer and its evidence."""
+@dataclass(frozen=True)
+class SearchBest(Record):
+    """The search's winner (``best`` of ``automl_result.json``).
+
+    ``specs`` are the winning overrides (dotted spec keys, pinned values included);
+    ``metric_value`` is the value it was ranked by (after the lucky-winner guard);
+    ``checkpoint`` is the winning trial's best-validation checkpoint (absolute).
+    """
+
+    ALWAYS = frozenset({"metric_value", "far_pct", "val_loss"})
+
+    rec_id: str
+    specs: SpecTree
+    metric_value: float | None
+    far_pct: float | None
+    val_loss: float | None
+    checkpoint: str
+    pred_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SearchTrial(Record):
+    """One finished trial of the search (an entry of ``history``)."""
+
+    ALWAYS = frozenset({"metric", "pruned_at_epoch"})
+
+    rec_id: str
+    params: ParamValues
+    metric: float | None
+    status: Literal["complete", "pruned"]
+    pruned_at_epoch: int | None
+
+
+@dataclass(frozen=True)
+class SearchResult(Record):
+    """The search's answer and its evidence (``automl_result.json``)."""
 
     results_dir: Path
-    best: dict[str, Any]
-    history: list[dict[str, Any]]
+    best: SearchBest
+    history: list[SearchTrial]
     algorithm: str
     backend: str
     metric: str
-    guards: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["results_dir"] = str(self.results_dir)
-        return d
+    guards: GuardReport
 
 
 @dataclass(frozen=True)
@@ -280,29 +316,29 @@ def automl_search(
     winning_overrides = space.overrides(winner.params, base)
     result = SearchResult(
         results_dir=out,
-        best={
-            "rec_id": winner.name,
-            "specs": winning_overrides,
-            "metric_value": winner.value,
-            "far_pct": winner.far_pct,
-            "val_loss": winner.val_loss,
-            "checkpoint": winner.checkpoint,
-            "pred_counts": winner.pred_counts,
-        },
+        best=SearchBest(
+            rec_id=winner.name,
+            specs=winning_overrides,
+            metric_value=winner.value,
+            far_pct=winner.far_pct,
+            val_loss=winner.val_loss,
+            checkpoint=str(winner.checkpoint),  # a complete trial always has one
+            pred_counts=winner.pred_counts,
+        ),
         history=[
-            {
-                "rec_id": r.name,
-                "params": r.params,
-                "metric": r.value,
-                "status": r.state,
-                "pruned_at_epoch": r.pruned_at_epoch,
-            }
+            SearchTrial(
+                rec_id=r.name,
+                params=r.params,
+                metric=r.value,
+                status=r.state,
+                pruned_at_epoch=r.pruned_at_epoch,
+            )
             for r in records
         ],
         algorithm=config.algorithm,
         backend=backend.name,
         metric=config.metric,
-        guards=asdict(report),
+        guards=report,
     )
     write_outputs(result, outcomes)
     return result
@@ -311,20 +347,20 @@ def automl_search(
 def write_outputs(result: SearchResult, outcomes: list[TrialOutcome]) -> None:
     """``automl_result.json``, ``leaderboard.csv`` and ``automl_report.html``."""
     out = result.results_dir
-    atomic_write_json(out / RESULT_FILE, result.to_dict())
+    atomic_write_json(out / RESULT_FILE, result.to_json())
     by_name = {o.name: o for o in outcomes}
     rows = []
     for h in result.history:
-        o = by_name.get(h["rec_id"])
+        o = by_name.get(h.rec_id)
         rows.append(
             {
-                "rec_id": h["rec_id"],
-                "status": h["status"],
-                result.metric: h["metric"],
+                "rec_id": h.rec_id,
+                "status": h.status,
+                result.metric: h.metric,
                 "far_pct": o.far_pct if o else None,
                 "val_loss": o.val_loss if o else None,
-                "epochs_run": o.epochs_run if o else h["pruned_at_epoch"],
-                **{f"param_{k}": v for k, v in h["params"].items()},
+                "epochs_run": o.epochs_run if o else h.pruned_at_epoch,
+                **{f"param_{k}": v for k, v in h.params.items()},
             }
         )
     board = pd.DataFrame(rows)
@@ -334,7 +370,7 @@ def write_outputs(result: SearchResult, outcomes: list[TrialOutcome]) -> None:
     atomic_write_text(out / REPORT_FILE, render_report(result, board))
 
 
-def _png(fig: Any) -> str:
+def _png(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()
@@ -345,9 +381,9 @@ def render_report(result: SearchResult, board: pd.DataFrame) -> str:
     from matplotlib.figure import Figure
 
     values = [
-        (i, h["metric"])
+        (i, h.metric)
         for i, h in enumerate(result.history)
-        if h["metric"] is not None and math.isfinite(h["metric"])
+        if h.metric is not None and math.isfinite(h.metric)
     ]
     fig = Figure(figsize=(6, 3))
     ax = fig.subplots()
@@ -356,7 +392,7 @@ def render_report(result: SearchResult, board: pd.DataFrame) -> str:
         ax.scatter(xs, ys, label="trial")
         best_so_far = [min(ys[: k + 1]) for k in range(len(ys))]
         ax.step(xs, best_so_far, where="post", color="C3", label="best so far")
-    pruned = [i for i, h in enumerate(result.history) if h["status"] == "pruned"]
+    pruned = [i for i, h in enumerate(result.history) if h.status == "pruned"]
     for i in pruned:
         ax.axvline(i, color="0.85", lw=1)
     ax.set_xlabel("trial (grey: pruned)")
@@ -382,12 +418,12 @@ def render_report(result: SearchResult, board: pd.DataFrame) -> str:
 table{{border-collapse:collapse;font-size:.85em}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
 </style></head><body>
 <h1>AutoML search ({escape(result.backend)} · {escape(result.algorithm)})</h1>
-<p>Best: <b>{escape(str(best["rec_id"]))}</b>, {escape(result.metric)} =
-<b>{escape(str(best["metric_value"]))}</b> on the validation set;
-checkpoint <code>{escape(str(best["checkpoint"]))}</code>.</p>
+<p>Best: <b>{escape(str(best.rec_id))}</b>, {escape(result.metric)} =
+<b>{escape(str(best.metric_value))}</b> on the validation set;
+checkpoint <code>{escape(str(best.checkpoint))}</code>.</p>
 <h2>Optimisation history</h2><img alt="history" src="data:image/png;base64,{history_png}">
 <h2>Parameter importance</h2><img alt="importance" src="data:image/png;base64,{importance_png}">
-<h2>Guards</h2><pre>{escape(json.dumps(result.guards, indent=2, default=str))}</pre>
+<h2>Guards</h2><pre>{escape(json.dumps(result.guards.to_json(), indent=2, default=str))}</pre>
 <h2>Leaderboard</h2>{board.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}
 </body></html>
 """

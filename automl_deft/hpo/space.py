@@ -14,12 +14,19 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from automl_deft.errors import SpecError
+from automl_deft.jsontypes import SpecTree
 from automl_deft.model.spec import Spec, spec_from_dict
 
 ParamType = Literal["float", "int", "categorical"]
+
+ParamValue: TypeAlias = bool | int | float | str | None
+"""A hyperparameter value: a number, or a categorical choice (what Optuna and Katib hold)."""
+
+ParamValues: TypeAlias = dict[str, ParamValue]
+"""One trial's hyperparameter values, by param name (``{"lr": 0.003, …}``)."""
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 """Param names: lower snake case, valid as Katib parameter and trialParameter names."""
@@ -54,7 +61,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     log: bool = False
-    choices: tuple[Any, ...] = ()
+    choices: tuple[ParamValue, ...] = ()
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -72,7 +79,7 @@ class Param:
         if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise SpecError(f"search param {self.name!r}: int bounds must be whole numbers")
 
-    def parse(self, raw: str) -> Any:
+    def parse(self, raw: str) -> ParamValue:
         """A value from its text form (a CLI argument, a Katib parameter assignment)."""
         if self.type == "int":
             return int(float(raw))
@@ -145,7 +152,7 @@ class SearchSpace:
                 return p
         raise SpecError(f"search space has no param {name!r}")
 
-    def overrides(self, values: Mapping[str, Any], base: Spec) -> dict[str, Any]:
+    def overrides(self, values: Mapping[str, ParamValue], base: Spec) -> SpecTree:
         """The dotted-key override dict for one trial (pinned values included).
 
         A ``key[i]`` param replaces item ``i`` of the list the base spec holds.
@@ -153,7 +160,7 @@ class SearchSpace:
         unknown = sorted(set(values) - {p.name for p in self.params})
         if unknown:
             raise SpecError(f"unknown search param(s) {', '.join(unknown)}")
-        out: dict[str, Any] = dict(self.pinned)
+        out: SpecTree = dict(self.pinned)
         base_dict = base.to_dict()
         for p in self.params:
             if p.name not in values:
@@ -168,10 +175,10 @@ class SearchSpace:
                 out[key] = current
         return out
 
-    def values_of(self, spec: Spec) -> dict[str, Any]:
+    def values_of(self, spec: Spec) -> ParamValues:
         """The values a spec holds for every swept param (e.g. a centroid)."""
         tree = spec.to_dict()
-        out = {}
+        out: ParamValues = {}
         for p in self.params:
             key, index = _split_index(p.key)
             value = _get(tree, key)
@@ -183,7 +190,7 @@ class SearchSpace:
         centre = self.values_of(centroid)
         params = []
         for p in self.params:
-            c = centre[p.name]
+            c: Any = centre[p.name]
             if not p.contains(c):
                 c = min(max(c, p.low), p.high) if p.type != "categorical" else p.choices[0]
             params.append(p.narrowed(c, factor))
@@ -199,11 +206,13 @@ class SearchSpace:
     def check_against(self, base: Spec) -> None:
         """Every key resolves in the spec and every corner of the space is a valid spec."""
         for corner in ("low", "high"):
-            values = {}
+            values: ParamValues = {}
             for p in self.params:
-                values[p.name] = p.choices[0] if p.type == "categorical" else getattr(p, corner)
-                if p.type == "int":
-                    values[p.name] = int(values[p.name])
+                bound = getattr(p, corner)
+                if p.type == "categorical":
+                    values[p.name] = p.choices[0]
+                else:
+                    values[p.name] = int(bound) if p.type == "int" else bound
             try:
                 base.with_overrides(self.overrides(values, base))
             except (SpecError, KeyError, IndexError, TypeError) as exc:

@@ -18,20 +18,26 @@ import json
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, cast
 
 from automl_deft.application import (
     DEFAULT_APPLICATION,
     Application,
     EpochCallback,
+    EpochMetrics,
+    MetricValue,
     application_class,
     get_application,
+    metric_counts,
+    metric_value,
 )
 from automl_deft.errors import AutomlDeftError, UserError
-from automl_deft.hpo.space import Param, SearchSpace
+from automl_deft.hpo.space import Param, ParamValue, ParamValues, SearchSpace
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import JSONObject, SpecTree
 from automl_deft.model.spec import Spec, save_spec, spec_from_dict
 from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
@@ -48,6 +54,7 @@ class SearchProblem:
         train_csv, val_csv: training and evaluation sets (never the KPI set).
         base_spec: the spec every trial starts from (a plain dict).
         params, pinned: the search space (see :class:`SearchSpace`).
+        extra: free-form JSON kept in ``search_problem.json`` (unused by the library).
         results_dir: where ``trials/`` and the study live.
         metric: what the search minimises, measured on ``val_csv``.
         warm_start: a checkpoint every trial starts from (Phase 3), or None.
@@ -58,14 +65,14 @@ class SearchProblem:
     workspace: str
     train_csv: str
     val_csv: str
-    base_spec: dict[str, Any]
-    params: list[dict[str, Any]]
-    pinned: dict[str, Any]
+    base_spec: SpecTree
+    params: tuple[Param, ...]
+    pinned: SpecTree
     results_dir: str
     metric: Metric = "far_pct"
     warm_start: str | None = None
     application: str = DEFAULT_APPLICATION
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: JSONObject = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -95,7 +102,7 @@ class SearchProblem:
             train_csv=str(train_path),
             val_csv=str(val_path),
             base_spec=base_spec.to_dict(),
-            params=[asdict(p) for p in space.params],
+            params=tuple(space.params),
             pinned=dict(space.pinned),
             results_dir=str(Path(results_dir).resolve()),
             metric=metric,
@@ -105,8 +112,7 @@ class SearchProblem:
 
     @property
     def space(self) -> SearchSpace:
-        params = tuple(Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in self.params)
-        return SearchSpace(params, dict(self.pinned))
+        return SearchSpace(self.params, dict(self.pinned))
 
     @property
     def spec(self) -> Spec:
@@ -120,6 +126,7 @@ class SearchProblem:
         return Path(self.results_dir) / "trials" / trial_name
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write ``search_problem.json`` (params as ``{name, key, type, low, …}`` objects)."""
         target = Path(path or Path(self.results_dir) / PROBLEM_FILE)
         atomic_write_json(target, asdict(self))
         return target
@@ -130,7 +137,10 @@ class SearchProblem:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"cannot read search problem {path} ({type(exc).__name__})") from exc
-        return cls(**data)
+        params = tuple(
+            Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in data.pop("params")
+        )
+        return cls(**data, params=params)
 
 
 @dataclass
@@ -138,7 +148,7 @@ class TrialOutcome:
     """What one trial produced (also written to ``trial.json``)."""
 
     name: str
-    params: dict[str, Any]
+    params: ParamValues
     status: Literal["complete", "failed"]
     metric: Metric
     value: float | None
@@ -150,14 +160,14 @@ class TrialOutcome:
     best_epoch: int | None
     epochs_run: int
     checkpoint: str | None
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[EpochMetrics] = field(default_factory=list)
 
     def objective(self) -> float:
         """The value to minimise (``inf`` when unavailable)."""
         return math.inf if self.value is None else float(self.value)
 
 
-def trial_spec(problem: SearchProblem, values: dict[str, Any]) -> Spec:
+def trial_spec(problem: SearchProblem, values: Mapping[str, ParamValue]) -> Spec:
     """The base spec with the pinned values, the trial's values and the warm start."""
     base = problem.spec
     overrides = problem.space.overrides(values, base)
@@ -169,7 +179,7 @@ def trial_spec(problem: SearchProblem, values: dict[str, Any]) -> Spec:
 def run_trial(
     problem: SearchProblem,
     trial_name: str,
-    values: dict[str, Any],
+    values: Mapping[str, ParamValue],
     *,
     on_epoch_end: EpochCallback | None = None,
     seed: int | None = None,
@@ -192,20 +202,25 @@ def run_trial(
         progress=progress,
     )
     best = result.val_metrics
-    value = best.get(problem.metric)
+    epoch = best.get("epoch")
     outcome = TrialOutcome(
         name=trial_name,
         params=dict(values),
         status="complete",
         metric=problem.metric,
-        value=value,
-        far_pct=best.get("far_pct"),
-        val_loss=best.get("val_loss"),
+        value=metric_value(best, problem.metric),
+        far_pct=metric_value(best, "far_pct"),
+        val_loss=metric_value(best, "val_loss"),
         pred_counts=dict(
-            (best.get("pred_counts_at_threshold") if problem.metric == "far_pct" else None)
-            or best.get("pred_counts", {})
+            (
+                metric_counts(best, "pred_counts_at_threshold")
+                if problem.metric == "far_pct"
+                else None
+            )
+            or metric_counts(best, "pred_counts")
+            or {}
         ),
-        best_epoch=best.get("epoch"),
+        best_epoch=None if isinstance(epoch, dict) else cast(int | None, epoch),
         epochs_run=len(result.history),
         checkpoint=str(result.best_checkpoint),
         history=result.history,
@@ -214,7 +229,7 @@ def run_trial(
     return outcome
 
 
-def _parse_param(item: str, space: SearchSpace) -> tuple[str, Any]:
+def _parse_param(item: str, space: SearchSpace) -> tuple[str, ParamValue]:
     name, sep, raw = item.partition("=")
     if not sep:
         raise UserError(f"--param {item!r}: expected NAME=VALUE")
@@ -242,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_metrics(epoch: int, metrics: dict[str, Any]) -> None:
+def _print_metrics(epoch: int, metrics: Mapping[str, MetricValue]) -> None:
     """``name=value`` lines for Katib's StdOut collector (per epoch: early stopping sees
     them). Unavailable values are left out: the collector only parses numbers."""
     for name in ("far_pct", "val_loss"):
-        value = metrics.get(name)
+        value = metric_value(metrics, name)
         if value is not None and math.isfinite(value):
             print(f"{name}={value}", flush=True)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from automl_deft.jsontypes import JSONObject
+
 __all__ = ["KPIResult", "OperatingPoint", "format_threshold"]
 
 
@@ -32,12 +34,12 @@ class OperatingPoint:
     tn: int
     fn: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float]:
         """Plain floats and ints, ready for ``json.dumps``."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OperatingPoint:
+    def from_dict(cls, data: JSONObject) -> OperatingPoint:
         """Inverse of :meth:`to_dict`."""
         return cls(
             threshold=float(data["threshold"]),
@@ -119,7 +121,7 @@ class KPIResult:
     def fn(self) -> int | None:
         return self._get("fn")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """Flat recall-100 fields (None when unavailable) plus ``best_f1``, JSON-ready."""
         flat = {name: self._get(name) for name in _POINT_FIELDS}
         return {
@@ -132,7 +134,7 @@ class KPIResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KPIResult:
+    def from_dict(cls, data: JSONObject) -> KPIResult:
         """Inverse of :meth:`to_dict` (e.g. to read a ``metrics.json`` back)."""
         recall100 = OperatingPoint.from_dict(data) if data.get("available") else None
         best = data.get("best_f1")

@@ -16,13 +16,13 @@ import os
 import platform
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 import automl_deft
 from automl_deft.errors import CheckpointError, SpecError
 from automl_deft.io import atomic_path
+from automl_deft.jsontypes import Checkpoint
 from automl_deft.model.network import ChangeNetLite, architecture
 from automl_deft.model.spec import Spec, spec_from_dict
 
@@ -41,14 +41,14 @@ def versions() -> dict[str, str]:
     }
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike[str], payload: Checkpoint) -> None:
     """Write a checkpoint atomically (``format`` and ``versions`` are filled in)."""
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     with atomic_path(path) as tmp:
         torch.save(full, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and sanity-check a checkpoint.
 
     Raises:
@@ -86,7 +86,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return ckpt
 
 
-def spec_of(ckpt: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>") -> Spec:
+def spec_of(ckpt: Checkpoint, path: str | os.PathLike[str] = "<checkpoint>") -> Spec:
     """The training spec stored in a checkpoint."""
     try:
         return spec_from_dict(ckpt["spec"])
@@ -94,9 +94,7 @@ def spec_of(ckpt: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>")
         raise CheckpointError(f"checkpoint {path} holds an invalid spec: {exc}") from exc
 
 
-def load_weights_into(
-    model: ChangeNetLite, ckpt: dict[str, Any], path: str | os.PathLike[str]
-) -> None:
+def load_weights_into(model: ChangeNetLite, ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
     """Copy a checkpoint's weights into ``model``; the architectures must match exactly."""
     diffs = [
         f"{k}: checkpoint {ckpt['arch'].get(k)!r} vs model {v!r}"
@@ -115,7 +113,7 @@ def load_weights_into(
         raise CheckpointError(f"checkpoint {path} weights do not load: {first}") from exc
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[ChangeNetLite, Spec, dict[str, Any]]:
+def load_model(path: str | os.PathLike[str]) -> tuple[ChangeNetLite, Spec, Checkpoint]:
     """Rebuild the model a checkpoint was trained as, with its weights (on CPU, eval mode)."""
     ckpt = load_checkpoint(path)
     spec = spec_of(ckpt, path)

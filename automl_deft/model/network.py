@@ -13,8 +13,6 @@ probability is the ``siamese_score``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -198,7 +196,7 @@ class ChangeNetLite(nn.Module):
         super().__init__()
         self.arch = architecture(spec)
         k = spec.model.classify.learnable_difference_modules
-        self.encoder = build_encoder(spec.model.backbone, self.arch["in_channels"])
+        self.encoder = build_encoder(spec.model.backbone, spec.dataset.classify.num_input)
         self.difference = DifferenceModule(
             self.encoder.channels[:k], spec.model.classify.embedding_vectors
         )
@@ -243,7 +241,7 @@ class ChangeNetLite(nn.Module):
         return F.softmax(logits.float(), dim=1)[:, 1]
 
 
-def architecture(spec: Spec) -> dict[str, Any]:
+def architecture(spec: Spec) -> dict[str, str | int | None]:
     """The spec values that fix the weights' shapes; a checkpoint loads only if they match."""
     return {
         "backbone": spec.model.backbone.type,

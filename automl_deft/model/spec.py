@@ -20,6 +20,7 @@ import yaml
 from automl_deft.config import typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.io import atomic_write_text
+from automl_deft.jsontypes import SpecTree
 from automl_deft.workspace import ImageNaming
 
 BackboneType = Literal["cnn_small", "efficientnet_lite0"]
@@ -148,7 +149,7 @@ class Spec:
     model: ModelSpec = field(default_factory=ModelSpec)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SpecTree:
         """The spec as a plain nested dict (YAML/JSON ready)."""
         return dataclasses.asdict(self)
 
@@ -158,17 +159,17 @@ class Spec:
         lights = sorted(channel, key=lambda light: channel[light])
         return ImageNaming(lights=tuple(lights), ext=self.dataset.classify.image_ext)
 
-    def with_overrides(self, override: dict[str, Any]) -> Spec:
+    def with_overrides(self, override: SpecTree) -> Spec:
         """A new spec with ``override`` deep-merged on top (see :func:`deep_merge`)."""
         return spec_from_dict(deep_merge(self.to_dict(), override))
 
 
-def default_spec_dict() -> dict[str, Any]:
+def default_spec_dict() -> SpecTree:
     """The built-in defaults as a nested dict (what ``demo-workspace`` writes)."""
     return Spec().to_dict()
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: SpecTree, override: SpecTree) -> SpecTree:
     """Merge ``override`` onto ``base`` recursively and return a new dict.
 
     Nested dicts merge key by key; any other value (lists included) replaces the
@@ -199,7 +200,7 @@ def _copy_tree(value: Any) -> Any:
     return value
 
 
-def spec_from_dict(data: dict[str, Any] | None) -> Spec:
+def spec_from_dict(data: SpecTree | None) -> Spec:
     """Build a :class:`Spec`, filling defaults; unknown keys and wrong types raise.
 
     Raises:
@@ -259,7 +260,7 @@ def _check_ranges(spec: Spec) -> None:
             raise SpecError(f"invalid spec: {message}")
 
 
-def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Spec:
+def load_spec(path: str | os.PathLike[str], overrides: SpecTree | None = None) -> Spec:
     """Read a YAML spec, deep-merge ``overrides`` onto it, and validate.
 
     Raises:
@@ -282,15 +283,15 @@ def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = N
         raise SpecError(f"{path}: {exc}") from exc
 
 
-def save_spec(spec: Spec | dict[str, Any], path: str | os.PathLike[str]) -> None:
+def save_spec(spec: Spec | SpecTree, path: str | os.PathLike[str]) -> None:
     """Validate and write a spec as YAML, atomically."""
     as_dict = spec.to_dict() if isinstance(spec, Spec) else spec_from_dict(spec).to_dict()
     atomic_write_text(path, yaml.safe_dump(as_dict, sort_keys=False))
 
 
-def parse_set_option(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def parse_set_option(items: tuple[str, ...] | list[str]) -> SpecTree:
     """Turn CLI ``--set key.path=value`` items into an override dict (values parsed as YAML)."""
-    out: dict[str, Any] = {}
+    out: SpecTree = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

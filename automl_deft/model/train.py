@@ -19,10 +19,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,10 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from automl_deft.application import EpochCallback, EpochMetrics, metric_value
 from automl_deft.errors import CheckpointError, SpecError, WorkspaceError
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import Checkpoint, JSONObject
 from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import (
     BEST_NAME,
@@ -47,9 +48,6 @@ from automl_deft.model.spec import Spec
 
 log = logging.getLogger(__name__)
 
-EpochCallback = Callable[[int, dict[str, Any]], None]
-"""Called after each validated epoch with (epoch, metrics); may raise to stop (e.g. pruning)."""
-
 
 @dataclass
 class TrainResult:
@@ -58,13 +56,14 @@ class TrainResult:
     out_dir: Path
     best_checkpoint: Path
     latest_checkpoint: Path
-    best_metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metrics: EpochMetrics
+    history: list[EpochMetrics] = field(default_factory=list)
     epochs_run: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
+        """What ``train_summary.json`` holds (paths as strings)."""
         d = asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
 
@@ -143,7 +142,7 @@ def predict(
 
 def validation_metrics(
     scores: np.ndarray, labels: pd.Series, targets: torch.Tensor, val_loss: float
-) -> dict[str, Any]:
+) -> EpochMetrics:
     """far_pct (the KPI), val_loss, and per-class prediction counts (collapse check):
     at 0.5 (the classifier's own decision) and at the KPI's recall-100 threshold."""
     kpi = compute_kpi(labels, scores)
@@ -163,9 +162,9 @@ def validation_metrics(
     }
 
 
-def _rank(metrics: dict[str, Any]) -> tuple[float, float]:
-    far = metrics.get("far_pct")
-    return (math.inf if far is None else far, metrics.get("val_loss", math.inf))
+def _rank(metrics: EpochMetrics) -> tuple[float, float]:
+    far, loss = metric_value(metrics, "far_pct"), metric_value(metrics, "val_loss")
+    return (math.inf if far is None else far, math.inf if loss is None else loss)
 
 
 def amp_dtype_for(device: torch.device, spec: Spec) -> torch.dtype | None:
@@ -235,8 +234,8 @@ def train(
     rng = np.random.default_rng(spec.train.seed)
     aug_gen = torch.Generator().manual_seed(spec.train.seed)
     start_epoch, step = 0, 0
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
+    history: list[EpochMetrics] = []
+    best: EpochMetrics = {}
     latest_path, best_path = out / LATEST_NAME, out / BEST_NAME
     if resume and latest_path.exists():
         state = load_checkpoint(latest_path)
@@ -292,11 +291,11 @@ def train(
             images_seen += 2 * len(y)
             bar.update(len(y))
         bar.close()
-        record: dict[str, Any] = {
+        record: EpochMetrics = {
             "epoch": epoch,
             "step": step,
             "train_loss": float(loss_sum) / max(1, len(indices)),
-            "lr": scheduler.get_last_lr()[0],
+            "lr": cast(float, scheduler.get_last_lr()[0]),  # a float for LambdaLR
         }
         last = epoch == spec.train.num_epochs
         if epoch % spec.train.validation_interval == 0 or last:
@@ -377,8 +376,8 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _payload(
-    model: ChangeNetLite, spec: Spec, epoch: int, step: int, metrics: dict[str, Any]
-) -> dict[str, Any]:
+    model: ChangeNetLite, spec: Spec, epoch: int, step: int, metrics: EpochMetrics
+) -> Checkpoint:
     return {
         "state_dict": _cpu_state(model),
         "spec": spec.to_dict(),

@@ -34,9 +34,8 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,18 +112,21 @@ _TRAIN_TYPES = {
 }
 _EVEN_TYPES = dict.fromkeys(DEFECT_TYPES, 1.0)
 _TRAIN_FAMILIES = ("A", "B", "C", "D")
-_BASE_DISTRIBUTION: dict[str, Any] = {
-    "pass_share": 0.85,
-    "families": _TRAIN_FAMILIES,
-    "type_weights": _TRAIN_TYPES,
-    "severity_weights": {"low": 0.2, "medium": 0.45, "high": 0.35},
-    "low_contrast_share": 0.2,
-}
+_TRAIN_PLAN = SplitPlan(
+    "train",
+    "train",
+    0,
+    pass_share=0.85,
+    families=_TRAIN_FAMILIES,
+    type_weights=_TRAIN_TYPES,
+    severity_weights={"low": 0.2, "medium": 0.45, "high": 0.35},
+    low_contrast_share=0.2,
+)
 
 SPLITS: tuple[SplitPlan, ...] = (
     # train and validation: one distribution, disjoint rows
-    SplitPlan("train", "train", 0, **_BASE_DISTRIBUTION),
-    SplitPlan("val", "validation", 1, **_BASE_DISTRIBUTION),
+    _TRAIN_PLAN,
+    replace(_TRAIN_PLAN, name="val", role="validation", split_id=1),
     SplitPlan(
         "kpi",
         "kpi_test",

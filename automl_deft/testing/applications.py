@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -29,13 +29,18 @@ from PIL import Image
 from automl_deft.application import (
     Application,
     EpochCallback,
+    EpochMetrics,
     TrainedModel,
     register_application,
 )
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import SpecTree
 from automl_deft.kpi import compute_kpi
 from automl_deft.model.spec import Spec
 from automl_deft.workspace import SCORE_COLUMN, ImageNaming, resolve_image_path
+
+if TYPE_CHECKING:
+    from automl_deft.deft.embedders import Embedder
 
 CHECKPOINT_NAME = "mean_diff.json"
 
@@ -94,9 +99,9 @@ class MeanDiffApplication(Application):
         threshold = kpi.threshold if kpi.threshold is not None else np.inf
         flagged = int((scored[SCORE_COLUMN] > threshold).sum())
         counts = {"PASS": len(scored) - flagged, "defect": flagged}
-        history = []
+        history: list[EpochMetrics] = []
         for epoch in range(1, spec.train.num_epochs + 1):
-            metrics = {
+            metrics: EpochMetrics = {
                 "epoch": epoch,
                 "far_pct": kpi.far_pct,
                 "val_loss": None,
@@ -156,19 +161,19 @@ class MeanDiffApplication(Application):
         self.calls.append("score")
         return self._mean_diff(frame)
 
-    def embedder(self, checkpoint: Path, kind: str) -> Any:
+    def embedder(self, checkpoint: Path, kind: str) -> Embedder:
         from automl_deft.deft.embedders import get_embedder
 
         self.calls.append("embedder")
         return get_embedder("pretrained")
 
-    def inference_spec(self, checkpoint: Path, threshold: float) -> dict[str, Any]:
+    def inference_spec(self, checkpoint: Path, threshold: float) -> SpecTree:
         self.calls.append("inference_spec")
-        out = json.loads(Path(checkpoint).read_text(encoding="utf-8"))["spec"]
+        out: SpecTree = json.loads(Path(checkpoint).read_text(encoding="utf-8"))["spec"]
         out["inference"] = {"checkpoint": str(checkpoint), "threshold": float(threshold)}
         return out
 
-    def describe(self, checkpoint: Path) -> dict[str, Any]:
+    def describe(self, checkpoint: Path) -> dict[str, str]:
         self.calls.append("describe")
         return {"backbone": self.name}
 

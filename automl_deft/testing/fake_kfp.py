@@ -30,6 +30,8 @@ from typing import Any
 import kfp_server_api
 from kfp.client.client import RunPipelineResult, _extract_pipeline_yaml
 
+from automl_deft.jsontypes import JSONObject
+
 __all__ = ["FakeKfpClient"]
 
 
@@ -86,12 +88,12 @@ class FakeKfpClient:
         self.namespace = namespace
         self.existing_token = existing_token
         self._uihost = os.environ.get("KF_PIPELINES_UI_ENDPOINT", ui_host or host)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, dict[str, object]]] = []
         self.failures: dict[str, BaseException] = {}
         self.experiments: list[kfp_server_api.V2beta1Experiment] = []
         self._ids = 0
 
-    def _serve(self, method: str, args: dict[str, Any]) -> None:
+    def _serve(self, method: str, args: dict[str, object]) -> None:
         self.calls.append((method, {k: v for k, v in args.items() if k != "self"}))
         if method in self.failures:
             raise self.failures.pop(method)
@@ -188,7 +190,7 @@ class FakeKfpClient:
     def create_run_from_pipeline_package(
         self,
         pipeline_file: str,
-        arguments: dict[str, Any] | None = None,
+        arguments: JSONObject | None = None,
         run_name: str | None = None,
         experiment_name: str | None = None,
         namespace: str | None = None,
@@ -238,7 +240,7 @@ class FakeKfpClient:
         cron_expression: str | None = None,
         max_concurrency: int | None = 1,
         no_catchup: bool | None = None,
-        params: dict[str, Any] | None = None,
+        params: JSONObject | None = None,
         pipeline_package_path: str | None = None,
         pipeline_id: str | None = None,
         version_id: str | None = None,

@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from automl_deft.hpo.katib_manifest import API_VERSION, EXPERIMENT_LABEL, EXPERIMENTS, GROUP, TRIALS
 from automl_deft.hpo.katib_manifest import VERSION as KATIB_VERSION
+from automl_deft.jsontypes import K8sObject
 
 _REASONS = {404: "Not Found", 409: "Conflict", 429: "Too Many Requests", 503: "Service Unavailable"}
 
@@ -73,11 +74,11 @@ class FakeCluster:
     """
 
     def __init__(self) -> None:
-        self.objects: dict[Key, dict[str, Any]] = {}
+        self.objects: dict[Key, K8sObject] = {}
         self.calls: list[FakeCall] = []
         self.clients_created = 0
         self._failures: deque[_Failure] = deque()
-        self._statuses: deque[dict[str, Any]] = deque()
+        self._statuses: deque[K8sObject] = deque()
         self._hooks: dict[str, list[Hook]] = {}
         self._version = 0
 
@@ -125,10 +126,10 @@ class FakeCluster:
         *,
         condition: str = "Succeeded",
         namespace: str = "kubeflow-user",
-    ) -> dict[str, Any]:
+    ) -> K8sObject:
         """Store a Katib ``Trial`` of ``experiment`` (labelled as Katib labels it)."""
         self._version += 1
-        trial = {
+        trial: K8sObject = {
             "apiVersion": API_VERSION,
             "kind": "Trial",
             "metadata": {
@@ -153,7 +154,7 @@ class FakeCluster:
         """The methods called so far, in order."""
         return [c.method for c in self.calls]
 
-    def experiment(self, name: str, namespace: str = "kubeflow-user") -> dict[str, Any] | None:
+    def experiment(self, name: str, namespace: str = "kubeflow-user") -> K8sObject | None:
         """The stored experiment, or None."""
         return self.objects.get((GROUP, KATIB_VERSION, namespace, EXPERIMENTS, name))
 
@@ -168,7 +169,7 @@ class FakeCluster:
                 self._failures.remove(failure)
                 raise failure.error
 
-    def _next_status(self, obj: dict[str, Any]) -> None:
+    def _next_status(self, obj: K8sObject) -> None:
         if obj.get("kind") == "Experiment" and self._statuses:
             status = self._statuses.popleft() if len(self._statuses) > 1 else self._statuses[0]
             obj["status"] = copy.deepcopy(status)
@@ -182,7 +183,7 @@ class FakeCustomObjectsApi:
 
     def create_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, body: Any, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> K8sObject:
         name = str(body["metadata"]["name"])
         self.cluster._serve(FakeCall("create", namespace, plural, name, body, kwargs))
         key = (group, version, namespace, plural, name)
@@ -195,7 +196,7 @@ class FakeCustomObjectsApi:
 
     def get_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> K8sObject:
         self.cluster._serve(FakeCall("get", namespace, plural, name, None, kwargs))
         obj = self.cluster.objects.get((group, version, namespace, plural, name))
         if obj is None:
@@ -205,7 +206,7 @@ class FakeCustomObjectsApi:
 
     def delete_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> K8sObject:
         self.cluster._serve(FakeCall("delete", namespace, plural, name, None, kwargs))
         key = (group, version, namespace, plural, name)
         if key not in self.cluster.objects:
@@ -220,7 +221,7 @@ class FakeCustomObjectsApi:
 
     def list_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, **kwargs: Any
-    ) -> dict[str, Any]:
+    ) -> K8sObject:
         self.cluster._serve(FakeCall("list", namespace, plural, None, None, kwargs))
         selector = _parse_selector(kwargs.get("label_selector") or "")
         items = [
@@ -256,7 +257,7 @@ def _parse_selector(selector: str) -> dict[str, str]:
 
 def experiment_status(
     condition: str, *, message: str = "", reason: str = "", **counts: Any
-) -> dict[str, Any]:
+) -> K8sObject:
     """A Katib experiment status whose latest held condition is ``condition``.
 
     ``counts`` go in as they are (``trialsSucceeded=2``, ``failedTrialList=[...]``).
@@ -274,7 +275,7 @@ def experiment_status(
 
 def succeeded_status(
     best_trial: str, params: Mapping[str, Any], metrics: Mapping[str, float | str], **counts: Any
-) -> dict[str, Any]:
+) -> K8sObject:
     """A ``Succeeded`` status whose ``currentOptimalTrial`` is ``best_trial``."""
     status = experiment_status(
         "Succeeded", reason="ExperimentMaxTrialsReached", message="max trials reached", **counts

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from automl_deft.deft.config import DeftConfig
 from automl_deft.deft.state import (
     BASELINE,
     HARD_STOPPED,
@@ -17,7 +18,6 @@ from automl_deft.deft.state import (
     read_log,
     run_lock,
 )
-from automl_deft.deft.config import DeftConfig
 from automl_deft.errors import UserError
 from automl_deft.records import RunInputs
 

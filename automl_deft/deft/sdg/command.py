@@ -93,6 +93,7 @@ from automl_deft.deft.sdg.base import (
 )
 from automl_deft.errors import StageError
 from automl_deft.io import atomic_write_json
+from automl_deft.jsontypes import JSONObject
 from automl_deft.workspace import is_absolute, normalize_label
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class CommandSDG(SDGBackend):
 
 def _request(
     requests: Sequence[SDGRequest], ctx: SDGContext, sources: pd.DataFrame, out_dir: Path
-) -> dict[str, Any]:
+) -> JSONObject:
     def meta(row: pd.Series, key: str) -> str:
         return str(row[key]) if key in row else ""
 
