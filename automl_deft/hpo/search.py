@@ -169,7 +169,9 @@ class SearchTrial(Record):
 
 @dataclass(frozen=True)
 class SearchResult(Record):
-    """The search's answer and its evidence (``automl_result.json``)."""
+    """The search's answer and its evidence (``automl_result.json``, written by
+    :meth:`~automl_deft.records.Record.to_json`; the library never reads it back:
+    the step hands :class:`~automl_deft.records.SearchWinner` on instead)."""
 
     results_dir: Path
     best: SearchBest
