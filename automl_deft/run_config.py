@@ -61,6 +61,9 @@ class ImagesConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    application: str | None = None
+    """The model every phase trains and scores (an application name or ``module:Class``);
+    sets ``automl.application`` and ``deft.application`` (which may not say otherwise)."""
     automl: AutomlConfig = field(default_factory=AutomlConfig)
     deft: DeftConfig = field(default_factory=DeftConfig)
     phase3: Phase3Config = field(default_factory=Phase3Config)
@@ -109,6 +112,7 @@ def run_config_from_dict(data: JSONObject, where: str = "config") -> RunConfig:
         cfg: RunConfig = typed_from_dict(RunConfig, data, "", "run config")
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from exc
+    cfg = _one_application(cfg, data, where)
     if cfg.automl.max_trials < 1:
         raise SpecError(f"{where}: 'automl.max_trials' must be >= 1")
     if cfg.phase3.max_trials is not None and cfg.phase3.max_trials < 1:
@@ -119,6 +123,30 @@ def run_config_from_dict(data: JSONObject, where: str = "config") -> RunConfig:
             raise SpecError(f"{where}: 'compute.{key}' must be > 0")
     check_config(cfg.deft, where)
     return cfg
+
+
+def _one_application(cfg: RunConfig, data: JSONObject, where: str) -> RunConfig:
+    """The top-level ``application`` for every phase; a phase naming another is refused."""
+    if cfg.application is None:
+        if cfg.automl.application != cfg.deft.application:
+            raise SpecError(
+                f"{where}: 'automl.application' ({cfg.automl.application}) and "
+                f"'deft.application' ({cfg.deft.application}) differ; all three phases train "
+                "one model: set the top-level 'application' key instead"
+            )
+        return cfg
+    for section in ("automl", "deft"):
+        named = (data.get(section) or {}).get("application")
+        if named is not None and named != cfg.application:
+            raise SpecError(
+                f"{where}: '{section}.application' ({named}) differs from 'application' "
+                f"({cfg.application}); drop one of them"
+            )
+    return dataclasses.replace(
+        cfg,
+        automl=dataclasses.replace(cfg.automl, application=cfg.application),
+        deft=dataclasses.replace(cfg.deft, application=cfg.application),
+    )
 
 
 def load_run_config(path: str | os.PathLike[str] | None) -> RunConfig:

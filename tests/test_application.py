@@ -156,3 +156,16 @@ def test_import_path_reaches_a_fresh_process(tiny_ws: Path, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "trials" / "t1" / "trial.json").read_text())
     assert record["checkpoint"].endswith(CHECKPOINT_NAME)
+
+
+def test_one_application_key_sets_every_phase(tmp_path: Path) -> None:
+    from automl_deft.errors import SpecError
+    from automl_deft.run_config import run_config_from_dict
+
+    cfg = run_config_from_dict({"application": "mean-diff"})
+    assert cfg.automl.application == cfg.deft.application == "mean-diff"
+    assert cfg.phase3_automl().application == "mean-diff"
+    with pytest.raises(SpecError, match=r"'deft.application' \(other\) differs from 'application'"):
+        run_config_from_dict({"application": "mean-diff", "deft": {"application": "other"}})
+    with pytest.raises(SpecError, match=r"differ; all three phases train one model"):
+        run_config_from_dict({"automl": {"application": "mean-diff"}})
