@@ -24,6 +24,7 @@ from automl_deft.application import (
     register_application,
 )
 from automl_deft.jsontypes import SpecTree
+from automl_deft.layout import TrainFiles
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, save_spec
 from automl_deft.workspace import ImageNaming
@@ -31,7 +32,7 @@ from automl_deft.workspace import ImageNaming
 if TYPE_CHECKING:
     from automl_deft.deft.embedders import Embedder
 
-SPEC_NAME = "spec.yaml"
+SPEC_NAME = TrainFiles.SPEC
 
 
 @register_application

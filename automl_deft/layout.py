@@ -27,7 +27,27 @@ from pathlib import Path, PurePosixPath
 
 from automl_deft.phases import FINAL_AUTOML, Phase
 
-__all__ = ["RunLayout", "SearchLayout"]
+__all__ = ["RcaFiles", "RunLayout", "SearchLayout", "TrainFiles"]
+
+
+class TrainFiles:
+    """The files of one training folder (``RUN/<label>/train``, a trial's folder)."""
+
+    BEST = "best_val.pt"
+    LATEST = "latest.pt"
+    SPEC = "spec.yaml"
+
+
+class RcaFiles:
+    """The files of an RCA folder (``RUN/<label>/rca_results``)."""
+
+    GAPS = "kpi_gaps.parquet"
+    WEAK = "weak_samples.csv"
+    THRESHOLD = "threshold.txt"
+    METRICS = "metrics.json"
+    BREAKDOWN = "breakdown.json"
+    SUMMARY = "rca_summary.md"
+    UNREACHABLE = "unreachable_kpi.txt"
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,8 @@ class RunLayout:
     MINING = "mining_filter"
     DATASET = "dataset"
     KPI_SCORES = "kpi_scores.csv"
+    DATASET_MANIFEST = "manifest.json"
+    """The manifest next to a published Dataset artifact's CSV."""
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> RunLayout:
@@ -166,8 +188,18 @@ class RunLayout:
         """``RUN/<label>/<parts…>`` (e.g. ``stage_dir("iter1", "train")``)."""
         return self.root.joinpath(label, *parts)
 
+    @staticmethod
+    def combined_name(n: int) -> str:
+        """``train_combined_iter<n>.csv``: iteration n's assembled training set."""
+        return f"train_combined_iter{n}.csv"
+
+    @staticmethod
+    def provenance_name(n: int) -> str:
+        """``train_combined_iter<n>_provenance.csv``: where each of its rows came from."""
+        return f"train_combined_iter{n}_provenance.csv"
+
     def dataset_csv(self, n: int) -> Path:
-        return self.stage_dir(f"iter{n}", self.DATASET, f"train_combined_iter{n}.csv")
+        return self.stage_dir(f"iter{n}", self.DATASET, self.combined_name(n))
 
     def sdg_images(self, label: str) -> Path:
         return self.stage_dir(label, self.DATASET, "images", self.SDG)

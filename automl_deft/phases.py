@@ -63,7 +63,7 @@ class Phase(StrEnum):
     def results_folder(self) -> str:
         """The folder of a search phase inside a run directory (DEFT writes at the top)."""
         if self is Phase.PHASE1:
-            return "automl_phase1"
+            return SOURCE_PHASE1
         if self is Phase.PHASE3:
             return FINAL_AUTOML
         return ""

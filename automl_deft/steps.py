@@ -42,7 +42,7 @@ from automl_deft.workspace import Workspace, new_run_dir
 
 log = logging.getLogger(__name__)
 
-DATASET_MANIFEST = "manifest.json"
+DATASET_MANIFEST = RunLayout.DATASET_MANIFEST
 PIPELINE_PHASES: tuple[Phase, ...] = tuple(Phase)
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -18,7 +18,7 @@ def preflight(
         results_dir: the run's results directory ('' = a new ``results/run_<ts>``).
         config: the run config YAML, relative to the workspace ('' = defaults).
         hpo_backend: ``optuna`` or ``katib`` ('' = the config's).
-        phases: comma-separated phases this pipeline runs (``automl,deft,phase3``).
+        phases: comma-separated phases this pipeline runs (``phase1,phase2,phase3``).
         summary: the nine-section summary, for the dashboard.
 
     Returns:

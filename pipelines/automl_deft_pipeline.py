@@ -51,7 +51,7 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 results_dir=results_dir,
                 config=config,
                 hpo_backend=hpo_backend,
-                phases="automl,deft,phase3",
+                phases="phase1,phase2,phase3",
             ),
             p,
             "pre-flight",

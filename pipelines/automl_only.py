@@ -37,7 +37,7 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 results_dir=results_dir,
                 config=config,
                 hpo_backend=hpo_backend,
-                phases="automl",
+                phases="phase1",
             ),
             p,
             "pre-flight",

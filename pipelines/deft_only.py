@@ -35,7 +35,7 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 results_dir=results_dir,
                 config=config,
                 hpo_backend="",
-                phases="deft",
+                phases="phase2",
             ),
             p,
             "pre-flight",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from automl_deft.errors import StageError
 from automl_deft.io import atomic_write_csv
+from automl_deft.layout import RunLayout
 from automl_deft.workspace import (
     REQUIRED_COLUMNS,
     ImageNaming,
@@ -44,12 +45,8 @@ PROVENANCE_COLUMNS = (
 )
 
 
-def combined_name(iteration: int) -> str:
-    return f"train_combined_iter{iteration}.csv"
-
-
-def provenance_name(iteration: int) -> str:
-    return f"train_combined_iter{iteration}_provenance.csv"
+combined_name = RunLayout.combined_name
+provenance_name = RunLayout.provenance_name
 
 
 @dataclass

@@ -66,6 +66,7 @@ from automl_deft.errors import KPIError, StageError
 from automl_deft.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject
 from automl_deft.kpi import KPIResult, KPITarget, kpi_from_frame
+from automl_deft.layout import RcaFiles
 from automl_deft.workspace import (
     PASS_LABEL,
     REQUIRED_COLUMNS,
@@ -92,13 +93,13 @@ __all__ = [
     "write_rca",
 ]
 
-GAPS_FILE = "kpi_gaps.parquet"
-WEAK_FILE = "weak_samples.csv"
-THRESHOLD_FILE = "threshold.txt"
-METRICS_FILE = "metrics.json"
-BREAKDOWN_FILE = "breakdown.json"
-SUMMARY_FILE = "rca_summary.md"
-UNREACHABLE_FILE = "unreachable_kpi.txt"
+GAPS_FILE = RcaFiles.GAPS
+WEAK_FILE = RcaFiles.WEAK
+THRESHOLD_FILE = RcaFiles.THRESHOLD
+METRICS_FILE = RcaFiles.METRICS
+BREAKDOWN_FILE = RcaFiles.BREAKDOWN
+SUMMARY_FILE = RcaFiles.SUMMARY
+UNREACHABLE_FILE = RcaFiles.UNREACHABLE
 
 WEAKNESS_COLUMN = "weakness"
 FORCED_FAR_COLUMN = "forced_far_pct"

@@ -87,13 +87,10 @@ class Stages:
         return ranked[0]
 
     def best_far(self, *, before: str | None = None) -> float | None:
-        fars = [
-            far_or_inf(rec.far_pct)
-            for label, rec in self.state.iterations.items()
-            if label != before and iteration_number(label) is not None
-        ]
-        fars = [f for f in fars if f != float("inf")]
-        return min(fars) if fars else None
+        """The lowest DEFT far_pct so far (leaving out ``before``), by the one ranking."""
+        others = {k: v for k, v in self.state.iterations.items() if k != before}
+        ranked = rank_by_far(others, include_final=False)
+        return others[ranked[0]].far_pct if ranked else None
 
     def _checkpoint(self, label: str) -> Path:
         path = self.state.path_of(label, "best_ckpt_path")

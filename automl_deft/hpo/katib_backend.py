@@ -45,6 +45,7 @@ from automl_deft.hpo.space import ParamValues, SearchSpace
 from automl_deft.hpo.trial import PROBLEM_FILE, SearchProblem
 from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject, K8sObject
+from automl_deft.layout import SearchLayout
 from automl_deft.model.checkpoint import BEST_NAME
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ DELETE_ATTEMPTS = 3
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 TERMINAL_CONDITIONS = ("Succeeded", "Failed")
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STATE_FILE = "katib_experiment.json"
-MANIFEST_FILE = "katib_experiment.yaml"
+STATE_FILE = SearchLayout.KATIB_STATE
+MANIFEST_FILE = SearchLayout.KATIB_MANIFEST
 
 T = TypeVar("T")
 

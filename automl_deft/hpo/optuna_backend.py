@@ -30,10 +30,11 @@ from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
 from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord, default_parallel_trials
 from automl_deft.hpo.space import ParamValues
 from automl_deft.hpo.trial import SearchProblem, run_trial
+from automl_deft.layout import SearchLayout
 
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE = "optuna_journal.log"
+JOURNAL_FILE = SearchLayout.OPTUNA_JOURNAL
 STUDY_NAME = "automl-deft"
 RETRY_ATTR = "retry_of"
 

@@ -49,6 +49,7 @@ from automl_deft.hpo.space import ParamValues, SearchSpace, default_aoi_space, s
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject, SpecTree
+from automl_deft.layout import SearchLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec
 from automl_deft.records import Record
@@ -59,9 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "automl_result.json"
-LEADERBOARD_FILE = "leaderboard.csv"
-REPORT_FILE = "automl_report.html"
+RESULT_FILE = SearchLayout.RESULT
+LEADERBOARD_FILE = SearchLayout.LEADERBOARD
+REPORT_FILE = SearchLayout.REPORT
 RESEED_OFFSET = 1000
 
 

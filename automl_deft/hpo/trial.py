@@ -38,11 +38,12 @@ from automl_deft.errors import AutomlDeftError, UserError
 from automl_deft.hpo.space import Param, ParamValue, ParamValues, SearchSpace
 from automl_deft.io import atomic_write_json
 from automl_deft.jsontypes import JSONObject, SpecTree
+from automl_deft.layout import SearchLayout
 from automl_deft.model.spec import Spec, save_spec, spec_from_dict
 from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
 Metric = Literal["far_pct", "val_loss"]
-PROBLEM_FILE = "search_problem.json"
+PROBLEM_FILE = SearchLayout.PROBLEM
 
 
 @dataclass(frozen=True)

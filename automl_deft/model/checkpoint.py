@@ -23,13 +23,14 @@ import automl_deft
 from automl_deft.errors import CheckpointError, SpecError
 from automl_deft.io import atomic_path
 from automl_deft.jsontypes import Checkpoint
+from automl_deft.layout import TrainFiles
 from automl_deft.model.network import ChangeNetLite, architecture
 from automl_deft.model.spec import Spec, spec_from_dict
 
 FORMAT = "automl-deft-checkpoint"
 FORMAT_VERSION = 1
-BEST_NAME = "best_val.pt"
-LATEST_NAME = "latest.pt"
+BEST_NAME = TrainFiles.BEST
+LATEST_NAME = TrainFiles.LATEST
 
 
 def versions() -> dict[str, str]:

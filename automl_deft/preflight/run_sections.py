@@ -11,6 +11,7 @@ from typing import Any
 
 from automl_deft.hpo.search import AutomlConfig
 from automl_deft.hpo.space import Param
+from automl_deft.phases import SOURCE_PHASE1, SOURCE_TRAINED_HERE
 from automl_deft.plan import BaselineSource, DeftPlan, ResumePoint, SearchPhasePlan, ValueSource
 from automl_deft.preflight.context import Context
 from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table
@@ -20,8 +21,8 @@ from automl_deft.workspace import VAL_CSV
 NO_TIME = "job counts only (set compute.per_job_minutes for a time estimate)"
 
 BASELINE_SOURCES: dict[str, str] = {
-    "automl_phase1": "Phase 1 winner (automl_phase1) — no baseline training",
-    "trained_here": "trained here from the workspace spec (trained_here)",
+    SOURCE_PHASE1: f"Phase 1 winner ({SOURCE_PHASE1}) — no baseline training",
+    SOURCE_TRAINED_HERE: f"trained here from the workspace spec ({SOURCE_TRAINED_HERE})",
 }
 """How a baseline source recorded in ``deft_state.json`` reads."""
 
@@ -131,7 +132,7 @@ def baseline_text(deft: DeftPlan) -> str:
     if deft.baseline is BaselineSource.RESUMED:
         return "already trained in the resumed run"
     if deft.baseline is BaselineSource.PHASE1:
-        return BASELINE_SOURCES["automl_phase1"]
+        return BASELINE_SOURCES[SOURCE_PHASE1]
     return "trained here from the workspace spec"
 
 
