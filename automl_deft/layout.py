@@ -24,10 +24,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
+from automl_deft.errors import WorkspaceError
 from automl_deft.phases import FINAL_AUTOML, Phase
+from automl_deft.workspace import is_absolute, relative_image_dir
 
-__all__ = ["RcaFiles", "RunLayout", "SearchLayout", "TrainFiles"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "RcaFiles",
+    "RunLayout",
+    "SearchLayout",
+    "TrainFiles",
+    "rebase_into_run",
+    "relocated_rows",
+]
 
 
 class TrainFiles:
@@ -241,3 +254,79 @@ def _roots(root: Path) -> list[Path]:
     if resolved not in out:
         out.append(resolved)
     return out
+
+
+def rebase_into_run(
+    images_dir: str | os.PathLike[str],
+    rel_dir: str,
+    created_in: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str],
+) -> Path:
+    """The directory a CSV row's ``input_path``/``golden_path`` names, in a moved run.
+
+    Generated images live inside the run directory and the training CSVs name them
+    relative to the workspace images root (:func:`automl_deft.workspace.relative_image_dir`,
+    often with ``..``), so after the run directory is moved they point into its old
+    location. A directory inside ``created_in`` (the run's absolute location when it was
+    created) is mapped to the same place under ``root``; any other is returned as is.
+
+    Args:
+        images_dir: the workspace images root.
+        rel_dir: the row's ``input_path`` or ``golden_path`` (a relative directory).
+        created_in: ``results_dir`` as recorded at creation (``DeftState.created_in``).
+        root: the run directory now.
+
+    Raises:
+        WorkspaceError: ``rel_dir`` is absolute (CSV paths are relative to the images root).
+    """
+    if is_absolute(rel_dir):
+        raise WorkspaceError(
+            f"path {rel_dir!r} is absolute; CSV paths must be directories relative to the "
+            f"images root ({images_dir})"
+        )
+    # relative_image_dir wrote the path from the resolved images root, lexically.
+    directory = Path(os.path.normpath(Path(images_dir).resolve() / rel_dir))
+    if created_in is None:
+        return directory
+    try:
+        inner = directory.relative_to(Path(os.path.normpath(created_in)))
+    except ValueError:
+        return directory
+    return Path(root) / inner
+
+
+def relocated_rows(
+    frame: pd.DataFrame,
+    images_dir: str | os.PathLike[str],
+    created_in: str | os.PathLike[str] | None,
+    root: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """``frame`` with rows that name images inside a moved run pointed at its new place.
+
+    A run's assembled training sets name generated images relative to the workspace
+    images root (the workspace format), so the names point into the run's original
+    location (``created_in``). Read through this, a moved or copied run trains,
+    resumes and publishes its data from where it is now. Unmoved runs (and rows
+    outside the run) come back unchanged.
+    """
+    if created_in is None or Path(os.path.normpath(created_in)) == Path(
+        os.path.normpath(Path(root).resolve())
+    ):
+        return frame
+    out = frame.copy()
+    for column in ("input_path", "golden_path"):
+        out[column] = [
+            _relocated(images_dir, rel, created_in, root) for rel in frame[column].astype(str)
+        ]
+    return out
+
+
+def _relocated(
+    images_dir: str | os.PathLike[str],
+    rel_dir: str,
+    created_in: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+) -> str:
+    directory = rebase_into_run(images_dir, rel_dir, created_in, root)
+    original = Path(os.path.normpath(Path(images_dir).resolve() / rel_dir))
+    return rel_dir if directory == original else relative_image_dir(images_dir, directory)

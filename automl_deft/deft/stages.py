@@ -22,7 +22,7 @@ from automl_deft.deft.state import DeftState
 from automl_deft.errors import StageError
 from automl_deft.io import atomic_write_csv, atomic_write_json
 from automl_deft.kpi import KPIResult, KPITarget, judge_scored_frame, read_inference_csv
-from automl_deft.layout import RunLayout
+from automl_deft.layout import RunLayout, relocated_rows
 from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME
 from automl_deft.model.spec import Spec, load_spec
 from automl_deft.phases import BASELINE, SOURCE_TRAINED_HERE, iteration_label, iteration_number
@@ -111,7 +111,7 @@ class Stages:
             csv = self.state.path_of(label, "train_csv")
             assert csv is not None  # data_merge committed it
             train_csv = csv
-            train_frame = read_dataset_csv(train_csv, role=f"{label} training")
+            train_frame = self.run_rows(read_dataset_csv(train_csv, role=f"{label} training"))
             self.validate(train_frame, where=str(train_csv))
             pretrained = self._checkpoint(self.best_label())
         trained = self.app.train(
@@ -237,7 +237,11 @@ class Stages:
         assert csv is not None  # the previous data_merge committed it
         prov = csv.with_name(csv.stem + "_provenance.csv")
         provenance = pd.read_csv(prov, dtype=str, keep_default_na=False) if prov.is_file() else None
-        return read_dataset_csv(csv, role=f"{prev} training"), provenance
+        return self.run_rows(read_dataset_csv(csv, role=f"{prev} training")), provenance
+
+    def run_rows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A training set this run assembled, its generated rows found where the run is now."""
+        return relocated_rows(frame, self.images_dir, self.state.created_in, self.state.results_dir)
 
     def stage_routing(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.rca import load_weak

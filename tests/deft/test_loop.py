@@ -513,3 +513,32 @@ def test_a_moved_run_directory_reports_resumes_and_delivers(
     for label in state.iterations:
         ckpt = state.path_of(label, "best_ckpt_path")
         assert ckpt is not None and ckpt.is_file() and ckpt.is_relative_to(moved), label
+
+    # Its generated images are named relative to the workspace images root (into the
+    # old place); the Dataset handed to Phase 3 names them where they are now.
+    from automl_deft.model.spec import load_spec
+    from automl_deft.steps import publish_dataset
+    from automl_deft.workspace import row_paths
+
+    csv = state.path_of("iter1", "train_csv")
+    assert csv is not None
+    stale = read_dataset_csv(csv)
+    images = Workspace.at(tiny_ws).images_dir
+    lights = load_spec(Workspace.at(tiny_ws).spec_path).naming()
+    original = Path(reference[0].results_dir).resolve()
+
+    def into(frame: pd.DataFrame, run: Path) -> int:
+        files = [p for row in row_paths(frame, images, lights, "input_path") for p in row]
+        return sum(Path(os.path.normpath(p.resolve())).is_relative_to(run) for p in files)
+
+    generated = into(stale, original)
+    assert generated > 0  # the stored names point into the place the run was made in
+    manifest = publish_dataset(csv, tmp_path / "dataset", tiny_ws, moved, state.created_in)
+    published = read_dataset_csv(tmp_path / "dataset" / "train.csv")
+    assert len(published) == len(stale)
+    for column in ("input_path", "golden_path"):
+        for row in row_paths(published, images, lights, column):
+            assert all(p.is_file() for p in row), row
+    assert into(published, original) == 0 and into(published, moved.resolve()) == generated
+    assert Path(manifest["source_csv"]).is_relative_to(moved)
+    assert read_dataset_csv(manifest["source_csv"]).equals(published)

@@ -11,7 +11,6 @@ under "Problems reading the results directory", never raised.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,12 +25,12 @@ from automl_deft.deft.rca import METRICS_FILE
 from automl_deft.deft.report.salvage import read_state
 from automl_deft.deft.report.values import as_list, as_mapping, finite, first_line, total
 from automl_deft.deft.state import DeftState, now_iso, read_log
-from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
+from automl_deft.errors import AutomlDeftError, UserError
 from automl_deft.kpi import KPITarget, parse_target
-from automl_deft.layout import RunLayout
+from automl_deft.layout import RunLayout, rebase_into_run
 from automl_deft.phases import iteration_number
 from automl_deft.records import IterationRecord, LogEntry, labels_in_order, rank_by_far
-from automl_deft.workspace import SCORE_COLUMN, ImageNaming, is_absolute
+from automl_deft.workspace import SCORE_COLUMN, ImageNaming
 
 __all__ = [
     "PROVENANCE_MINED",
@@ -55,45 +54,6 @@ class Best(NamedTuple):
     far_pct: float
     threshold: float | None
     checkpoint: Path | None
-
-
-def rebase_into_run(
-    images_dir: str | os.PathLike[str],
-    rel_dir: str,
-    created_in: str | os.PathLike[str] | None,
-    root: str | os.PathLike[str],
-) -> Path:
-    """The directory a CSV row's ``input_path``/``golden_path`` names, in a moved run.
-
-    Generated images live inside the run directory and the training CSVs name them
-    relative to the workspace images root (:func:`automl_deft.workspace.relative_image_dir`,
-    often with ``..``), so after the run directory is moved they point into its old
-    location. A directory inside ``created_in`` (the run's absolute location when it was
-    created) is mapped to the same place under ``root``; any other is returned as is.
-
-    Args:
-        images_dir: the workspace images root.
-        rel_dir: the row's ``input_path`` or ``golden_path`` (a relative directory).
-        created_in: ``results_dir`` as recorded at creation (``DeftState.created_in``).
-        root: the run directory now.
-
-    Raises:
-        WorkspaceError: ``rel_dir`` is absolute (CSV paths are relative to the images root).
-    """
-    if is_absolute(rel_dir):
-        raise WorkspaceError(
-            f"path {rel_dir!r} is absolute; CSV paths must be directories relative to the "
-            f"images root ({images_dir})"
-        )
-    # relative_image_dir wrote the path from the resolved images root, lexically.
-    directory = Path(os.path.normpath(Path(images_dir).resolve() / rel_dir))
-    if created_in is None:
-        return directory
-    try:
-        inner = directory.relative_to(Path(os.path.normpath(created_in)))
-    except ValueError:
-        return directory
-    return Path(root) / inner
 
 
 def load_run(root: Path) -> ReportRun:
