@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     help="Default: WORKSPACE/results/run_<ts>/automl_phase1 (re-use one to resume).",
 )
 @click.option("--warm-start", type=EXISTING_FILE, help="Every trial starts from this checkpoint.")
-@click.option("--dry-run", is_flag=True, help="katib: print the Experiment YAML and exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="katib: print exactly the Experiment the search would submit (YAML) and exit.",
+)
 def automl_cmd(
     workspace: Path,
     config_path: Path | None,
@@ -64,7 +68,7 @@ def automl_cmd(
         max_trials=max_trials or cfg.max_trials,
     )
     if dry_run:
-        _katib_dry_run(workspace, cfg, results_dir)
+        _katib_dry_run(workspace, cfg, results_dir, warm_start)
         return
     result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
     best = result.best
@@ -76,10 +80,13 @@ def automl_cmd(
     click.echo(f"results:    {result.results_dir}")
 
 
-def _katib_dry_run(workspace: Path, cfg: AutomlConfig, results_dir: Path | None) -> None:
+def _katib_dry_run(
+    workspace: Path, cfg: AutomlConfig, results_dir: Path | None, warm_start: Path | None
+) -> None:
     from automl_deft.hpo.katib_backend import dry_run_experiment
 
-    click.echo(dry_run_experiment(workspace, cfg, results_dir=results_dir), nl=False)
+    text = dry_run_experiment(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
+    click.echo(text, nl=False)
 
 
 COMMANDS = (automl_cmd,)
