@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Self
 from automl_deft.config import typed_from_dict
 from automl_deft.errors import SpecError, UserError
 from automl_deft.io import atomic_write_json
+from automl_deft.kpi.result import KPIResult, OperatingPoint
 from automl_deft.phases import FINAL_AUTOML, iteration_number
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "KPISummary",
     "LogEntry",
     "MiningSummary",
-    "OperatingPointSummary",
     "PipelineSummary",
     "PreflightOutcome",
     "RankEntry",
@@ -57,6 +57,8 @@ __all__ = [
 def _plain(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_json()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -134,21 +136,6 @@ class Record:
 
 
 @dataclass(frozen=True)
-class OperatingPointSummary(Record):
-    """One operating point (:class:`automl_deft.kpi.OperatingPoint` as JSON)."""
-
-    threshold: float
-    precision: float
-    recall: float
-    f1: float
-    far_pct: float
-    tp: int
-    fp: int
-    tn: int
-    fn: int
-
-
-@dataclass(frozen=True)
 class KPISummary(Record):
     """:meth:`automl_deft.kpi.KPIResult.to_dict` as a record (flat recall-100 point)."""
 
@@ -167,17 +154,15 @@ class KPISummary(Record):
     tn: int | None = None
     fn: int | None = None
     reason: str | None = None
-    best_f1: OperatingPointSummary | None = None
+    best_f1: OperatingPoint | None = None
 
     @classmethod
-    def of(cls, result: Any) -> KPISummary:
+    def of(cls, result: KPIResult) -> KPISummary:
         """From a :class:`~automl_deft.kpi.KPIResult`."""
         return cls.from_json(result.to_dict(), "KPI result")
 
-    def to_result(self) -> Any:
+    def to_result(self) -> KPIResult:
         """Back to a :class:`~automl_deft.kpi.KPIResult`."""
-        from automl_deft.kpi import KPIResult
-
         data = self.to_json()
         data.setdefault("best_f1", None)
         return KPIResult.from_dict(data)

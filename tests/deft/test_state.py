@@ -119,3 +119,39 @@ def test_lock_refuses_a_second_loop(tmp_path: Path) -> None:
         proc.join(10)
     with run_lock(tmp_path):  # released when the holder exits
         pass
+
+
+def test_the_state_round_trips_through_its_records(tmp_path: Path) -> None:
+    """Every field the loop writes is a typed record field: nothing is lost or renamed."""
+    from automl_deft.records import RoutingSummary, SDGSummary
+
+    state = _new(tmp_path)
+    run = state.results_dir
+    state.commit(
+        BASELINE,
+        "train",
+        summary="trained",
+        duration_sec=1.0,
+        best_ckpt_path=run / BASELINE / "train" / "best_val.pt",
+        train_rows=80,
+        val_far_pct=12.5,
+    )
+    state.commit(
+        "iter1",
+        "routing",
+        summary="r",
+        duration_sec=0.5,
+        routing=RoutingSummary(mining=["short"], sdg=["open"], dropped=[]),
+    )
+    state.commit("iter1", "sdg", summary="s", duration_sec=0.5, sdg=SDGSummary("cutpaste"))
+    on_disk = json.loads(state.path.read_text())
+    again = DeftState.load(run)
+    assert {**again.to_json(), "updated_at": None} == {**on_disk, "updated_at": None}
+    rec = on_disk["iterations"][BASELINE]
+    assert rec["best_ckpt_path"] == "baseline/train/best_val.pt"  # run-relative
+    assert again.path_of(BASELINE, "best_ckpt_path") == run / "baseline/train/best_val.pt"
+    assert type(again.iterations[BASELINE].train_rows) is int
+    bad = {**on_disk, "iterations": {BASELINE: {**rec, "train_rows": "eighty"}}}
+    state.path.write_text(json.dumps(bad))
+    with pytest.raises(UserError, match=r"train_rows': expected an integer"):
+        DeftState.load(run)
