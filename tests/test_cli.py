@@ -165,3 +165,13 @@ def test_import_deeppcb_command(tmp_path: Path) -> None:
     out = run("import-deeppcb", src, tmp_path / "ws").output
     assert "kpi_test" in out
     run("validate", tmp_path / "ws")
+
+
+def test_a_local_run_approves_the_backend_it_runs(tiny_ws: Path, tmp_path: Path) -> None:
+    """kfp.local searches with Optuna: a config asking for Katib must not be shown as Katib."""
+    config = tmp_path / "run.yaml"
+    config.write_text("automl: {backend: katib}\n")
+    result = run("run", tiny_ws, "-c", config, "--no-images", "--results", tmp_path / "r", ok=False)
+    assert result.exit_code == 2  # no terminal to confirm on: it stops after the pre-flight
+    backends = [line.split()[-1] for line in result.stdout.splitlines() if "backend:" in line]
+    assert backends and set(backends) == {"optuna"}

@@ -20,6 +20,9 @@ from automl_deft.cli.options import (
 )
 from automl_deft.errors import UserError
 
+LOCAL_BACKEND = "optuna"
+"""The search backend of a local run (Katib needs a cluster)."""
+
 if TYPE_CHECKING:
     from automl_deft.records import PipelineSummary
 
@@ -136,11 +139,14 @@ def run_cmd(
     root = resolve_results_dir(
         workspace.resolve(), str(results_dir.resolve() if results_dir else "")
     )
+    # kfp.local runs the searches in-process: the approved summary names that backend.
+    backend = None if pipeline_name == "deft-only" else LOCAL_BACKEND
     pre = build_preflight(
         workspace,
         load_run_config(config_path),
         results_dir=root,
         phases=PIPELINE_PHASES[pipeline_name],
+        hpo_backend=backend,
         check_images=not no_images,
     )
     click.echo(pre.text())
@@ -156,7 +162,7 @@ def run_cmd(
         "config": _abs_config(config_path),
     }
     if pipeline_name != "deft-only":
-        args["hpo_backend"] = "optuna"
+        args["hpo_backend"] = LOCAL_BACKEND
     # No retries here: a local failure is a real error, and re-running resumes.
     run = run_local(_build(pipeline_name, retries=False), args, results_dir=root)
     click.echo("")
