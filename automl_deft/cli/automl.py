@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     help="random, grid, tpe, multivariate-tpe, cmaes, sobol, "
     "bayesianoptimization (alias bayesian), hyperband.",
 )
-@click.option("--max-trials", type=int, help="Overrides the config.")
+@click.option("--max-trials", type=click.IntRange(min=1), help="Overrides the config.")
 @click.option(
     "--results",
     "results_dir",
@@ -65,7 +65,7 @@ def automl_cmd(
         cfg,
         backend=backend or cfg.backend,
         algorithm=algorithm or cfg.algorithm,
-        max_trials=max_trials or cfg.max_trials,
+        max_trials=cfg.max_trials if max_trials is None else max_trials,
     )
     if dry_run:
         _katib_dry_run(workspace, cfg, results_dir, warm_start)
