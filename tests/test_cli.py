@@ -175,3 +175,9 @@ def test_a_local_run_approves_the_backend_it_runs(tiny_ws: Path, tmp_path: Path)
     assert result.exit_code == 2  # no terminal to confirm on: it stops after the pre-flight
     backends = [line.split()[-1] for line in result.stdout.splitlines() if "backend:" in line]
     assert backends and set(backends) == {"optuna"}
+
+
+def test_zero_max_trials_is_refused_not_ignored(tiny_ws: Path) -> None:
+    result = run("automl", tiny_ws, "--max-trials", "0", ok=False)
+    assert result.exit_code == 2
+    assert "'--max-trials': 0 is not in the range x>=1" in result.output
