@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from automl_deft.errors import WorkspaceError
-from automl_deft.phases import FINAL_AUTOML, Phase
+from automl_deft.phases import Phase
 from automl_deft.workspace import is_absolute, relative_image_dir
 
 if TYPE_CHECKING:
@@ -80,34 +80,11 @@ class SearchLayout:
     INFERENCE = "inference"
 
     @property
-    def result(self) -> Path:
-        return self.root / self.RESULT
-
-    @property
-    def leaderboard(self) -> Path:
-        return self.root / self.LEADERBOARD
-
-    @property
     def report(self) -> Path:
         return self.root / self.REPORT
 
-    @property
-    def problem(self) -> Path:
-        return self.root / self.PROBLEM
-
-    @property
-    def optuna_journal(self) -> Path:
-        return self.root / self.OPTUNA_JOURNAL
-
-    @property
-    def katib_state(self) -> Path:
-        return self.root / self.KATIB_STATE
-
-    @property
-    def katib_manifest(self) -> Path:
-        return self.root / self.KATIB_MANIFEST
-
     def trial_dir(self, rec_id: str) -> Path:
+        """``trials/<rec_id>/``: one trial's spec, checkpoints and ``trial.json``."""
         return self.root / self.TRIALS / rec_id
 
     @property
@@ -211,15 +188,13 @@ class RunLayout:
         """``train_combined_iter<n>_provenance.csv``: where each of its rows came from."""
         return f"train_combined_iter{n}_provenance.csv"
 
-    def dataset_csv(self, n: int) -> Path:
-        return self.stage_dir(f"iter{n}", self.DATASET, self.combined_name(n))
-
     def sdg_images(self, label: str) -> Path:
         return self.stage_dir(label, self.DATASET, "images", self.SDG)
 
     @property
     def final_inference(self) -> Path:
-        return self.stage_dir(FINAL_AUTOML, self.INFERENCE)
+        """Phase 3's winner scored on the KPI set (``final_automl/inference``)."""
+        return self.search(Phase.PHASE3).inference
 
     # --- relative paths -----------------------------------------------------------------------
 

@@ -50,16 +50,6 @@ class Phase(StrEnum):
     PHASE3 = "phase3"
 
     @property
-    def heading(self) -> str:
-        """The heading a person reads (``Phase 1 — AutoML``)."""
-        return _TITLES[self]
-
-    @property
-    def is_search(self) -> bool:
-        """True for the two AutoML phases."""
-        return self is not Phase.DEFT
-
-    @property
     def results_folder(self) -> str:
         """The folder of a search phase inside a run directory (DEFT writes at the top)."""
         if self is Phase.PHASE1:
@@ -68,12 +58,6 @@ class Phase(StrEnum):
             return FINAL_AUTOML
         return ""
 
-
-_TITLES = {
-    Phase.PHASE1: "Phase 1 — AutoML",
-    Phase.DEFT: "Phase 2 — DEFT",
-    Phase.PHASE3: "Phase 3 — AutoML on the improved data",
-}
 
 _ALIASES = {
     "automl": Phase.PHASE1,

@@ -369,7 +369,7 @@ class KatibLauncher:
         except ApiException as exc:
             raise self._api_error(exc, f"listing the trials of {name}") from None
         history = [self._history_entry(t) for t in _sorted_trials(trials.get("items") or [])]
-        checkpoint = self.results_dir / "trials" / best / BEST_NAME
+        checkpoint = SearchLayout(self.results_dir).trial_dir(best) / BEST_NAME
         if not checkpoint.is_file():
             raise InfrastructureError(
                 f"the best trial's checkpoint {checkpoint} is missing: the trial writes it on "

@@ -124,7 +124,7 @@ class SearchProblem:
         return get_application(self.application, Workspace.at(self.workspace).images_dir, self.spec)
 
     def trial_dir(self, trial_name: str) -> Path:
-        return Path(self.results_dir) / "trials" / trial_name
+        return SearchLayout(Path(self.results_dir)).trial_dir(trial_name)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write ``search_problem.json`` (params as ``{name, key, type, low, …}`` objects)."""
