@@ -423,7 +423,7 @@ def finalize_step(
     Phase 3 loses to the DEFT winner when it regresses: that is recorded in the
     summary (``phase3_kept: false``), not hidden.
     """
-    from automl_deft.deft.application import get_application
+    from automl_deft.application import get_application
     from automl_deft.deft.report import render_report
     from automl_deft.deft.stages import clear_dir, evaluate_checkpoints
     from automl_deft.handoff import register_final_automl, write_deliverable

@@ -16,7 +16,7 @@ from kfp import kubernetes
 from kfp.dsl import PipelineTask
 from kfp.dsl.pipeline_channel import PipelineChannel
 
-from automl_deft.cluster.credentials import CREDENTIALS
+from automl_deft.credentials import CREDENTIALS
 
 WORKSPACE_MOUNT = "/workspace"
 """Where the workspace PVC is mounted in every pod (pass it as ``workspace``)."""

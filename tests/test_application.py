@@ -50,15 +50,6 @@ def test_registry_names_builtin_registered_and_import_path() -> None:
         application.application_class("no_such_package.apps:App")
 
 
-def test_deft_module_re_exports_the_interface() -> None:
-    from automl_deft.deft import application as old
-
-    assert old.Application is application.Application
-    assert old.TrainedModel is application.TrainedModel
-    assert old.get_application is application.get_application
-    assert old.AOIChangeNet is AOIChangeNet
-
-
 def test_unknown_application_fails_before_any_trial(tiny_ws: Path, tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="unknown application 'nope'"):
         _problem(Workspace.at(tiny_ws), tmp_path, "nope")

@@ -28,9 +28,9 @@ from automl_deft.cli import cli
 from automl_deft.cli.options import PIPELINE_NAMES
 from automl_deft.cluster import client
 from automl_deft.cluster.compile import compile_all, ir_yaml, without_sdk_version
-from automl_deft.cluster.credentials import CREDENTIALS
 from automl_deft.cluster.local_run import retried_tasks
 from automl_deft.cluster.manifests import parse_objects
+from automl_deft.credentials import CREDENTIALS
 from automl_deft.run_config import DEFAULT_IMAGE
 from automl_deft.testing.fake_kfp import FakeKfpClient
 

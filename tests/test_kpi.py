@@ -19,6 +19,7 @@ from automl_deft.kpi import (
     confusion_matrix_text,
     kpi_from_csv,
     kpi_from_frame,
+    metric,
     parse_target,
     plot_score_distribution,
     threshold_sweep,
@@ -26,7 +27,7 @@ from automl_deft.kpi import (
 )
 
 # ------------------------------------------------------------------ reference
-# Written straight from the KPI definition with plain loops; shares nothing with kpi.py.
+# Written straight from the KPI definition with plain loops; shares nothing with automl_deft.kpi.
 
 
 def _reference_point(truth: list[bool], scores: list[float], t: float) -> dict:
@@ -197,9 +198,9 @@ def test_single_class_is_unavailable(
 def test_unreachable_recall_rule() -> None:
     # Drop the below-minimum threshold: a defect at the minimum score can then never be caught.
     labels, scores = ["Missing", "PASS"], [0.1, 0.5]
-    is_defect, values = kpi._as_arrays(labels, scores)
-    sweep = kpi._sweep(is_defect, values).subset(slice(1, None))
-    result = kpi._result(sweep, n_pass=1, n_defect=1)
+    is_defect, values = metric._as_arrays(labels, scores)
+    sweep = metric._sweep(is_defect, values).subset(slice(1, None))
+    result = metric._result(sweep, n_pass=1, n_defect=1)
     assert not result.available
     assert result.reason == kpi.UNREACHABLE_REASON
     assert result.best_f1 is not None

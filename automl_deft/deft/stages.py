@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from automl_deft.deft.application import Application, get_application
+from automl_deft.application import Application, get_application
 from automl_deft.deft.assemble import assemble, validate_training_set, write_assembled
 from automl_deft.deft.config import DeftConfig
 from automl_deft.deft.state import DeftState

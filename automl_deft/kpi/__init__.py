@@ -23,12 +23,6 @@ from automl_deft.kpi.metric import (
     threshold_sweep,
     write_sweep_csv,
 )
-
-# The counting internals stay reachable as ``automl_deft.kpi._sweep`` etc.: the
-# tests drive them directly to reach states the public API never produces.
-from automl_deft.kpi.metric import _as_arrays as _as_arrays
-from automl_deft.kpi.metric import _result as _result
-from automl_deft.kpi.metric import _sweep as _sweep
 from automl_deft.kpi.plots import confusion_matrix_text, plot_score_distribution
 from automl_deft.kpi.result import KPIResult, OperatingPoint, format_threshold
 from automl_deft.kpi.tables import (

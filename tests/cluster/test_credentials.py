@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from automl_deft.cluster.credentials import CREDENTIALS, SET, UNSET, Credential, credential_status
+from automl_deft.credentials import CREDENTIALS, SET, UNSET, Credential, credential_status
 
 SECRET = "s3cr3t-VALUE-must-not-leak"
 

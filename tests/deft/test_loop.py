@@ -25,8 +25,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from automl_deft.aoi_changenet import AOIChangeNet
+from automl_deft.application import TrainedModel
 from automl_deft.cli import cli
-from automl_deft.deft.application import AOIChangeNet, TrainedModel
 from automl_deft.deft.config import config_from_dict
 from automl_deft.deft.loop import run_deft, workspace_inputs
 from automl_deft.deft.state import (
