@@ -40,6 +40,7 @@ __all__ = [
     "TrainFiles",
     "rebase_into_run",
     "relocated_rows",
+    "was_moved",
 ]
 
 
@@ -270,6 +271,13 @@ def rebase_into_run(
     return Path(root) / inner
 
 
+def was_moved(created_in: str | os.PathLike[str] | None, root: str | os.PathLike[str]) -> bool:
+    """True when the run in ``root`` was created elsewhere (``created_in``)."""
+    if created_in is None:
+        return False
+    return Path(os.path.normpath(created_in)) != Path(os.path.normpath(Path(root).resolve()))
+
+
 def relocated_rows(
     frame: pd.DataFrame,
     images_dir: str | os.PathLike[str],
@@ -284,9 +292,7 @@ def relocated_rows(
     resumes and publishes its data from where it is now. Unmoved runs (and rows
     outside the run) come back unchanged.
     """
-    if created_in is None or Path(os.path.normpath(created_in)) == Path(
-        os.path.normpath(Path(root).resolve())
-    ):
+    if created_in is None or not was_moved(created_in, root):
         return frame
     out = frame.copy()
     for column in ("input_path", "golden_path"):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from automl_deft.deft.state import DeftState
 from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
-from automl_deft.io import atomic_copy, atomic_write_csv, atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_copy, atomic_write_json, atomic_write_text
 from automl_deft.layout import RunLayout
 from automl_deft.phases import FINAL_AUTOML, Phase, iteration_number, phase_of
 from automl_deft.records import (
@@ -342,10 +342,7 @@ def deft_step(
     plan = plan_run(workspace, cfg)
     outcome = run_deft(workspace, cfg.deft, results_dir=results_dir)
     if out_dataset is not None:
-        state = DeftState.load(results_dir, reconcile=False)
-        publish_dataset(
-            outcome.final_train_csv, out_dataset, workspace, results_dir, state.created_in
-        )
+        publish_dataset(outcome.final_train_csv, out_dataset, workspace, results_dir)
     if out_model is not None and outcome.best_checkpoint is not None:
         atomic_copy(outcome.best_checkpoint, out_model)
     if out_report is not None and outcome.report is not None:
@@ -363,26 +360,12 @@ def publish_dataset(
     out_dir: str | os.PathLike[str],
     workspace: str | os.PathLike[str],
     results_dir: str | os.PathLike[str],
-    created_in: str | None = None,
 ) -> dict[str, str]:
-    """Write a self-describing Dataset artifact directory (CSV + manifest).
-
-    When the run was moved since it was created (``created_in``), the rows naming its
-    generated images are pointed at the current place, and ``source_csv`` names that
-    relocated copy (written beside the original), so Phase 3's trials find them.
-    """
-    from automl_deft.layout import relocated_rows
-    from automl_deft.workspace import read_dataset_csv
-
+    """Write a self-describing Dataset artifact directory (CSV + manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ws = Workspace.at(workspace)
-    frame = read_dataset_csv(csv, role="augmented training")
-    moved = relocated_rows(frame, ws.images_dir, created_in, results_dir)
-    if moved is not frame and not moved.equals(frame):
-        csv = Path(csv).with_name(Path(csv).stem + "_relocated.csv")
-        atomic_write_csv(csv, moved)
     atomic_copy(csv, out / "train.csv")
+    ws = Workspace.at(workspace)
     manifest = {
         "csv": "train.csv",
         "source_csv": str(csv),

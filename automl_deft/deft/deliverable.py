@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 
 from automl_deft.deft.state import DeftState
-from automl_deft.io import atomic_write_text
+from automl_deft.io import atomic_write_csv, atomic_write_text
+from automl_deft.layout import relocated_rows, was_moved
 from automl_deft.phases import iteration_number
 from automl_deft.records import BestPointer, Deliverable, RankEntry, rank_by_far
+from automl_deft.workspace import read_dataset_csv
 
 __all__ = ["final_training_set", "pick_best", "write_deliverable"]
 
@@ -65,7 +67,12 @@ def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
 
 
 def final_training_set(state: DeftState) -> tuple[int, Path]:
-    """(N_final, CSV): the last iteration whose assembled training set was committed."""
+    """(N_final, CSV): the last iteration whose assembled training set was committed.
+
+    In a run moved since it was made, the CSV's generated rows name images in the old
+    place; then a copy pointing at the current place (``…_relocated.csv``, beside the
+    original, written atomically) is what Phase 3 is handed.
+    """
     best_n, csv = 0, state.inputs.path("train_csv")
     for label in state.iterations:
         n = iteration_number(label)
@@ -73,4 +80,10 @@ def final_training_set(state: DeftState) -> tuple[int, Path]:
             path = state.path_of(label, "train_csv")
             if path is not None:
                 best_n, csv = n, path
-    return best_n, csv
+    if best_n == 0 or not was_moved(state.created_in, state.results_dir):
+        return best_n, csv
+    frame = read_dataset_csv(csv, role=f"iter{best_n} training")
+    images = state.inputs.path("images_dir")
+    relocated = csv.with_name(csv.stem + "_relocated.csv")
+    atomic_write_csv(relocated, relocated_rows(frame, images, state.created_in, state.results_dir))
+    return best_n, relocated

@@ -534,7 +534,9 @@ def test_a_moved_run_directory_reports_resumes_and_delivers(
 
     generated = into(stale, original)
     assert generated > 0  # the stored names point into the place the run was made in
-    manifest = publish_dataset(csv, tmp_path / "dataset", tiny_ws, moved, state.created_in)
+    # What deft_step publishes: the resumed loop's final training set.
+    assert Path(resumed.final_train_csv) != csv
+    manifest = publish_dataset(resumed.final_train_csv, tmp_path / "dataset", tiny_ws, moved)
     published = read_dataset_csv(tmp_path / "dataset" / "train.csv")
     assert len(published) == len(stale)
     for column in ("input_path", "golden_path"):
