@@ -206,12 +206,11 @@ class RunLayout:
         p = Path(path)
         if not p.is_absolute():
             return PurePosixPath(*p.parts).as_posix()
-        for root in _roots(self.root):
-            try:
-                inner = p.resolve().relative_to(root) if p.exists() else p.relative_to(root)
-            except ValueError:
-                continue
-            return PurePosixPath(*inner.parts).as_posix() or "."
+        # As written and with symlinks / ``..`` resolved, on either side.
+        for where in (Path(os.path.abspath(p)), p.resolve()):
+            for root in (Path(os.path.abspath(self.root)), self.root.resolve()):
+                if where.is_relative_to(root):
+                    return PurePosixPath(*where.relative_to(root).parts).as_posix() or "."
         return str(p)
 
     def path(self, stored: str | os.PathLike[str]) -> Path:
@@ -221,15 +220,6 @@ class RunLayout:
 
     def maybe_path(self, stored: str | os.PathLike[str] | None) -> Path | None:
         return None if stored is None else self.path(stored)
-
-
-def _roots(root: Path) -> list[Path]:
-    """The run directory as given and resolved (symlinks, ``..``), most literal first."""
-    out = [Path(os.path.abspath(root))]
-    resolved = root.resolve()
-    if resolved not in out:
-        out.append(resolved)
-    return out
 
 
 def rebase_into_run(

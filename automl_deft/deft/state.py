@@ -28,7 +28,7 @@ from automl_deft.errors import SpecError, UserError
 from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.layout import RunLayout
 from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number
-from automl_deft.records import BestPointer, IterationRecord, LogEntry, RunInputs
+from automl_deft.records import BestPointer, IterationRecord, LogEntry, RunInputs, StageFailure
 
 __all__ = [
     "BASELINE",
@@ -311,8 +311,6 @@ class DeftState:
 
     def record_error(self, label: str, stage: str, message: str, duration_sec: float) -> None:
         """A stage failed: the loop hard-stops with ``message`` (logged once)."""
-        from automl_deft.records import StageFailure
-
         self.update(label, status="failed", error=StageFailure(stage, message))
         self.status = HARD_STOPPED
         self.stop_reason = f"{label} {stage}: {message}"
