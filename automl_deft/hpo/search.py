@@ -49,7 +49,7 @@ from automl_deft.hpo.space import ParamValues, SearchSpace, default_aoi_space, s
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject, SpecTree
-from automl_deft.layout import SearchLayout
+from automl_deft.layout import RunLayout, SearchLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec
 from automl_deft.records import Record
@@ -131,8 +131,9 @@ def load_automl_config(path: str | os.PathLike[str] | None) -> AutomlConfig:
 
 
 def default_results_dir(workspace: str | os.PathLike[str], phase: str) -> Path:
-    """``<ws>/results/run_<YYYYmmdd_HHMMSS>/automl_<phase>/`` (the DEFT loop's run dir)."""
-    return new_run_dir(workspace) / f"automl_{phase}"
+    """The phase's search folder in a new run directory, e.g.
+    ``<ws>/results/run_<YYYYmmdd_HHMMSS>/automl_phase1/`` (as the pipeline lays it out)."""
+    return RunLayout(new_run_dir(workspace)).search(phase).root
 
 
 @dataclass(frozen=True)
