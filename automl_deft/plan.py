@@ -33,6 +33,7 @@ from automl_deft.deft.state import COMPLETE, HARD_STOPPED, NEEDS_REVIEW, DeftSta
 from automl_deft.errors import AutomlDeftError, SpecError, UserError
 from automl_deft.hpo.algorithms import canonical
 from automl_deft.hpo.base import BACKENDS
+from automl_deft.hpo.guards import lucky_winner_can_fire
 from automl_deft.hpo.search import AutomlConfig
 from automl_deft.hpo.space import SearchSpace
 from automl_deft.kpi import KPITarget
@@ -446,8 +447,7 @@ def _search_plan(
         config=cfg,
         space=space,
         problems=tuple(problems),
-        # hpo.guards.check_lucky_winner re-trains only with a runner-up and a factor > 1.
-        lucky_rerun=cfg.max_trials >= 2 and cfg.guards.lucky_factor > 1,
+        lucky_rerun=lucky_winner_can_fire(cfg.max_trials, cfg.guards.lucky_factor),
         epochs=int(pinned.get(EPOCHS_KEY, cfg.num_epochs)),
         batch_size=int(pinned.get(BATCH_KEY, cfg.batch_size)),
     )

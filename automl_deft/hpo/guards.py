@@ -103,6 +103,12 @@ def skip_collapsed(ranked: Sequence[TrialOutcome], report: GuardReport) -> list[
     return kept
 
 
+def lucky_winner_can_fire(finished_trials: int, factor: float) -> bool:
+    """Whether the lucky-winner guard can re-train at all: it needs a runner-up and a
+    factor above 1 (the pre-flight counts that re-run from this)."""
+    return finished_trials >= 2 and factor > 1
+
+
 def check_lucky_winner(
     ranked: list[TrialOutcome],
     factor: float,
@@ -110,7 +116,7 @@ def check_lucky_winner(
     report: GuardReport,
 ) -> list[TrialOutcome]:
     """Re-train a suspiciously good winner with a fresh seed; rank it by its worse run."""
-    if len(ranked) < 2 or factor <= 1:
+    if not lucky_winner_can_fire(len(ranked), factor):
         return ranked
     best, runner_up = ranked[0], ranked[1]
     b, r = best.objective(), runner_up.objective()
