@@ -45,6 +45,7 @@ __all__ = [
     "register_final_automl",
     "seed_baseline",
     "select_warm_start",
+    "unseedable",
     "write_deliverable",
 ]
 
@@ -62,6 +63,14 @@ def merge_winning_spec(
     merged = deep_merge(spec.to_dict(), winning_params)
     save_spec(merged, out)
     return Path(out)
+
+
+def unseedable(results_dir: str | os.PathLike[str]) -> str:
+    """Why the 1→2 handoff refuses ``results_dir``: it holds a run without a trained baseline."""
+    return (
+        f"{results_dir} already holds a DEFT run without a trained baseline; "
+        "use an empty results directory for the handoff"
+    )
 
 
 def seed_baseline(
@@ -89,10 +98,7 @@ def seed_baseline(
         state = DeftState.load(root)
         if state.done(BASELINE, "train"):
             return state
-        raise UserError(
-            f"{root} already holds a DEFT run without a trained baseline; "
-            "use an empty results directory for the handoff"
-        )
+        raise UserError(unseedable(root))
     src = Path(checkpoint)
     load_checkpoint(src)  # raises CheckpointError with the fix
     train_dir = root / BASELINE / "train"

@@ -31,6 +31,7 @@ from typing import Any
 from automl_deft.deft.config import DeftConfig, check_config
 from automl_deft.deft.state import COMPLETE, HARD_STOPPED, NEEDS_REVIEW, DeftState, stages_of
 from automl_deft.errors import AutomlDeftError, SpecError, UserError
+from automl_deft.handoff import unseedable
 from automl_deft.hpo.algorithms import canonical
 from automl_deft.hpo.base import BACKENDS
 from automl_deft.hpo.guards import lucky_winner_can_fire
@@ -509,11 +510,7 @@ def _deft_plan(
     elif phase1_runs:
         baseline = BaselineSource.PHASE1
         if resume is not None:
-            # handoff.seed_baseline refuses a directory holding a run without a baseline.
-            problems.append(
-                f"{results_dir} already holds a DEFT run without a trained baseline; "
-                "use an empty results directory for the handoff"
-            )
+            problems.append(unseedable(results_dir or "the results directory"))
     else:
         baseline = BaselineSource.TRAINED_HERE
     return DeftPlan(
