@@ -11,7 +11,7 @@ IMAGE      ?= ghcr.io/automl-deft/automl-deft:0.1.0
 BASE_IMAGE ?=
 DOCKER     ?= docker
 
-.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining lock clean image
+.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict lock clean image
 
 help:
 	@echo "make run    - synthetic '$(SCALE)' workspace, then all three phases through kfp.local (AutoML → DEFT → AutoML)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench  - benchmark: training throughput vs a bare PyTorch loop"
 	@echo "make bench-hpo - benchmark: TPE + pruning vs random search (epochs, far_pct)"
 	@echo "make bench-mining - benchmark: mining search time for 10k/100k/1M pool embeddings"
+	@echo "make bench-predict - benchmark: per-pair CPU latency, torch vs TorchScript vs ONNX packages"
 	@echo "make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -61,6 +62,9 @@ bench-hpo: $(STAMP)
 
 bench-mining: $(STAMP)
 	$(BIN)/python benchmarks/mining_search.py
+
+bench-predict: $(STAMP)
+	$(BIN)/python benchmarks/predict_latency.py
 
 image:
 	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE) \

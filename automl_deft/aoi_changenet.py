@@ -132,17 +132,23 @@ class AOIChangeNet(Application):
         return get_embedder(kind, checkpoint=checkpoint if kind == "model" else None)
 
     def inference_spec(self, checkpoint: Path, threshold: float) -> SpecTree:
+        """What serving the checkpoint needs: the model, the preprocessing, the decision.
+
+        Not a training spec: nothing here trains (the training spec stays in the
+        checkpoint and in the run's ``spec.yaml`` files).
+        """
+        from automl_deft.model.network import architecture
+        from automl_deft.serving import preprocessing_of
+
         spec = spec_of(load_checkpoint(checkpoint), checkpoint)
-        spec = spec.with_overrides(
-            {
-                "train.pretrained_model_path": str(checkpoint),
-                "dataset.classify.batch_size": 1,
-                "dataset.classify.augmentation_config.augment": False,
-            }
-        )
-        out = spec.to_dict()
-        out["inference"] = {"checkpoint": str(checkpoint), "threshold": float(threshold)}
-        return out
+        return {
+            "model": {"format": "automl-deft-checkpoint", **architecture(spec)},
+            "preprocessing": preprocessing_of(spec).to_json(),
+            "decision": {
+                "threshold": float(threshold),
+                "rule": "siamese_score > threshold → NO_PASS, else PASS",
+            },
+        }
 
     def describe(self, checkpoint: Path) -> dict[str, str]:
         spec = spec_of(load_checkpoint(checkpoint), checkpoint)

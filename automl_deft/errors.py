@@ -11,6 +11,9 @@ from __future__ import annotations
 
 EXIT_USER_ERROR = 2
 EXIT_INFRA_ERROR = 3
+EXIT_KPI_MISSED = 3
+"""``--target`` / ``--fail-on-kpi-miss``: the run worked, the model missed the KPI target
+(2 stays "bad input"; a CI or GitOps gate tests for 3)."""
 
 
 class AutomlDeftError(Exception):

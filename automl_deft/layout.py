@@ -110,6 +110,8 @@ class RunLayout:
     SUMMARY = "pipeline_summary.json"
     TASK_ERRORS = "task_errors.jsonl"
     KFP_ROOT = "kfp"
+    HOLDOUT = "holdout"
+    """Finalize's hold-out scores, one CSV per step (nothing else reads the hold-out)."""
 
     # stage folders of an iteration
     TRAIN = "train"
@@ -168,6 +170,10 @@ class RunLayout:
     @property
     def kfp_root(self) -> Path:
         return self.root / self.KFP_ROOT
+
+    def holdout_scores(self, label: str) -> Path:
+        """``RUN/holdout/<label>_scores.csv``: ``label``'s model on the untouched hold-out."""
+        return self.root / self.HOLDOUT / f"{label}_scores.csv"
 
     def search(self, phase: Phase | str) -> SearchLayout:
         """The folder of a search phase (``automl_phase1`` / ``final_automl``)."""

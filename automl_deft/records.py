@@ -33,6 +33,8 @@ from automl_deft.phases import FINAL_AUTOML, iteration_number
 
 __all__ = [
     "Deliverable",
+    "ExportOutcome",
+    "HoldoutScore",
     "IterationRecord",
     "KPISummary",
     "LogEntry",
@@ -293,6 +295,18 @@ class RunInputs(Record):
     images_dir: str | None = None
     spec: str | None = None
 
+    def rebased(self, old_root: Path, new_root: Path) -> RunInputs:
+        """Every input under ``old_root`` moved to the same place under ``new_root``."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not value:
+                continue
+            p = Path(os.path.normpath(value))
+            if p == old_root or p.is_relative_to(old_root):
+                changes[f.name] = str(new_root / p.relative_to(old_root))
+        return self.replace(**changes)
+
     def path(self, name: str) -> Path:
         """The input ``name`` as a path.
 
@@ -477,7 +491,7 @@ class RankEntry(Record):
 class Deliverable(Record):
     """``best_model.json``: the run's product.
 
-    ``checkpoint`` and ``training_spec`` are relative to the run directory, so a
+    ``checkpoint`` and ``inference_spec`` are relative to the run directory, so a
     moved or copied run still names its model; read them with :meth:`path`.
     """
 
@@ -486,17 +500,45 @@ class Deliverable(Record):
     far_pct: float
     iteration: str
     images_dir: str
-    training_spec: str
+    inference_spec: str
     backbone: str | None = None
     kpi_target: str | None = None
     ranking: list[RankEntry] = field(default_factory=list)
+    chosen_because: str | None = None
+    """Why pick-best chose this one (the ranking rule and the runner-up)."""
 
     ALWAYS = frozenset({"backbone"})
 
     def path(self, run_dir: str | os.PathLike[str], member: str) -> Path:
-        """``checkpoint`` or ``training_spec`` resolved against ``run_dir``."""
+        """``checkpoint`` or ``inference_spec`` resolved against ``run_dir``."""
         value = Path(getattr(self, member))
         return value if value.is_absolute() else Path(run_dir) / value
+
+
+@dataclass(frozen=True)
+class HoldoutScore(Record):
+    """A model scored on the untouched hold-out (``kpi/holdout_set.csv``), in finalize only.
+
+    ``far_pct`` is FAR at 100% recall at the hold-out's own recall-100 threshold
+    (``threshold_from: holdout``): the same KPI as on the steering set, on data
+    that steered nothing. ``deployed_*`` apply the threshold the model ships with
+    (chosen on the steering set) to the hold-out: what the line would see.
+    """
+
+    ALWAYS = frozenset({"far_pct", "ci95", "threshold_from"})
+
+    rows: int
+    n_pass: int
+    n_defect: int
+    far_pct: float | None
+    ci95: list[float] | None
+    threshold_from: str = "holdout"
+    threshold: float | None = None
+    deployed_threshold: float | None = None
+    deployed_far_pct: float | None = None
+    deployed_recall: float | None = None
+    deployed_missed: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -509,6 +551,10 @@ class TrajectoryStep(Record):
     threshold: float | None = None
     train_rows: int | None = None
     added_rows: int | None = None
+    far_pct_ci95: list[float] | None = None
+    """Bootstrap 95% interval of ``far_pct`` on the steering (KPI) set."""
+    val_far_pct: float | None = None
+    holdout: HoldoutScore | None = None
 
 
 @dataclass(frozen=True)
@@ -553,6 +599,42 @@ class PipelineSummary(Record):
     phase3_kept: bool
     trajectory: list[TrajectoryStep]
     best: Deliverable | None = None
+    far_pct_ci95: list[float] | None = None
+    """The deliverable's steering-set interval."""
+    holdout: HoldoutScore | None = None
+    """The deliverable on the untouched hold-out (None: the workspace has none)."""
+    holdout_note: str | None = None
+    kpi_met: bool | None = None
+    kpi_gap_pp: float | None = None
+    """Percentage points above the target's FAR bound (0 when met)."""
+    notes: list[str] = field(default_factory=list)
+    """What a reviewer must know (e.g. a winner worse than zero-shot on validation)."""
+
+
+@dataclass(frozen=True)
+class ExportOutcome(Record):
+    """What the export step made: the package, or why there is none (``skipped``)."""
+
+    format: str
+    path: str | None = None
+    model_file: str | None = None
+    threshold: float | None = None
+    far_pct: float | None = None
+    holdout_far_pct: float | None = None
+    model_card: str | None = None
+    """``model_card.json``'s text."""
+    skipped: str | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The package artifact's metadata (what the KFP UI shows next to the model)."""
+        out: dict[str, Any] = {"format": self.format}
+        for key in ("threshold", "far_pct", "holdout_far_pct", "model_file", "skipped"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.model_card is not None:
+            out["model_card"] = json.loads(self.model_card)
+        return out
 
 
 def labels_in_order(labels: Iterable[str]) -> list[str]:

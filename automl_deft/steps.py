@@ -28,6 +28,7 @@ from automl_deft.phases import FINAL_AUTOML, Phase, iteration_number, phase_of
 from automl_deft.records import (
     BaselineSeed,
     Deliverable,
+    ExportOutcome,
     KPISummary,
     LoopOutcome,
     PipelineSummary,
@@ -441,10 +442,12 @@ def finalize_step(
             train_csv=phase3.train_csv,
             rec_id=phase3.rec_id,
         )
+    # Every choice is made here, on the steering set: only now is the hold-out read.
     best = write_deliverable(state, app)
-    report = render_report(results_dir)
     summary = trajectory(state, phase1=phase1, phase3=phase3, best=best)
+    summary = with_evidence(summary, state, app, Workspace.at(workspace), phase1, phase3)
     summary.write(layout.summary)
+    report = render_report(results_dir)
     if out_md is not None:
         atomic_write_text(out_md, trajectory_markdown(summary))
     if out_model is not None and best is not None:
@@ -452,6 +455,92 @@ def finalize_step(
     if out_report is not None:
         atomic_copy(report, out_report)
     return summary
+
+
+EXPORT_NONE = "none"
+
+
+@step
+def export_step(results_dir: str, fmt: str, out_dir: str | os.PathLike[str]) -> ExportOutcome:
+    """Package the deliverable (``onnx`` / ``torchscript``) with its model card into
+    ``out_dir``; ``none`` (or no deliverable) skips, saying why."""
+    from automl_deft.model_card import export_run
+
+    layout = RunLayout(Path(results_dir))
+    if fmt == EXPORT_NONE:
+        return ExportOutcome(format=fmt, skipped="export_format is none")
+    if not layout.deliverable.is_file():
+        return ExportOutcome(format=fmt, skipped="the run has no deliverable")
+    package = export_run(layout.root, fmt, out_dir)
+    summary = PipelineSummary.read(layout.summary) if layout.summary.is_file() else None
+    held = summary.holdout if summary is not None else None
+    return ExportOutcome(
+        format=fmt,
+        path=str(out_dir),
+        model_file=package.manifest.model_file,
+        threshold=package.manifest.threshold,
+        far_pct=summary.best.far_pct if summary is not None and summary.best else None,
+        holdout_far_pct=held.far_pct if held is not None else None,
+        model_card=(Path(out_dir) / "model_card.json").read_text(encoding="utf-8"),
+    )
+
+
+def with_evidence(
+    summary: PipelineSummary,
+    state: DeftState,
+    app: Any,
+    ws: Workspace,
+    phase1: SearchWinner | None,
+    phase3: SearchWinner | None,
+) -> PipelineSummary:
+    """The summary with what a reviewer can trust: steering-set intervals, every step on
+    the untouched hold-out (scored here, once, after the deliverable is chosen), the
+    KPI verdict and the review notes (:mod:`automl_deft.scorecard`)."""
+    from automl_deft.holdout import read_holdout
+    from automl_deft.kpi import parse_target
+    from automl_deft.scorecard import review_notes, score_holdout, steering_interval
+
+    holdout_frame = read_holdout(ws)
+    steps = []
+    for s in summary.trajectory:
+        rec = state.iterations[s.step]
+        ckpt = state.path_of(s.step, "best_ckpt_path")
+        held = None
+        if holdout_frame is not None and ckpt is not None and ckpt.is_file():
+            held = score_holdout(
+                app,
+                ckpt,
+                holdout_frame,
+                deployed_threshold=rec.threshold,
+                out_csv=state.layout.holdout_scores(s.step),
+            )
+        steps.append(
+            s.replace(
+                far_pct_ci95=steering_interval(state, s.step),
+                val_far_pct=rec.val_far_pct,
+                holdout=held,
+            )
+        )
+    best = summary.best
+    chosen = next((s for s in steps if best is not None and s.step == best.iteration), None)
+    target = parse_target(state.kpi_target) if state.kpi_target else None
+    far = best.far_pct if best is not None else None
+    return summary.replace(
+        trajectory=steps,
+        far_pct_ci95=chosen.far_pct_ci95 if chosen else None,
+        holdout=chosen.holdout if chosen else None,
+        holdout_note=None if holdout_frame is not None else "no kpi/holdout_set.csv",
+        kpi_met=None if target is None else target.is_met(far),
+        kpi_gap_pp=None if target is None else target.gap_pp(far),
+        notes=review_notes(
+            state,
+            best,
+            phase1=phase1,
+            phase3=phase3,
+            holdout=chosen.holdout if chosen else None,
+            has_holdout=holdout_frame is not None,
+        ),
+    )
 
 
 def trajectory(
@@ -500,25 +589,43 @@ def trajectory(
 
 def trajectory_markdown(summary: PipelineSummary) -> str:
     """The trajectory as a Markdown table (the dashboard's summary artifact)."""
+    from automl_deft.kpi import format_far
+
     lines = [
-        "# automl-deft: trajectory on the KPI test set",
+        "# automl-deft: trajectory, steering set and untouched hold-out",
         "",
         f"KPI target: {summary.kpi_target} · DEFT: {summary.deft_status}",
         "",
-        "| step | phase | FAR@100% recall | threshold | training rows |",
-        "|---|---|---|---|---|",
+        "FAR at 100% recall with bootstrap 95% intervals. The KPI (steering) set chose "
+        "checkpoints, mined rows and picked the best; the hold-out steered nothing.",
+        "",
+        "| step | phase | KPI set FAR | hold-out FAR | threshold | training rows |",
+        "|---|---|---|---|---|---|",
     ]
     for s in summary.trajectory:
-        far = "n/a" if s.far_pct is None else f"{s.far_pct:.2f}%"
         thr = "n/a" if s.threshold is None else f"{s.threshold:.4g}"
-        lines.append(f"| {s.step} | {s.phase} | {far} | {thr} | {s.train_rows or ''} |")
+        held = "—" if s.holdout is None else format_far(s.holdout.far_pct, s.holdout.ci95)
+        lines.append(
+            f"| {s.step} | {s.phase} | {format_far(s.far_pct, s.far_pct_ci95)} | {held} "
+            f"| {thr} | {s.train_rows or ''} |"
+        )
     best = summary.best
     if best:
         lines += [
             "",
-            f"**Deliverable:** `{best.iteration}` at FAR {best.far_pct:.2f}% "
-            f"(threshold {best.threshold:.4g}) — `{best.checkpoint}`",
+            f"**Deliverable:** `{best.iteration}` at KPI-set FAR "
+            f"{format_far(best.far_pct, summary.far_pct_ci95)} (threshold {best.threshold:.4g})"
+            f" — `{best.checkpoint}`",
         ]
+        if summary.holdout is not None:
+            lines.append(
+                f"**Hold-out:** FAR {format_far(summary.holdout.far_pct, summary.holdout.ci95)}"
+                f" on {summary.holdout.rows} rows"
+            )
+        if best.chosen_because:
+            lines.append(f"Chosen because: {best.chosen_because}.")
+    if summary.kpi_met is not None:
+        lines += ["", kpi_verdict(summary)]
     if summary.phase3_ran and not summary.phase3_kept:
         lines.append("")
         lines.append("Phase 3 did not beat the best DEFT iteration; the DEFT winner is kept.")
@@ -528,4 +635,16 @@ def trajectory_markdown(summary: PipelineSummary) -> str:
     if not summary.phase3_ran:
         lines.append("")
         lines.append("Phase 3 skipped (DEFT hard-stopped or disabled).")
+    if summary.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in summary.notes]
     return "\n".join(lines) + "\n"
+
+
+def kpi_verdict(summary: PipelineSummary) -> str:
+    """``KPI MET`` or ``KPI NOT MET (x.x pp from target)`` (empty: no target)."""
+    if summary.kpi_met is None:
+        return ""
+    if summary.kpi_met:
+        return f"KPI MET ({summary.kpi_target})"
+    gap = "n/a" if summary.kpi_gap_pp is None else f"{summary.kpi_gap_pp:.1f}"
+    return f"KPI NOT MET ({gap} pp from target {summary.kpi_target})"

@@ -3,6 +3,11 @@
 It sits above :mod:`automl_deft.workspace` (the layout, the CSV schema and the
 checks) and :mod:`automl_deft.model.spec` (which names each row's files), so
 neither of those has to import the other.
+
+The untouched hold-out (``kpi/holdout_set.csv``), when present, gets every check
+the other sets get (schema, both classes, images, duplicates) and must share no
+row and no tested image with any of them. A missing hold-out is not an error:
+:attr:`ValidationReport.has_holdout` lets the caller warn.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import pandas as pd
 from automl_deft.errors import WorkspaceError
 from automl_deft.model.spec import load_spec
 from automl_deft.workspace import (
+    HOLDOUT_ROLE,
     PASS_LABEL,
     ImageNaming,
     ValidationReport,
@@ -44,6 +50,9 @@ def validate_workspace(
         check_image_files: decode every image and compare golden/input sizes, and
             check leakage by image content as well as by row key.
         require_pool: treat a missing mining pool as an error.
+
+    The hold-out is checked when its file exists; its counts are
+    :attr:`ValidationReport.holdout` (None when absent), not in ``summaries``.
     """
     ws = Workspace.at(root)
     if not ws.root.is_dir():
@@ -61,20 +70,25 @@ def validate_workspace(
     if not ws.images_dir.is_dir():
         problems.append(f"images root not found: {ws.images_dir}; put the images there")
 
+    paths = ws.csvs(include_holdout=True)
     frames: dict[str, pd.DataFrame] = {}
-    for role, path in ws.csvs().items():
+    for role, path in paths.items():
         if role == "mining_pool" and not require_pool and not path.exists():
+            continue
+        if role == HOLDOUT_ROLE and not path.exists():
             continue
         try:
             frames[role] = read_dataset_csv(path, role=role)
         except WorkspaceError as exc:
             problems.extend(exc.problems)
 
-    summaries = [summarize(f, role=r, path=ws.csvs()[r]) for r, f in frames.items()]
-    for s in summaries:
+    every = [summarize(f, role=r, path=paths[r]) for r, f in frames.items()]
+    for s in every:
         if s.rows == 0:
             problems.append(f"{s.role} CSV {s.path} has no rows; add samples")
-        elif s.role in ("train", "validation", "kpi_test") and (s.n_pass == 0 or s.n_defect == 0):
+        elif s.role in ("train", "validation", "kpi_test", HOLDOUT_ROLE) and (
+            s.n_pass == 0 or s.n_defect == 0
+        ):
             only = PASS_LABEL if s.n_defect == 0 else "defect"
             problems.append(
                 f"{s.role} set has a single class (only {only} rows); it needs both PASS "
@@ -103,7 +117,8 @@ def validate_workspace(
         raise WorkspaceError(problems)
     return ValidationReport(
         workspace=ws.root,
-        summaries=summaries,
+        summaries=[s for s in every if s.role != HOLDOUT_ROLE],
         images_checked=n_files,
         overlapping_rows=overlapping,
+        holdout=next((s for s in every if s.role == HOLDOUT_ROLE), None),
     )

@@ -4,10 +4,19 @@ A workspace is a directory laid out the way the original workflow expects::
 
     <ws>/train/base/training_set.csv     base training set
     <ws>/train/base/validation_set.csv   validation set (HPO metric, checkpoint selection)
-    <ws>/kpi/testing_set.csv             KPI test set (never used for HPO)
+    <ws>/kpi/testing_set.csv             KPI test set (never used for HPO; it steers DEFT)
+    <ws>/kpi/holdout_set.csv             untouched hold-out (optional; read by no phase)
     <ws>/kpi/images/                     images root for every CSV
     <ws>/inputs/mining_pool.csv          labelled mining pool (images under the same root)
     <ws>/specs/baseline_spec.yaml        the baseline training spec
+
+The KPI test set steers the workflow (DEFT mines and synthesises around its
+failures, the deliverable is chosen on it), so its FAR is optimistic. The
+hold-out comes from the same distribution and is read by no phase: only the
+final step scores it (through :func:`automl_deft.holdout.read_holdout`), and
+only validation and leakage checks look at it otherwise. That is why
+:meth:`Workspace.csvs` leaves it out unless asked (``include_holdout=True``).
+``automl-deft split-holdout`` makes one from an existing KPI set.
 
 CSV paths are *directories* relative to the images root; the file of a row for a
 given light is ``{images_dir}/{input_path}/{object_name}_{light}{ext}``.
@@ -49,6 +58,9 @@ TRAIN_CSV = "train/base/training_set.csv"
 VAL_CSV = "train/base/validation_set.csv"
 KPI_CSV = "kpi/testing_set.csv"
 POOL_CSV = "inputs/mining_pool.csv"
+HOLDOUT_CSV = "kpi/holdout_set.csv"
+HOLDOUT_ROLE = "holdout"
+"""The hold-out's role name (in validation tables and leakage messages)."""
 IMAGES_DIR = "kpi/images"
 SPEC_FILE = "specs/baseline_spec.yaml"
 
@@ -191,6 +203,16 @@ class Workspace:
         return self.root / POOL_CSV
 
     @property
+    def holdout_csv(self) -> Path:
+        """The untouched hold-out; may be absent. Read it for scoring only through
+        :func:`automl_deft.holdout.read_holdout`."""
+        return self.root / HOLDOUT_CSV
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.holdout_csv.is_file()
+
+    @property
     def images_dir(self) -> Path:
         return self.root / IMAGES_DIR
 
@@ -202,14 +224,25 @@ class Workspace:
     def results_dir(self) -> Path:
         return self.root / "results"
 
-    def csvs(self) -> dict[str, Path]:
-        """The dataset CSVs by role, in the order they are reported."""
-        return {
+    def csvs(self, *, include_holdout: bool = False) -> dict[str, Path]:
+        """The dataset CSVs by role, in the order they are reported.
+
+        The working sets only (train, validation, KPI test, mining pool) unless
+        ``include_holdout``: callers that train, evaluate, mine or rank iterate
+        this, and the hold-out must reach none of them. Checks (validation,
+        leakage) and writers (demo, importers, which create and clear it) pass
+        ``include_holdout=True``; the hold-out's path is there whether or not
+        the file exists.
+        """
+        out = {
             "train": self.train_csv,
             "validation": self.val_csv,
             "kpi_test": self.kpi_csv,
             "mining_pool": self.pool_csv,
         }
+        if include_holdout:
+            out[HOLDOUT_ROLE] = self.holdout_csv
+        return out
 
 
 def new_run_dir(workspace: str | os.PathLike[str]) -> Path:
@@ -233,8 +266,13 @@ def find_images_dir(csv_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def read_dataset_csv(path: str | os.PathLike[str], *, role: str = "dataset") -> pd.DataFrame:
+def read_dataset_csv(
+    path: str | os.PathLike[str], *, role: str = "dataset", require_label: bool = True
+) -> pd.DataFrame:
     """Read a dataset CSV as strings and check its schema.
+
+    ``require_label=False`` accepts rows without a ``label`` column (production rows
+    to be scored); every other required column is still checked.
 
     Raises:
         WorkspaceError: missing file, unparsable CSV, missing required columns,
@@ -248,7 +286,10 @@ def read_dataset_csv(path: str | os.PathLike[str], *, role: str = "dataset") -> 
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WorkspaceError(f"{role} CSV {path} cannot be parsed ({first}); fix the file") from exc
-    problems = check_schema(frame, role=role, path=path)
+    labelled = require_label or "label" in frame.columns
+    problems = check_schema(
+        frame if labelled else frame.assign(label=PASS_LABEL), role=role, path=path
+    )
     if problems:
         raise WorkspaceError(problems)
     return frame
@@ -306,15 +347,23 @@ class ValidationReport:
 
     workspace: Path
     summaries: list[CsvSummary]
+    """The working sets (train, validation, KPI test, mining pool)."""
     images_checked: int
     overlapping_rows: int = 0
     warnings: list[str] = field(default_factory=list)
+    holdout: CsvSummary | None = None
+    """The untouched hold-out's counts; None when the workspace has none (not an
+    error: warn that no number will be measured on unseen data)."""
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.holdout is not None
 
     def table(self) -> str:
-        """A fixed-width table: one line per CSV with counts and the label distribution."""
+        """A fixed-width table: one line per CSV (the hold-out last) with counts and labels."""
         head = f"{'set':<12} {'rows':>6} {'PASS':>6} {'defect':>6}  labels"
         lines = [head, "-" * len(head)]
-        for s in self.summaries:
+        for s in [*self.summaries, *([self.holdout] if self.holdout else [])]:
             dist = ", ".join(f"{k}={v}" for k, v in s.labels.items())
             lines.append(f"{s.role:<12} {s.rows:>6} {s.n_pass:>6} {s.n_defect:>6}  {dist}")
         return "\n".join(lines)
@@ -412,9 +461,14 @@ LEAKAGE_PAIRS: tuple[tuple[str, str], ...] = (
     ("validation", "kpi_test"),
     ("mining_pool", "validation"),
     ("mining_pool", "kpi_test"),
+    ("train", HOLDOUT_ROLE),
+    ("validation", HOLDOUT_ROLE),
+    ("kpi_test", HOLDOUT_ROLE),
+    ("mining_pool", HOLDOUT_ROLE),
 )
 """Pairs of sets that must not share a row. Pool rows become training rows when
-mined, so the pool must not hold validation or KPI rows either."""
+mined, so the pool must not hold validation or KPI rows either; the hold-out
+shares a row with no other set (pairs whose sets are absent are skipped)."""
 
 
 def find_leakage(
@@ -474,17 +528,34 @@ def find_leakage(
 
 def refuse_kpi_set(ws: Workspace, csv: Path, *, used_as: str) -> None:
     """The KPI test set must never choose checkpoints or steer a search: refuse it as
-    ``used_as`` by path, and by content (a copy under another name).
+    ``used_as`` by path, and by content (a copy under another name). The untouched
+    hold-out is refused the same way: nothing but the final scoring may read it.
 
     Raises:
-        WorkspaceError: ``csv`` is the KPI test set or holds only KPI test rows.
+        WorkspaceError: ``csv`` is the KPI test set or the hold-out, or holds only
+            rows of one of them.
     """
     if csv.resolve() == ws.kpi_csv.resolve():
         raise WorkspaceError(
             f"the KPI test set cannot be {used_as}; use the validation set ({VAL_CSV})"
         )
-    if ws.kpi_csv.is_file() and csv.is_file():
-        kpi = set(leakage_keys(read_dataset_csv(ws.kpi_csv, role="kpi_test")))
-        rows = set(leakage_keys(read_dataset_csv(csv, role="evaluation")))
-        if rows and rows <= kpi:
-            raise WorkspaceError(f"{csv} holds KPI test rows; the KPI test set cannot be {used_as}")
+    if ws.has_holdout and csv.resolve() == ws.holdout_csv.resolve():
+        raise WorkspaceError(
+            f"the untouched hold-out ({HOLDOUT_CSV}) cannot be {used_as}; only the final "
+            f"step scores it: use the validation set ({VAL_CSV})"
+        )
+    if not csv.is_file():
+        return
+    rows: set[str] | None = None
+    for path, role, name in (
+        (ws.kpi_csv, "kpi_test", "KPI test"),
+        (ws.holdout_csv, HOLDOUT_ROLE, "hold-out"),
+    ):
+        if not path.is_file():
+            continue
+        if rows is None:
+            rows = set(leakage_keys(read_dataset_csv(csv, role="evaluation")))
+        protected = set(leakage_keys(read_dataset_csv(path, role=role)))
+        if rows and rows <= protected:
+            what = "KPI test set" if role == "kpi_test" else "untouched hold-out"
+            raise WorkspaceError(f"{csv} holds {name} rows; the {what} cannot be {used_as}")

@@ -23,6 +23,7 @@ from kfp.dsl.python_component import PythonComponent
 from automl_deft.run_config import DEFAULT_IMAGE
 from components.automl_search import automl_search
 from components.deft_loop import deft_loop
+from components.export_model import export_model
 from components.finalize import finalize
 from components.preflight import preflight
 from components.quality_check import quality_check
@@ -39,6 +40,7 @@ class Components:
     image: str
     automl_search: PythonComponent
     deft_loop: PythonComponent
+    export_model: PythonComponent
     finalize: PythonComponent
     preflight: PythonComponent
     quality_check: PythonComponent
@@ -67,6 +69,7 @@ def build(image: str = DEFAULT_IMAGE) -> Components:
         image=image,
         automl_search=component(automl_search),
         deft_loop=component(deft_loop),
+        export_model=component(export_model),
         finalize=component(finalize),
         preflight=component(preflight),
         quality_check=component(quality_check),

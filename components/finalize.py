@@ -38,6 +38,17 @@ def finalize(
     for step in result.trajectory:
         if step.far_pct is not None:
             metrics.log_metric(f"kpi_far_pct_{step.step}", step.far_pct)
+        if step.holdout is not None and step.holdout.far_pct is not None:
+            metrics.log_metric(f"holdout_far_pct_{step.step}", step.holdout.far_pct)
+    if result.far_pct_ci95 is not None:
+        metrics.log_metric("kpi_far_pct_ci95_low", result.far_pct_ci95[0])
+        metrics.log_metric("kpi_far_pct_ci95_high", result.far_pct_ci95[1])
+    held = result.holdout
+    if held is not None and held.far_pct is not None:
+        metrics.log_metric("holdout_far_pct", held.far_pct)
+        if held.ci95 is not None:
+            metrics.log_metric("holdout_far_pct_ci95_low", held.ci95[0])
+            metrics.log_metric("holdout_far_pct_ci95_high", held.ci95[1])
     if result.best is not None:
         deliverable.metadata.update({"deliverable": result.best.dumps()})
     return result.dumps()

@@ -29,6 +29,7 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
         node_selector: dict = {},  # noqa: B006 - a KFP parameter default, never mutated
         tolerations: list = [],  # noqa: B006 - a KFP parameter default, never mutated
         credentials_secret: str = "automl-deft-credentials",
+        export_format: str = "onnx",
     ) -> None:
         """Run the three phases on a workspace.
 
@@ -43,6 +44,8 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 per Katib trial).
             node_selector, tolerations: where training pods may run.
             credentials_secret: a Secret whose keys become env vars (optional).
+            export_format: the deliverable's package as the last step: ``onnx``,
+                ``torchscript`` or ``none``.
         """
         p = parameters(locals())  # for the task settings in pipelines/_tasks.py
         pre = t.light(
@@ -88,7 +91,7 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 warm_start=warm.outputs["warm_start"],
                 centroid=seeded.outputs["winning_spec"],
             )
-            t.light(
+            final = t.light(
                 c.finalize(
                     workspace=workspace,
                     results_dir=run_dir,
@@ -99,8 +102,13 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 p,
                 "finalize",
             )
-        with dsl.Else(name="phase3-skipped"):
             t.light(
+                c.export_model(results_dir=run_dir, export_format=export_format).after(final),
+                p,
+                "export",
+            )
+        with dsl.Else(name="phase3-skipped"):
+            final = t.light(
                 c.finalize(
                     workspace=workspace,
                     results_dir=run_dir,
@@ -109,6 +117,11 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
                 ).after(deft),
                 p,
                 "finalize (Phase 3 skipped: DEFT hard-stopped or phase3.enabled false)",
+            )
+            t.light(
+                c.export_model(results_dir=run_dir, export_format=export_format).after(final),
+                p,
+                "export",
             )
 
     return automl_deft_pipeline

@@ -33,14 +33,17 @@ def test_help_lists_every_command_sorted_by_name() -> None:
         "deft",
         "demo-workspace",
         "evaluate",
+        "export",
         "import-deeppcb",
         "infer",
         "kpi",
+        "predict",
         "preflight",
         "quickstart",
         "report",
         "run",
         "schedule",
+        "split-holdout",
         "submit",
         "train",
         "validate",
@@ -105,8 +108,12 @@ def test_kpi_command_text_json_sweep_plot(tmp_path: Path) -> None:
     assert (tmp_path / "sweep.csv").stat().st_size > 0 and (
         tmp_path / "plot.png"
     ).stat().st_size > 0
-    payload = json.loads(run("kpi", csv, "--json", "--target", "FAR<1%").output)
+    missed = run("kpi", csv, "--json", "--target", "FAR<1%", ok=False)
+    assert missed.exit_code == 3  # a missed target gates CI: 3, not 2 ("bad input")
+    payload = json.loads(missed.output)
     assert payload["target_met"] is False and payload["far_pct"] > 1
+    low, high = payload["far_pct_ci95"]
+    assert low <= payload["far_pct"] <= high
 
 
 def test_bad_target_is_a_one_line_error(tmp_path: Path) -> None:

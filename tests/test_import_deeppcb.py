@@ -58,7 +58,7 @@ def imported(
     summary = import_deeppcb(src, ws.root, crop_size=CROP)
     frames = {
         role: pd.read_csv(path, dtype=str, keep_default_na=False)
-        for role, path in ws.csvs().items()
+        for role, path in ws.csvs(include_holdout=True).items()
     }
     return ws, summary, frames
 
@@ -106,7 +106,9 @@ def test_row_counts_match_boxes_per_split(imported, lists) -> None:
 def test_split_honours_deeppcb_lists(imported, lists) -> None:
     _, _, frames = imported
     sources = {role: set(frame["source_image"]) for role, frame in frames.items()}
-    assert sources["kpi_test"] == set(lists["test"])
+    # test.txt pairs are the KPI set and the hold-out, split by pair
+    assert sources["kpi_test"] | sources["holdout"] == set(lists["test"])
+    assert sources["kpi_test"] and sources["holdout"]
     assert set().union(*(sources[r] for r in TRAINVAL_ROLES)) == set(lists["trainval"])
     roles = list(sources)
     for i, a in enumerate(roles):
@@ -228,8 +230,8 @@ def test_same_seed_gives_identical_csvs(imported, src, tmp_path: Path) -> None:
     ws, _, _ = imported
     again = Workspace.at(tmp_path / "again")
     import_deeppcb(src, again.root, crop_size=CROP)
-    for role, path in ws.csvs().items():
-        assert again.csvs()[role].read_bytes() == path.read_bytes(), role
+    for role, path in ws.csvs(include_holdout=True).items():
+        assert again.csvs(include_holdout=True)[role].read_bytes() == path.read_bytes(), role
     assert again.spec_path.read_bytes() == ws.spec_path.read_bytes()
     other = Workspace.at(tmp_path / "other")
     import_deeppcb(src, other.root, crop_size=CROP, seed=1)
@@ -313,6 +315,17 @@ def test_existing_workspace_needs_force(small: Path, tmp_path: Path) -> None:
     again = import_deeppcb(small, dest, force=True, seed=0)
     assert again.rows == first.rows
     assert not stale.exists(), "crops of the previous import must not linger"
+    # one test pair cannot make a hold-out with both classes on both sides: warned, none written
+    assert "holdout" not in again.rows and not Workspace.at(dest).has_holdout
+    assert any(w.startswith("no hold-out written: 1 test pair(s)") for w in again.warnings)
+
+
+def test_holdout_fraction_zero_writes_none(small: Path, tmp_path: Path) -> None:
+    summary = import_deeppcb(small, tmp_path / "ws", holdout_fraction=0)
+    assert "holdout" not in summary.rows and not summary.warnings
+    assert not Workspace.at(tmp_path / "ws").has_holdout
+    with pytest.raises(UserError, match=re.escape("holdout_fraction must be in [0, 1)")):
+        import_deeppcb(small, tmp_path / "ws2", holdout_fraction=1.0)
 
 
 def test_bad_fractions(small: Path, tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 1: the run's vocabulary: layout, records, the data layout, the one KPI
     ("layout", "records", "workspace", "kpi"),
     # 2: data and the model
-    ("synth", "importers", "model", "validate", "application"),
+    ("synth", "importers", "model", "validate", "application", "holdout", "serving"),
     # 3: the two engines and the built-in application they drive
     ("hpo", "deft", "aoi_changenet"),
     # 4: the phases joined: handoffs, the run config and plan, the single gate
-    ("handoff", "run_config", "plan", "preflight"),
+    ("handoff", "run_config", "plan", "preflight", "scorecard", "model_card", "predict"),
     # 5: the pipeline's steps and the quick start
     ("steps", "quickstart"),
     # 6: the doors: cluster runners and clients, the CLI, test fakes

@@ -119,45 +119,125 @@ class Run:
         return label, its[label]
 
 
+AFTER_FINALIZE = frozenset({"export_model"})
+"""Tasks that run after finalize (the model card hashes the hold-out CSV)."""
+TRACE_SITE = Path(__file__).with_name("holdout_trace")
+"""A ``sitecustomize`` that records every open() of the hold-out's files, per process."""
+
+
+def _holdout_files(ws: Path) -> list[Path]:
+    """The hold-out CSV and every image it names (what no phase may open before finalize)."""
+    from automl_deft.model.spec import load_spec
+    from automl_deft.workspace import Workspace, read_dataset_csv, row_paths
+
+    w = Workspace.at(ws)
+    frame = read_dataset_csv(w.holdout_csv, role="holdout")
+    naming = load_spec(w.spec_path).naming()
+    files = [w.holdout_csv]
+    for column in ("input_path", "golden_path"):
+        files += [p for row in row_paths(frame, w.images_dir, naming, column) for p in row]
+    return files
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, tiny_ws: Path) -> Run:
-    """``automl-deft run`` on a copy of the tiny workspace (the handoff writes into it)."""
+    """``automl-deft run`` on a copy of the tiny workspace (the handoff writes into it),
+    with every open() of the untouched hold-out's files traced in every process."""
     base = tmp_path_factory.mktemp("pipeline")
     ws = base / "ws"
     shutil.copytree(tiny_ws, ws)
     root = base / "results"
+    watch = base / "holdout_files.txt"
+    watch.write_text("\n".join(str(p) for p in _holdout_files(ws)), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(TRACE_SITE), os.environ.get("PYTHONPATH")])
+        ),
+        "AUTOML_DEFT_TRACE_WATCH": str(watch),
+        "AUTOML_DEFT_TRACE_OUT": str(base / "holdout_trace.jsonl"),
+    }
     args = ["run", ws, "-c", _config(base / "run.yaml"), "--results", root, "--yes", "--no-images"]
     proc = subprocess.run(
-        [sys.executable, "-m", "automl_deft.cli", *map(str, args)],
+        [sys.executable, "-m", "automl_deft.cli", *map(str, args), "--fail-on-kpi-miss"],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
         check=False,
         cwd=base,
+        env=env,
     )
-    assert proc.returncode == 0, f"automl-deft run failed:\n{proc.stderr[-4000:]}"
+    summary = RunLayout(root).summary
+    assert summary.is_file(), f"automl-deft run failed:\n{proc.stderr[-4000:]}"
+    # --fail-on-kpi-miss: exit 3 exactly when the deliverable misses the config's target.
+    missed = PipelineSummary.read(summary).kpi_met is False
+    assert proc.returncode == (3 if missed else 0), (
+        f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
+    )
     return Run(ws, root, proc.stdout)
+
+
+def _trace(run: Run) -> list[dict[str, Any]]:
+    path = run.root.parent / "holdout_trace.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def test_no_phase_reads_the_holdout_before_finalize(run: Run) -> None:
+    """Every open() of a hold-out file, in every process of the run, is finalize reading and
+    scoring it (read_holdout, score_holdout) or the workspace validation's leakage check."""
+    trace = _trace(run)
+    scored = [
+        t
+        for t in trace
+        if t["task"] == "finalize" and {"read_holdout", "score_holdout"} & set(t["stack"])
+    ]
+    assert any(t["path"].endswith("holdout_set.csv") for t in scored), "the tracer saw nothing"
+    assert any(not t["path"].endswith(".csv") for t in scored), "finalize scored no image"
+    # Before finalize, only the guards that compare rows (leakage, "not the KPI set or the
+    # hold-out as a validation set") may open it: they score nothing and choose nothing.
+    guards = {"validate_workspace", "refuse_kpi_set"}
+    others = [t for t in trace if t not in scored and t["task"] not in AFTER_FINALIZE]
+    assert others, "the guards' reads were not seen"
+    assert all(guards & set(t["stack"]) for t in others), [t["stack"][:6] for t in others][:3]
+
+
+def test_the_summary_has_the_holdout_and_intervals(run: Run) -> None:
+    summary = PipelineSummary.read(RunLayout(run.root).summary)
+    held = summary.holdout
+    assert held is not None and held.far_pct is not None and held.ci95 is not None
+    assert held.ci95[0] <= held.far_pct <= held.ci95[1]
+    assert held.threshold_from == "holdout"
+    assert held.rows == len(pd.read_csv(run.ws / "kpi" / "holdout_set.csv"))
+    for step in summary.trajectory:
+        assert step.far_pct_ci95 is not None and step.holdout is not None, step.step
+        assert step.far_pct_ci95[0] <= step.far_pct <= step.far_pct_ci95[1]
+    assert summary.best is not None and summary.best.chosen_because
+    raw = json.loads(RunLayout(run.root).summary.read_text())
+    assert set(raw["holdout"]) >= {"far_pct", "ci95", "threshold_from"}
 
 
 # --- the CLI --------------------------------------------------------------------------
 
 
 def test_cli_prints_the_trajectory_and_the_deliverable(run: Run) -> None:
+    from automl_deft.kpi import format_far
+
     label, best = run.best_deft()
+    summary = PipelineSummary.read(RunLayout(run.root).summary)
     lines = run.stdout.splitlines()
-    trajectory = lines[
-        lines.index("Trajectory on the KPI test set (target FAR < 1% at recall=100%):") + 1 :
-    ]
+    head = "Trajectory (target FAR < 1% at recall=100%), FAR at 100% recall [95% interval]:"
+    trajectory = lines[lines.index(head) + 2 :]
     steps = [line.split()[:2] for line in trajectory[:3]]
     assert steps == [["phase1", "baseline"], ["phase2", "iter1"], ["phase3", "final_automl"]]
-    for line, (_, step) in zip(trajectory, steps, strict=False):
-        assert f"FAR {run.state['iterations'][step]['far_pct']:6.2f}%" in line, line
-    assert trajectory[3] == (
-        f"best: {label} at FAR {best['far_pct']:.2f}% "
-        "(Phase 3 did not beat it: kept the DEFT winner)"
-    )
+    for line, s in zip(trajectory, summary.trajectory, strict=False):
+        assert format_far(s.far_pct, s.far_pct_ci95) in line, line
+        assert s.holdout is not None and format_far(s.holdout.far_pct, s.holdout.ci95) in line
+    assert trajectory[3].startswith(f"best: {label} at KPI-set FAR {best['far_pct']:.2f}% [")
+    assert trajectory[3].endswith("(Phase 3 did not beat it: kept the DEFT winner)")
     assert f"deliverable  {run.root / 'best_model.json'}" in lines
     assert f"report       {run.root / 'DEFT_Loop_Report.html'}" in lines
+    verdict = "KPI MET" if summary.kpi_met else "KPI NOT MET"
+    assert lines[-1].startswith(verdict), lines[-1]
 
 
 # --- handoff 1 → 2 --------------------------------------------------------------------
@@ -294,14 +374,15 @@ def test_final_state_and_deliverables(run: Run) -> None:
     layout = RunLayout(run.root)
     chosen = Deliverable.read(layout.deliverable)
     spec = yaml.safe_load(layout.inference_spec.read_text())
-    # The deliverable names its checkpoint relative to the run; the spec, for use anywhere.
-    inference = spec["inference"]
-    assert set(inference) == {"checkpoint", "threshold"}
-    assert inference["threshold"] == chosen.threshold
-    assert Path(inference["checkpoint"]) == chosen.path(run.root, "checkpoint")
+    # The inference spec serves the model: checkpoint (run-relative), preprocessing, decision;
+    # it is not a training spec.
+    assert set(spec) == {"checkpoint", "model", "preprocessing", "decision"}
+    assert spec["decision"]["threshold"] == chosen.threshold
+    assert run.root / spec["checkpoint"] == chosen.path(run.root, "checkpoint")
+    assert not Path(spec["checkpoint"]).is_absolute()
     assert chosen.threshold == state["iterations"][chosen.iteration]["threshold"]
-    assert spec["dataset"]["classify"]["augmentation_config"]["augment"] is False
-    assert spec["dataset"]["classify"]["batch_size"] == 1
+    assert "train" not in spec and "dataset" not in spec
+    assert chosen.chosen_because and chosen.iteration in chosen.chosen_because
     assert layout.report.stat().st_size > 0
 
 

@@ -101,7 +101,7 @@ def test_trajectory_markdown_says_when_phase3_lost_or_failed() -> None:
             far_pct=10.0,
             iteration="iter1",
             images_dir="/ws/kpi/images",
-            training_spec="best_model_inference_spec.yaml",
+            inference_spec="best_model_inference_spec.yaml",
         ),
     )
     assert PipelineSummary.loads(base.dumps()) == base

@@ -39,7 +39,7 @@ from automl_deft.workspace import (
 def _frames(root: Path) -> dict[str, pd.DataFrame]:
     return {
         role: pd.read_csv(p, dtype=str, keep_default_na=False)
-        for role, p in Workspace.at(root).csvs().items()
+        for role, p in Workspace.at(root).csvs(include_holdout=True).items()
     }
 
 
@@ -170,6 +170,7 @@ def test_tiny_workspace_validates(tiny_ws: Path) -> None:
         "kpi_test": tiny["kpi"],
         "mining_pool": tiny["pool"],
     }
+    assert report.holdout is not None and report.holdout.rows == tiny["holdout"] == 64
     assert (tiny_ws / "README.md").read_text().count("seed 0") == 1
 
 
@@ -220,8 +221,8 @@ def test_no_row_or_image_shared_anywhere(tiny_ws: Path) -> None:
 def test_same_seed_is_byte_identical_even_in_parallel(tiny_ws: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     generate_demo_workspace(again, seed=0, scale="tiny", workers=2)
-    for role, path in Workspace.at(tiny_ws).csvs().items():
-        other = Workspace.at(again).csvs()[role]
+    for role, path in Workspace.at(tiny_ws).csvs(include_holdout=True).items():
+        other = Workspace.at(again).csvs(include_holdout=True)[role]
         assert path.read_bytes() == other.read_bytes(), role
     assert _tree_digest(tiny_ws) == _tree_digest(again)
 

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from automl_deft import __version__
-from automl_deft.cli import automl, data, deft, model, pipeline
+from automl_deft.cli import automl, data, deft, model, pipeline, serve
 from automl_deft.errors import AutomlDeftError
 
 __all__ = ["cli", "main"]
@@ -60,7 +60,7 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 # `--help` lists them sorted by name (click's default), whatever the order here.
-for _module in (data, model, automl, deft, pipeline):
+for _module in (data, model, automl, deft, pipeline, serve):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -1,10 +1,11 @@
-"""Data commands: make a workspace (``demo-workspace``, ``import-deeppcb``) and check
-one (``validate``)."""
+"""Data commands: make a workspace (``demo-workspace``, ``import-deeppcb``), check one
+(``validate``), and set an untouched hold-out aside (``split-holdout``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,7 +29,8 @@ def demo_workspace(directory: Path, seed: int, scale: str, force: bool) -> None:
     Bare-board copper patches with benign nuisance and six defect types, split
     into a small PASS-dominant training set, a validation set, a larger KPI
     test set with board families and subtle defects the training set lacks,
-    and a labelled mining pool.
+    an untouched hold-out from the KPI distribution (kpi/holdout_set.csv, 30%
+    of it), and a labelled mining pool.
     """
     from automl_deft.synth.demo import generate_demo_workspace
 
@@ -47,9 +49,11 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
     """Check a workspace: CSV schema, images, class balance, duplicates, leakage.
 
     Leakage is checked between train, validation, KPI test (and the mining pool
-    against validation and KPI test) by the row key (input_path, golden_path,
-    label, object_name, boardname) and by input image content. Exit status 2
-    lists every problem, one line each, with the fix.
+    against validation and KPI test; the hold-out, when there is one, against
+    every set) by the row key (input_path, golden_path, label, object_name,
+    boardname) and by input image content. Exit status 2 lists every problem,
+    one line each, with the fix. A workspace without kpi/holdout_set.csv passes
+    with a warning.
     """
     from automl_deft.validate import validate_workspace
 
@@ -61,18 +65,70 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
             "workspace": str(report.workspace),
             "images_checked": report.images_checked,
             "overlapping_rows": report.overlapping_rows,
-            "sets": [
-                {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
-                for s in report.summaries
-            ],
+            "sets": [_summary_json(s) for s in report.summaries],
+            "holdout": _summary_json(report.holdout) if report.holdout else None,
         }
         click.echo(json.dumps(payload, indent=2))
-        return
-    click.echo(report.table())
-    click.echo(
-        f"\nOK: {report.images_checked} image files checked, leakage check: "
-        f"{report.overlapping_rows} overlapping rows"
-    )
+    else:
+        click.echo(report.table())
+        click.echo(
+            f"\nOK: {report.images_checked} image files checked, leakage check: "
+            f"{report.overlapping_rows} overlapping rows"
+        )
+    if not report.has_holdout:
+        click.echo(f"warning: {NO_HOLDOUT_WARNING}", err=True)
+
+
+NO_HOLDOUT_WARNING = (
+    "no untouched hold-out (kpi/holdout_set.csv): every FAR will be measured on the KPI set "
+    "that steers the workflow; make one with `automl-deft split-holdout WORKSPACE`"
+)
+
+
+def _summary_json(summary: Any) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(summary).items()}
+
+
+@click.command("split-holdout")
+@click.argument("workspace", type=EXISTING_DIR)
+@click.option(
+    "--fraction",
+    default=0.3,
+    show_default=True,
+    help="Share of the KPI set's rows moved to the hold-out, in (0, 1).",
+)
+@click.option("--seed", default=0, show_default=True, help="Random seed of the split.")
+@click.option(
+    "--group-by",
+    metavar="COLUMN",
+    help="Keep rows with one value of COLUMN on one side (e.g. source_image for crops "
+    "of one board image).",
+)
+def split_holdout_cmd(workspace: Path, fraction: float, seed: int, group_by: str | None) -> None:
+    """Move a share of WORKSPACE's KPI test set into an untouched hold-out.
+
+    The KPI set (kpi/testing_set.csv) steers the workflow, so its FAR is
+    optimistic; the hold-out (kpi/holdout_set.csv) is read by no phase, only
+    the final step scores it. The split is stratified by label and board
+    family (boardname) and every stratum of two or more rows keeps rows on
+    both sides. Run it once, before the first run: it refuses when a hold-out
+    exists (the message says how to undo it) and finishes an interrupted split.
+
+    \b
+    Example:
+      automl-deft split-holdout ws --fraction 0.3 --seed 0
+    """
+    from automl_deft.holdout import split_holdout
+
+    result = split_holdout(workspace, fraction=fraction, seed=seed, group_by=group_by)
+    if result.resumed:
+        click.echo(f"finished an interrupted split in {result.workspace} (existing hold-out kept)")
+    else:
+        click.echo(
+            f"held out {result.n_holdout} of {result.n_before} KPI rows "
+            f"(fraction {fraction:g}, seed {seed}) in {result.workspace}"
+        )
+    click.echo(result.table())
 
 
 @click.command("import-deeppcb")
@@ -82,6 +138,12 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
 @click.option("--pass-per-image", default=8, show_default=True, help="PASS crops per board image.")
 @click.option("--val-fraction", default=0.2, show_default=True, help="Share of trainval pairs.")
 @click.option("--pool-fraction", default=0.4, show_default=True, help="Share of trainval pairs.")
+@click.option(
+    "--holdout-fraction",
+    default=0.3,
+    show_default=True,
+    help="Share of test pairs set aside as the untouched hold-out (0: none).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing workspace in DIRECTORY.")
 def import_deeppcb_cmd(
@@ -91,13 +153,15 @@ def import_deeppcb_cmd(
     pass_per_image: int,
     val_fraction: float,
     pool_fraction: float,
+    holdout_fraction: float,
     seed: int,
     force: bool,
 ) -> None:
     """Convert a DeepPCB download (SRC holds PCBData/) into a workspace in DIRECTORY.
 
     Defect crops are centred on the annotated boxes, PASS crops come from
-    regions no box touches; DeepPCB's test split becomes the KPI set and its
+    regions no box touches; DeepPCB's test split becomes the KPI set and the
+    untouched hold-out (split by board image, stratified by group), and its
     trainval pairs are split by board image into train, validation and pool.
     """
     from automl_deft.importers.deeppcb import import_deeppcb
@@ -109,6 +173,7 @@ def import_deeppcb_cmd(
         pass_per_image=pass_per_image,
         val_fraction=val_fraction,
         pool_fraction=pool_fraction,
+        holdout_fraction=holdout_fraction,
         seed=seed,
         force=force,
     )
@@ -118,4 +183,4 @@ def import_deeppcb_cmd(
         click.echo(f"warning: {warning}", err=True)
 
 
-COMMANDS = (demo_workspace, validate, import_deeppcb_cmd)
+COMMANDS = (demo_workspace, validate, import_deeppcb_cmd, split_holdout_cmd)

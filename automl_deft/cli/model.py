@@ -4,6 +4,7 @@ end-to-end ``quickstart``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ import click
 from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE, kpi_options, spec_options
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from automl_deft.kpi import KPIResult
     from automl_deft.model.spec import Spec
 
@@ -97,26 +100,44 @@ def infer_cmd(
     click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
 
 
-def _report_kpi(result: KPIResult, target_text: str | None, as_json: bool) -> None:
-    from automl_deft.kpi import confusion_matrix_text, parse_target
+def _report_kpi(
+    result: KPIResult, target_text: str | None, as_json: bool, scored: pd.DataFrame | None = None
+) -> None:
+    """Print the KPI (with its bootstrap interval when the scored rows are given); exit 3
+    when ``--target`` is missed (2 stays "bad input")."""
+    from automl_deft.errors import EXIT_KPI_MISSED
+    from automl_deft.kpi import confusion_matrix_text, format_far, parse_target
+    from automl_deft.scorecard import interval_of
+    from automl_deft.workspace import SCORE_COLUMN
 
     target = parse_target(target_text) if target_text else None
+    ci95 = (
+        interval_of(scored["label"], scored[SCORE_COLUMN])
+        if scored is not None and result.far_pct is not None
+        else None
+    )
+    met = target.is_met(result) if target is not None else None
     if as_json:
         payload = result.to_dict()
+        payload["far_pct_ci95"] = ci95
         if target is not None:
             payload["target"] = str(target)
-            payload["target_met"] = target.is_met(result)
+            payload["target_met"] = met
         click.echo(json.dumps(payload, indent=2))
-        return
-    click.echo(result.summary())
-    if result.recall100 is not None:  # the KPI is available
-        click.echo(
-            f"far_pct={result.far_pct:.4f} threshold={result.threshold:.6g} "
-            f"precision={result.precision:.4f} recall={result.recall:.4f} f1={result.f1:.4f}"
-        )
-        click.echo(confusion_matrix_text(result.recall100))
-    if target is not None:
-        click.echo(f"target {target}: {'MET' if target.is_met(result) else 'NOT MET'}")
+    else:
+        click.echo(result.summary())
+        if result.recall100 is not None:  # the KPI is available
+            click.echo(
+                f"far_pct={result.far_pct:.4f} threshold={result.threshold:.6g} "
+                f"precision={result.precision:.4f} recall={result.recall:.4f} f1={result.f1:.4f}"
+            )
+            if ci95 is not None:
+                click.echo(f"FAR at 100% recall {format_far(result.far_pct, ci95)} (95% bootstrap)")
+            click.echo(confusion_matrix_text(result.recall100))
+        if target is not None:
+            click.echo(f"target {target}: {'MET' if met else 'NOT MET'}")
+    if met is False:
+        sys.exit(EXIT_KPI_MISSED)
 
 
 @click.command("kpi")
@@ -138,7 +159,7 @@ def kpi_cmd(
 
     frame = read_inference_csv(inference_csv)
     result = judge_scored_frame(frame, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json)
+    _report_kpi(result, target, as_json, frame)
 
 
 @click.command("evaluate")
@@ -166,7 +187,7 @@ def evaluate_cmd(
         checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
     )
     result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json)
+    _report_kpi(result, target, as_json, frame)
 
 
 @click.command("zero-shot")
@@ -199,7 +220,7 @@ def zero_shot_cmd(
     spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
     frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
     result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json)
+    _report_kpi(result, target, as_json, frame)
 
 
 def _workspace_spec(images_dir: Path) -> Spec | None:

@@ -51,7 +51,9 @@ def kpi_options(fn: Any) -> Any:
     fn = click.option("--plot", type=ANY_PATH, help="Write a score-distribution PNG here.")(fn)
     fn = click.option("--sweep-csv", type=ANY_PATH, help="Write the threshold sweep CSV here.")(fn)
     return click.option(
-        "--target", metavar="TEXT", help='KPI target, e.g. "FAR < 5% at recall=100%".'
+        "--target",
+        metavar="TEXT",
+        help='KPI target, e.g. "FAR < 5% at recall=100%"; exit status 3 when it is missed.',
     )(fn)
 
 

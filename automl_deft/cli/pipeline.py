@@ -112,6 +112,11 @@ def preflight_cmd(
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask; proceed after the pre-flight.")
 @click.option("--no-images", is_flag=True, help="Pre-flight: skip decoding images.")
+@click.option(
+    "--fail-on-kpi-miss",
+    is_flag=True,
+    help="Exit 3 when the deliverable misses the run config's KPI target (a CI/GitOps gate).",
+)
 def run_cmd(
     workspace: Path,
     config_path: Path | None,
@@ -119,6 +124,7 @@ def run_cmd(
     pipeline_name: str,
     yes: bool,
     no_images: bool,
+    fail_on_kpi_miss: bool,
 ) -> None:
     """Run the pipeline here (the embedded default): pre-flight, one question, then
     every phase through kfp.local, with Optuna and a local results directory.
@@ -167,21 +173,34 @@ def run_cmd(
     run = run_local(_build(pipeline_name, retries=False), args, results_dir=root)
     click.echo("")
     layout = RunLayout(root)
-    if layout.summary.is_file():
-        _print_trajectory(PipelineSummary.read(layout.summary))
+    summary = PipelineSummary.read(layout.summary) if layout.summary.is_file() else None
+    if summary is not None:
+        _print_trajectory(summary)
     click.echo(f"pipeline:    {pipeline_name} in {run.seconds / 60:.1f} min (kfp.local)")
     click.echo(f"results:     {root}")
     for what, path in (("deliverable", layout.deliverable), ("report", layout.report)):
         if path.is_file():
             click.echo(f"{what:<12} {path}")
+    if summary is not None and summary.kpi_met is not None:
+        from automl_deft.steps import kpi_verdict
+
+        click.echo(kpi_verdict(summary))
+        if fail_on_kpi_miss and not summary.kpi_met:
+            from automl_deft.errors import EXIT_KPI_MISSED
+
+            sys.exit(EXIT_KPI_MISSED)
 
 
 def _print_trajectory(summary: PipelineSummary) -> None:
-    click.echo(f"Trajectory on the KPI test set (target {summary.kpi_target}):")
+    from automl_deft.kpi import format_far
+
+    click.echo(f"Trajectory (target {summary.kpi_target}), FAR at 100% recall [95% interval]:")
+    click.echo(f"  {'phase':<7} {'step':<13} {'KPI (steering) set':<24} untouched hold-out")
     for s in summary.trajectory:
-        shown = "n/a" if s.far_pct is None else f"{s.far_pct:6.2f}%"
+        held = "—" if s.holdout is None else format_far(s.holdout.far_pct, s.holdout.ci95)
         rows = f"  {s.train_rows} training rows" if s.train_rows else ""
-        click.echo(f"  {s.phase:<7} {s.step:<13} FAR {shown}{rows}")
+        steering = format_far(s.far_pct, s.far_pct_ci95)
+        click.echo(f"  {s.phase:<7} {s.step:<13} {steering:<24} {held}{rows}")
     best = summary.best
     if best:
         kept = (
@@ -189,7 +208,17 @@ def _print_trajectory(summary: PipelineSummary) -> None:
             if summary.phase3_kept or not summary.phase3_ran
             else (" (Phase 3 did not beat it: kept the DEFT winner)")
         )
-        click.echo(f"best: {best.iteration} at FAR {best.far_pct:.2f}%{kept}")
+        held = (
+            ""
+            if summary.holdout is None
+            else f", hold-out {format_far(summary.holdout.far_pct, summary.holdout.ci95)}"
+        )
+        click.echo(
+            f"best: {best.iteration} at KPI-set FAR "
+            f"{format_far(best.far_pct, summary.far_pct_ci95)}{held}{kept}"
+        )
+    for note in summary.notes:
+        click.echo(f"note: {note}")
 
 
 @click.command("compile")

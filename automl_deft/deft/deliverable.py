@@ -21,7 +21,7 @@ from automl_deft.phases import iteration_number
 from automl_deft.records import BestPointer, Deliverable, RankEntry, rank_by_far
 from automl_deft.workspace import read_dataset_csv
 
-__all__ = ["final_training_set", "pick_best", "write_deliverable"]
+__all__ = ["chosen_because", "final_training_set", "pick_best", "write_deliverable"]
 
 
 def pick_best(state: DeftState, *, include_final: bool = True) -> str | None:
@@ -45,7 +45,10 @@ def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
     ckpt = state.path_of(label, "best_ckpt_path")
     assert ckpt is not None and rec.threshold is not None and rec.far_pct is not None
     threshold = float(rec.threshold)
-    spec = application.inference_spec(ckpt, threshold)
+    spec = {
+        "checkpoint": str(layout.rel(ckpt)),
+        **application.inference_spec(ckpt, threshold),
+    }
     atomic_write_text(layout.inference_spec, yaml.safe_dump(spec, sort_keys=False))
     best = Deliverable(
         checkpoint=str(layout.rel(ckpt)),
@@ -54,9 +57,10 @@ def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
         iteration=label,
         backbone=application.describe(ckpt).get("backbone"),
         images_dir=str(state.inputs.images_dir),
-        training_spec=str(layout.rel(layout.inference_spec)),
+        inference_spec=str(layout.rel(layout.inference_spec)),
         kpi_target=state.kpi_target,
         ranking=[RankEntry(lab, state.iterations[lab].far_pct) for lab in ranked],
+        chosen_because=chosen_because(state, ranked),
     )
     best.write(layout.deliverable)
     state.best = BestPointer(
@@ -64,6 +68,22 @@ def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
     )
     state.save()
     return best
+
+
+def chosen_because(state: DeftState, ranked: list[str]) -> str:
+    """One sentence: why pick-best chose ``ranked[0]`` (the rule and the runner-up)."""
+    first = state.iterations[ranked[0]]
+    why = (
+        f"lowest FAR at 100% recall on the KPI (steering) set of {len(ranked)} evaluated "
+        f"model(s): {ranked[0]} {first.far_pct:.2f}%"
+    )
+    if len(ranked) > 1:
+        second = state.iterations[ranked[1]]
+        if second.far_pct == first.far_pct:
+            why += f", tied with {ranked[1]}; ties keep the earlier step"
+        else:
+            why += f" vs runner-up {ranked[1]} {second.far_pct:.2f}%"
+    return why
 
 
 def final_training_set(state: DeftState) -> tuple[int, Path]:

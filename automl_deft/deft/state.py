@@ -26,7 +26,7 @@ from automl_deft.config import typed_from_dict
 from automl_deft.deft.config import DeftConfig
 from automl_deft.errors import SpecError, UserError
 from automl_deft.io import atomic_write_json, atomic_write_text
-from automl_deft.layout import RunLayout
+from automl_deft.layout import RunLayout, was_moved
 from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number
 from automl_deft.records import BestPointer, IterationRecord, LogEntry, RunInputs, StageFailure
 
@@ -218,9 +218,37 @@ class DeftState:
                 log_last=None if last is None else LogEntry.from_json(last, f"{where} log.last"),
                 best=None if best is None else BestPointer.from_json(best, f"{where} best"),
                 created_in=data.get("results_dir"),
-            )
+            ).with_moved_workspace()
         except (SpecError, TypeError, ValueError) as exc:
             raise UserError(f"{where} is not a DEFT state this tool can read: {exc}") from exc
+
+    def with_moved_workspace(self) -> DeftState:
+        """Follow a workspace that was moved or copied with this run inside it.
+
+        A run created at ``<ws>/results/run_x`` records the workspace's inputs as
+        absolute paths. When the run is found at the same place under another
+        directory that has the workspace layout, its inputs are read from there:
+        the whole workspace travelled together (``mv``, ``cp -r``, a restored backup).
+        A run moved out of its workspace keeps the recorded paths.
+        """
+        old_ws = self.inputs.workspace
+        if not old_ws or not was_moved(self.created_in, self.results_dir):
+            return self
+        old_root = Path(os.path.normpath(old_ws))
+        old_run = Path(os.path.normpath(str(self.created_in)))
+        if not old_run.is_relative_to(old_root):
+            return self
+        depth = len(old_run.relative_to(old_root).parts)
+        here = self.results_dir.resolve()
+        if not 0 < depth <= len(here.parents):
+            return self
+        new_root = here.parents[depth - 1]
+        if here.relative_to(new_root) != old_run.relative_to(old_root):
+            return self
+        if new_root == old_root or not (new_root / "kpi").is_dir():
+            return self
+        self.inputs = self.inputs.rebased(old_root, new_root)
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """The document ``deft_state.json`` holds (its documented field names)."""

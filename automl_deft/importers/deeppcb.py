@@ -7,9 +7,12 @@ image pairs with ``x1 y1 x2 y2 type`` boxes) becomes the workspace layout of
 - one defect crop per annotated box, centred on the box, labelled with the
   defect type name; its golden crop is the same window of the template;
 - up to ``pass_per_image`` PASS crops per pair, from windows no box touches;
-- ``test.txt`` pairs become the KPI test set; ``trainval.txt`` pairs are split
-  *by pair* into train / validation / mining pool, so the overlapping crops of
-  one board image never land in two sets.
+- ``test.txt`` pairs become the KPI test set and the untouched hold-out
+  (``holdout_fraction`` of them, by pair, stratified by group:
+  :func:`automl_deft.holdout.split_holdout_frame`); ``trainval.txt`` pairs are
+  split *by pair* into train / validation / mining pool, so the overlapping
+  crops of one board image never land in two sets. Hold-out crops stay under
+  ``deeppcb/test/`` (the DeepPCB split they come from).
 
 Every input is checked before the first image is written; images are written
 first and the CSVs last (atomically), so an interrupted import never leaves a
@@ -34,9 +37,11 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from automl_deft.errors import SpecError, UserError, WorkspaceError
+from automl_deft.holdout import split_holdout_frame
 from automl_deft.io import atomic_write_csv
 from automl_deft.model.spec import Spec, deep_merge, default_spec_dict, save_spec, spec_from_dict
 from automl_deft.workspace import (
+    HOLDOUT_ROLE,
     MAX_LISTED,
     PASS_LABEL,
     REQUIRED_COLUMNS,
@@ -143,7 +148,8 @@ class Pair:
 
 @dataclass
 class ImportSummary:
-    """What :func:`import_deeppcb` wrote, per workspace role."""
+    """What :func:`import_deeppcb` wrote, per workspace role (``holdout`` only when one
+    was written)."""
 
     workspace: Path
     pairs: dict[str, int]
@@ -172,6 +178,7 @@ def import_deeppcb(
     pass_per_image: int = 8,
     val_fraction: float = 0.2,
     pool_fraction: float = 0.4,
+    holdout_fraction: float = 0.3,
     seed: int = 0,
     force: bool = False,
 ) -> ImportSummary:
@@ -185,6 +192,10 @@ def import_deeppcb(
         val_fraction: share of ``trainval.txt`` pairs for the validation set.
         pool_fraction: share of ``trainval.txt`` pairs for the mining pool; the
             rest is the base training set.
+        holdout_fraction: share of ``test.txt`` pairs set aside as the untouched
+            hold-out (``kpi/holdout_set.csv``), by pair and stratified by group; 0
+            writes none. When the test pairs are too few for both sides to hold PASS
+            and defect rows, none is written and a warning says so.
         seed: makes the split and the PASS windows reproducible.
         force: overwrite ``dest`` when it is already a workspace.
 
@@ -197,6 +208,10 @@ def import_deeppcb(
         WorkspaceError: ``dest`` is already a workspace and ``force`` is off.
     """
     _check_args(crop_size, pass_per_image, val_fraction, pool_fraction, seed)
+    if not 0 <= holdout_fraction < 1:
+        raise UserError(
+            f"holdout_fraction must be in [0, 1) (0: no hold-out), got {holdout_fraction:g}"
+        )
     spec = baseline_spec(crop_size)
     root = locate_pcbdata(src)
     ws = Workspace.at(dest)
@@ -248,12 +263,28 @@ def import_deeppcb(
             rows[role].append(writer.write(f"{pair.stem}_p{i:02d}", PASS_LABEL, window, "", ""))
 
     frames = {role: pd.DataFrame(r, columns=list(COLUMNS)) for role, r in rows.items()}
-    save_spec(spec, ws.spec_path)
-    for role, path in ws.csvs().items():
-        atomic_write_csv(path, frames[role])
-
-    summaries = {role: summarize(f, role=role, path=ws.csvs()[role]) for role, f in frames.items()}
     warnings = []
+    if holdout_fraction > 0:
+        kept, holdout = split_holdout_frame(
+            frames["kpi_test"], fraction=holdout_fraction, seed=seed, group_by="source_image"
+        )
+        if all(_both_classes(f) for f in (kept, holdout)):
+            frames["kpi_test"], frames[HOLDOUT_ROLE] = kept, holdout
+            pair_counts["kpi_test"] = kept["source_image"].nunique()
+            pair_counts[HOLDOUT_ROLE] = holdout["source_image"].nunique()
+        else:
+            warnings.append(
+                f"no hold-out written: {len(test)} test pair(s) are too few to set "
+                f"{holdout_fraction:g} of them aside with PASS and defect rows on both sides; "
+                "list more test pairs, or pass holdout_fraction=0 (--holdout-fraction 0)"
+            )
+    paths = ws.csvs(include_holdout=True)
+    save_spec(spec, ws.spec_path)
+    # The hold-out before the KPI set it was cut from (as split_holdout does).
+    for role in sorted(frames, key=lambda r: r != HOLDOUT_ROLE):
+        atomic_write_csv(paths[role], frames[role])
+
+    summaries = {role: summarize(f, role=role, path=paths[role]) for role, f in frames.items()}
     if shortfall:
         warnings.append(
             f"{shortfall} PASS crop(s) of {pass_per_image * len(all_pairs)} wanted could not be "
@@ -519,7 +550,7 @@ def _check_args(
 def _check_dest(ws: Workspace, *, force: bool) -> None:
     if ws.root.exists() and not ws.root.is_dir():
         raise WorkspaceError(f"{ws.root} is a file; choose a directory for the workspace")
-    existing = [p for p in [*ws.csvs().values(), ws.spec_path] if p.exists()]
+    existing = [p for p in [*ws.csvs(include_holdout=True).values(), ws.spec_path] if p.exists()]
     if existing and not force:
         raise WorkspaceError(
             f"{ws.root} is already a workspace (has {existing[0].relative_to(ws.root)}); "
@@ -606,6 +637,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line.strip()
 
 
+def _both_classes(frame: pd.DataFrame) -> bool:
+    passes = int((frame["label"] == PASS_LABEL).sum())
+    return 0 < passes < len(frame)
+
+
 def _share(n: int, fraction: float) -> int:
     return max(1, round(n * fraction)) if fraction > 0 and n else 0
 
@@ -618,7 +654,7 @@ def _digest(image: np.ndarray, window: tuple[int, int], crop_size: int) -> str:
 
 def _clear_previous(ws: Workspace) -> None:
     """Drop the CSVs first (so no CSV ever points at a half-replaced image), then old crops."""
-    for path in ws.csvs().values():
+    for path in ws.csvs(include_holdout=True).values():
         path.unlink(missing_ok=True)
     shutil.rmtree(ws.images_dir / IMAGES_SUBDIR, ignore_errors=True)
 

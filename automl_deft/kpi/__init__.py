@@ -14,6 +14,14 @@ written out in :mod:`automl_deft.kpi.metric`. Import from here; the modules are:
 
 from __future__ import annotations
 
+from automl_deft.kpi.interval import (
+    DropN,
+    FarInterval,
+    ThresholdSetter,
+    drop_n_sensitivity,
+    far_interval,
+    threshold_setter,
+)
 from automl_deft.kpi.metric import (
     NO_DEFECT_REASON,
     NO_PASS_REASON,
@@ -24,7 +32,7 @@ from automl_deft.kpi.metric import (
     write_sweep_csv,
 )
 from automl_deft.kpi.plots import confusion_matrix_text, plot_score_distribution
-from automl_deft.kpi.result import KPIResult, OperatingPoint, format_threshold
+from automl_deft.kpi.result import KPIResult, OperatingPoint, format_far, format_threshold
 from automl_deft.kpi.tables import (
     LABEL_COLUMN,
     judge_scored_frame,
@@ -42,11 +50,17 @@ __all__ = [
     "TARGET_EXAMPLE",
     "TARGET_TOLERANCE_PP",
     "UNREACHABLE_REASON",
+    "DropN",
+    "FarInterval",
     "KPIResult",
     "KPITarget",
     "OperatingPoint",
+    "ThresholdSetter",
     "compute_kpi",
     "confusion_matrix_text",
+    "drop_n_sensitivity",
+    "far_interval",
+    "format_far",
     "format_threshold",
     "judge_scored_frame",
     "kpi_from_csv",
@@ -54,6 +68,7 @@ __all__ = [
     "parse_target",
     "plot_score_distribution",
     "read_inference_csv",
+    "threshold_setter",
     "threshold_sweep",
     "write_sweep_csv",
 ]

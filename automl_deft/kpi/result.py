@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -166,3 +167,13 @@ def format_threshold(threshold: float) -> str:
     if threshold != 0 and not 1e-3 <= abs(threshold) < 1e6:
         return f"{threshold:.4g}"
     return f"{threshold:.4f}"
+
+
+def format_far(far_pct: float | None, ci95: Sequence[float] | None = None) -> str:
+    """``0.18%``, or ``0.18% [0.00–0.55]`` with a 95% interval; ``n/a`` when unavailable."""
+    if far_pct is None:
+        return "n/a"
+    text = f"{far_pct:.2f}%"
+    if ci95 is not None and len(ci95) == 2:
+        text += f" [{ci95[0]:.2f}–{ci95[1]:.2f}]"
+    return text

@@ -167,6 +167,7 @@ def datasets_section(ctx: Context, check_images: bool) -> Section:
     summaries: list[CsvSummary] = []
     overlapping: int | None = None
     images_checked = 0
+    holdout: CsvSummary | None = None
     image_check = check_images and plan.spec is not None
     naming = plan.spec.naming() if plan.spec is not None else None
     if naming is None and ctx.ws.spec_path.is_file():
@@ -181,8 +182,15 @@ def datasets_section(ctx: Context, check_images: bool) -> Section:
         summaries = report.summaries
         overlapping = report.overlapping_rows
         images_checked = report.images_checked
+        holdout = report.holdout
         for w in report.warnings:
             ctx.warn(w)
+        if not report.has_holdout:
+            ctx.warn(
+                f"no untouched hold-out ({ctx.ws.holdout_csv}): every FAR this run reports "
+                "is measured on the set that steered it; make one with "
+                "`automl-deft split-holdout WORKSPACE`"
+            )
     except WorkspaceError as exc:
         problems.extend(exc.problems)
         summaries = _readable_summaries(ctx.ws)
@@ -202,7 +210,15 @@ def datasets_section(ctx: Context, check_images: bool) -> Section:
             rows.append((role, "absent", "", ""))
         else:
             rows.append((role, "unreadable", "", ""))
+    if holdout is not None:
+        rows.append(("holdout", str(holdout.rows), str(holdout.n_pass), str(holdout.n_defect)))
+    elif not ctx.ws.has_holdout:
+        rows.append(("holdout", "absent", "", ""))
     blocks: list[Block] = [Table(("set", "rows", "PASS", "defect"), tuple(rows))]
+    if holdout is not None:
+        blocks.append(
+            Note("holdout: untouched (no phase reads it; finalize scores the result on it, once)")
+        )
     kpi = by_role.get("kpi_test")
     kpi_labels = dict(kpi.labels) if kpi is not None else {}
     blocks.append(

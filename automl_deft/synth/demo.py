@@ -1,7 +1,7 @@
 """The embedded default dataset: a whole synthetic AOI workspace, with a planned shift.
 
 :func:`generate_demo_workspace` writes the layout described in
-:mod:`automl_deft.workspace` (four CSVs, the images, the baseline spec) plus a
+:mod:`automl_deft.workspace` (five CSVs, the images, the baseline spec) plus a
 ``README.md``. The distribution shift between the sets is deliberate, so the
 data-improvement loop has something to find:
 
@@ -12,11 +12,17 @@ data-improvement loop has something to find:
   more low-severity and low-contrast defects.
 * **mining pool**: four times the training set, labelled, all families and
   types in even measure.
+* **untouched hold-out** (``kpi/holdout_set.csv``): more rows of the KPI
+  distribution, 30% of all of them (:data:`~automl_deft.holdout.HOLDOUT_FRACTION`),
+  with the same exact label and family quotas as the KPI set. They are drawn after
+  every other set from their own seed stream (split id 4), so the KPI set (and
+  every other set) is byte-identical to a demo without a hold-out.
 
 Every row is drawn from its own seed, ``SeedSequence([seed, split, row, attempt])``,
 so the output is byte-identical for a seed whatever the number of worker
 processes. Measured on 2 shared CPU cores (another job running): ``tiny``
-1.3–2.7 s (one process), ``small`` 6–12 s with two workers (10–12 s with one).
+1.3–2.7 s (one process), ``small`` 6–12 s with two workers (10–12 s with one);
+the hold-out's 13% more rows (``small``: 514) were lost in that noise.
 Creating ~8k small files is a large part of it, so workers write their own images.
 
 Extra CSV columns beyond the workspace schema: ``boardname`` (family),
@@ -42,11 +48,13 @@ import pandas as pd
 from PIL import Image
 
 from automl_deft.errors import UserError
+from automl_deft.holdout import HOLDOUT_FRACTION
 from automl_deft.io import atomic_write_csv, atomic_write_text
 from automl_deft.model.spec import default_spec_dict, save_spec
 from automl_deft.synth.defects import DEFECT_TYPES, SEVERITIES, sample_contrast, synthesize_sample
 from automl_deft.synth.render import BOARD_FAMILIES, DEFAULT_SIZE
 from automl_deft.workspace import (
+    HOLDOUT_ROLE,
     PASS_LABEL,
     REQUIRED_COLUMNS,
     ImageNaming,
@@ -62,12 +70,22 @@ CSV_COLUMNS: tuple[str, ...] = (
     "bbox",
 )
 
+
+def holdout_rows(n_kpi: int, fraction: float = HOLDOUT_FRACTION) -> int:
+    """Hold-out rows beside ``n_kpi`` KPI rows: ``fraction`` of the KPI-distribution
+    rows, ``round(n_kpi / (1 - fraction))``, are the hold-out's."""
+    return round(n_kpi / (1.0 - fraction)) - n_kpi
+
+
 SCALES: dict[str, dict[str, int]] = {
-    "tiny": {"train": 80, "val": 40, "kpi": 150, "pool": 320},
-    "small": {"train": 480, "val": 240, "kpi": 1200, "pool": 2000},
-    "medium": {"train": 1920, "val": 960, "kpi": 4800, "pool": 8000},
+    name: {**counts, "holdout": holdout_rows(counts["kpi"])}
+    for name, counts in {
+        "tiny": {"train": 80, "val": 40, "kpi": 150, "pool": 320},
+        "small": {"train": 480, "val": 240, "kpi": 1200, "pool": 2000},
+        "medium": {"train": 1920, "val": 960, "kpi": 4800, "pool": 8000},
+    }.items()
 }
-"""Rows per set for each scale."""
+"""Rows per set for each scale (hold-out: tiny 64, small 514, medium 2057)."""
 
 PARALLEL_MIN_ROWS = 1000
 """Below this many rows one process is faster than starting workers."""
@@ -83,7 +101,7 @@ class SplitPlan:
 
     Attributes:
         name: short name, used in image folders and object names.
-        role: the role name of :meth:`Workspace.csvs`.
+        role: the role name of :meth:`Workspace.csvs` (``include_holdout=True``).
         split_id: mixed into every row seed.
         pass_share: share of PASS rows.
         families: board families, drawn in even measure.
@@ -123,20 +141,22 @@ _TRAIN_PLAN = SplitPlan(
     low_contrast_share=0.2,
 )
 
+_KPI_PLAN = SplitPlan(
+    "kpi",
+    "kpi_test",
+    2,
+    0.92,
+    BOARD_FAMILIES,
+    _EVEN_TYPES,
+    {"low": 0.4, "medium": 0.35, "high": 0.25},
+    0.35,
+)
+
 SPLITS: tuple[SplitPlan, ...] = (
     # train and validation: one distribution, disjoint rows
     _TRAIN_PLAN,
     replace(_TRAIN_PLAN, name="val", role="validation", split_id=1),
-    SplitPlan(
-        "kpi",
-        "kpi_test",
-        2,
-        0.92,
-        BOARD_FAMILIES,
-        _EVEN_TYPES,
-        {"low": 0.4, "medium": 0.35, "high": 0.25},
-        0.35,
-    ),
+    _KPI_PLAN,
     SplitPlan(
         "pool",
         "mining_pool",
@@ -147,8 +167,11 @@ SPLITS: tuple[SplitPlan, ...] = (
         {"low": 1.0, "medium": 1.0, "high": 1.0},
         0.3,
     ),
+    # the KPI distribution again, its own seed stream; drawn last so that adding it
+    # changed no earlier row (``_unique`` re-draws only later rows)
+    replace(_KPI_PLAN, name="holdout", role=HOLDOUT_ROLE, split_id=4),
 )
-"""The four sets, in the order they are drawn and written."""
+"""The five sets, in the order they are drawn (the CSVs are written hold-out first)."""
 
 
 @dataclass
@@ -159,7 +182,8 @@ class DemoSummary:
         root: the workspace directory.
         seed: the seed.
         scale: the scale name.
-        counts: rows per set, by role (``train``, ``validation``, ``kpi_test``, ``mining_pool``).
+        counts: rows per set, by role (``train``, ``validation``, ``kpi_test``,
+            ``mining_pool``, ``holdout``).
         labels: per role, rows per label (``PASS`` first, then :data:`DEFECT_TYPES` order).
         families: per role, rows per board family.
         seconds: wall time of the generation.
@@ -272,8 +296,9 @@ def generate_demo_workspace(
     spec["dataset"]["classify"]["image_height"] = size
     save_spec(spec, ws.spec_path)
 
-    csv_paths = ws.csvs()
-    for split in SPLITS:
+    csv_paths = ws.csvs(include_holdout=True)
+    # The hold-out first, like split_holdout: a KPI set never exists beside a missing one.
+    for split in sorted(SPLITS, key=lambda s: s.role != HOLDOUT_ROLE):
         atomic_write_csv(csv_paths[split.role], frames[split.role])
 
     summary = DemoSummary(
@@ -294,14 +319,15 @@ def generate_demo_workspace(
 def _prepare_root(ws: Workspace, *, force: bool) -> None:
     if ws.root.exists() and not ws.root.is_dir():
         raise UserError(f"{ws.root} is a file; pass a directory for the workspace")
-    owned = [*ws.csvs().values(), ws.spec_path, ws.images_dir]
+    csvs = list(ws.csvs(include_holdout=True).values())
+    owned = [*csvs, ws.spec_path, ws.images_dir]
     if any(p.exists() for p in owned):
         if not force:
             raise UserError(
                 f"{ws.root} already contains a workspace; use --force or another directory"
             )
         # CSVs go first: a crash half-way through never leaves rows without images.
-        for p in [*ws.csvs().values(), ws.spec_path, ws.root / "README.md"]:
+        for p in [*csvs, ws.spec_path, ws.root / "README.md"]:
             p.unlink(missing_ok=True)
         shutil.rmtree(ws.images_dir, ignore_errors=True)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -463,6 +489,11 @@ def _readme(summary: DemoSummary, size: int) -> str:
         "The sets differ on purpose: training/validation hold families A-D only, few",
         "`mousebite`/`pin-hole` and few subtle defects; the KPI test set and the mining pool",
         "hold all families and types, the KPI set more low-severity, low-contrast defects.",
+        "",
+        "`kpi/holdout_set.csv` is the untouched hold-out: more rows of the KPI distribution",
+        f"({HOLDOUT_FRACTION:.0%} of all of them, the same label and family mix). The KPI",
+        "set steers the workflow, so its FAR is optimistic; no phase reads the hold-out,",
+        "only the final step scores it: the number to trust for unseen boards.",
         "",
         "```",
         summary.table(),

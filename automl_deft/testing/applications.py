@@ -169,9 +169,8 @@ class MeanDiffApplication(Application):
 
     def inference_spec(self, checkpoint: Path, threshold: float) -> SpecTree:
         self.calls.append("inference_spec")
-        out: SpecTree = json.loads(Path(checkpoint).read_text(encoding="utf-8"))["spec"]
-        out["inference"] = {"checkpoint": str(checkpoint), "threshold": float(threshold)}
-        return out
+        spec: SpecTree = json.loads(Path(checkpoint).read_text(encoding="utf-8"))["spec"]
+        return {"model": spec, "decision": {"threshold": float(threshold)}}
 
     def describe(self, checkpoint: Path) -> dict[str, str]:
         self.calls.append("describe")

@@ -509,7 +509,7 @@ def test_a_moved_run_directory_reports_resumes_and_delivers(
     checkpoint = best.path(moved, "checkpoint")
     assert checkpoint.is_file() and checkpoint.is_relative_to(moved)
     load_checkpoint(checkpoint)
-    assert best.path(moved, "training_spec").is_file()
+    assert best.path(moved, "inference_spec").is_file()
     state = DeftState.load(moved)
     for label in state.iterations:
         ckpt = state.path_of(label, "best_ckpt_path")

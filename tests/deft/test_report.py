@@ -32,18 +32,29 @@ from automl_deft.deft.state import (
     append_log_line,
 )
 from automl_deft.errors import UserError
-from automl_deft.kpi import compute_kpi, format_threshold
+from automl_deft.kpi import (
+    compute_kpi,
+    drop_n_sensitivity,
+    far_interval,
+    format_far,
+    format_threshold,
+    read_inference_csv,
+    threshold_setter,
+)
 from automl_deft.layout import RunLayout
 from automl_deft.model.spec import load_spec
 from automl_deft.model.zero_shot import zero_shot_frame
 from automl_deft.records import (
     BestPointer,
     Deliverable,
+    HoldoutScore,
     MiningSummary,
+    PipelineSummary,
     RoutingRows,
     RoutingSummary,
     RunInputs,
     SDGSummary,
+    TrajectoryStep,
 )
 from automl_deft.workspace import (
     SCORE_COLUMN,
@@ -385,7 +396,7 @@ def test_rendering_reads_only_and_shows_bundle_and_log(
         far_pct=facts["iter1"][0],
         iteration="iter1",
         images_dir=str(Workspace.at(tiny_ws).images_dir),
-        training_spec=RunLayout.INFERENCE_SPEC,
+        inference_spec=RunLayout.INFERENCE_SPEC,
     ).write(root / "best_model.json")
     append_log_line(
         root / "loop_log.jsonl",
@@ -560,3 +571,212 @@ def test_renders_in_headless_chromium(
         assert img.size == (1280, 4000)
         # Not a blank page: the rendered report has many distinct colours.
         assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+# ------------------------------------------------- steering set, hold-out, sensitivity
+
+NOTE = "the deliverable (iter1) scored 9.00% FAR on the validation set <worse> than zero-shot"
+BECAUSE = "lowest FAR at 100% recall on the KPI (steering) set of 2 evaluated model(s)"
+
+
+def _holdout(far: float, ci: list[float]) -> HoldoutScore:
+    return HoldoutScore(
+        rows=60,
+        n_pass=55,
+        n_defect=5,
+        far_pct=far,
+        ci95=ci,
+        threshold=0.37,
+        deployed_threshold=0.41,
+        deployed_far_pct=3.64,
+        deployed_recall=0.8,
+        deployed_missed=1,
+    )
+
+
+def _fake_ci(far: float) -> list[float]:
+    """A made-up steering interval around ``far`` (finalize's is a bootstrap)."""
+    return [round(far * 0.5, 2), round(far * 1.5, 2)]
+
+
+def _write_summary(root: Path, facts: dict[str, tuple[float, float]], ws: Workspace) -> None:
+    """What finalize writes: a deliverable, intervals and hold-out scores per step."""
+    best = Deliverable(
+        checkpoint="/ckpt/iter1.pt",
+        threshold=facts["iter1"][1],
+        far_pct=facts["iter1"][0],
+        iteration="iter1",
+        images_dir=str(ws.images_dir),
+        inference_spec=RunLayout.INFERENCE_SPEC,
+        chosen_because=BECAUSE,
+    )
+    best.write(RunLayout(root).deliverable)
+    steps = [
+        TrajectoryStep(
+            step=label,
+            phase="deft",
+            far_pct=far,
+            threshold=threshold,
+            far_pct_ci95=ci,
+            val_far_pct=val,
+            holdout=_holdout(held, held_ci),
+        )
+        for label, (far, threshold), val, held, held_ci in (
+            ("baseline", facts["baseline"], 7.5, 19.34, [15.76, 23.43]),
+            ("iter1", facts["iter1"], 9.0, 6.78, [4.32, 9.87]),
+        )
+        for ci in [_fake_ci(far)]
+    ]
+    PipelineSummary(
+        results_dir=str(root),
+        kpi_target=TARGET,
+        deft_status=COMPLETE,
+        deft_stop_reason="max_iterations reached",
+        phase1=None,
+        phase3=None,
+        phase3_ran=False,
+        phase3_failed=None,
+        phase3_kept=False,
+        trajectory=steps,
+        best=best,
+        far_pct_ci95=_fake_ci(facts["iter1"][0]),
+        holdout=steps[1].holdout,
+        kpi_met=False,
+        kpi_gap_pp=1.78,
+        notes=[NOTE, "hold-out FAR 6.78% is above the steering-set number"],
+    ).write(RunLayout(root).summary)
+
+
+def _headline(html: str) -> str:
+    start = html.index('id="headline"')
+    return html[start : html.index("<section>", start)]
+
+
+def test_summary_with_holdout_shows_both_numbers_and_notes(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"
+    facts = _make_run(root, tiny_ws, scored)["facts"]
+    _write_summary(root, facts, Workspace.at(tiny_ws))
+    html = render_report(root).read_text(encoding="utf-8")
+    _parse(html)
+    head = _headline(html)
+    steering = head[head.index('id="steering-far"') : head.index('id="holdout-far"')]
+    held = head[head.index('id="holdout-far"') :]
+    assert "KPI (steering) set — chose the model" in steering
+    far1, far0 = facts["iter1"][0], facts["baseline"][0]
+    assert format_far(far1, _fake_ci(far1)) in steering
+    assert "untouched hold-out — steered nothing" in held
+    assert "6.78% [4.32–9.87]" in held and "60 rows (55 PASS, 5 defect)" in held
+    assert "1 missed defect(s)" in held and "recall 80.0%" in held
+    assert "No untouched number" not in html
+    # The notes are a visible callout (escaped), not inside a collapsed <details>.
+    notes = head[head.index('id="review-notes"') :]
+    assert escape(NOTE) in notes and "<details" not in head
+    assert "<worse>" not in html
+    assert f"<b>Chosen because</b>: {escape(BECAUSE)}." in head
+    verdict = head[head.index('id="kpi-verdict"') :]
+    assert "not met on the KPI (steering) set: 1.78 pp above the bound" in verdict
+    # The trajectory table: steering interval, validation FAR, hold-out FAR [interval].
+    table = _section(html, "Per-iteration results")
+    for far, cells in (
+        (far0, ("7.50%", "19.34% [15.76–23.43]")),
+        (far1, ("9.00%", "6.78% [4.32–9.87]")),
+    ):
+        low, high = _fake_ci(far)
+        row = (f"{far:.2f}%", f"[{low:.2f}–{high:.2f}]", *cells)
+        assert "".join(f'<td class="num">{c}</td>' for c in row) in table
+    final = _section(html, "Final status")
+    low, high = _fake_ci(far1)
+    assert "6.78% [4.32–9.87]" in final and f"[{low:.2f}–{high:.2f}]" in final
+
+
+def test_without_summary_says_no_untouched_number_exists(
+    full_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    root, run, html = full_run
+    assert not RunLayout(root).summary.exists()
+    head = _headline(html)
+    held = head[head.index('id="holdout-far"') :]
+    assert "No untouched number exists" in held and "pipeline_summary.json" in held
+    assert 'id="review-notes"' not in head and 'id="kpi-verdict"' not in head
+    # The steering interval is computed here with finalize's method and draws.
+    frame = read_inference_csv(root / "iter1" / "inference" / "kpi_scores.csv")
+    scores = frame[SCORE_COLUMN].to_numpy(dtype=np.float64)
+    iv = far_interval(frame["label"], scores, n_resamples=1000, seed=0)
+    far1 = run["facts"]["iter1"][0]
+    assert format_far(far1, [iv.low, iv.high]) in head
+    table = _section(html, "Per-iteration results")
+    assert f'<td class="num">[{iv.low:.2f}–{iv.high:.2f}]</td>' in table
+    assert "no untouched number" in _section(html, "Final status")
+
+
+def test_summary_without_holdout_says_so(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"
+    facts = _make_run(root, tiny_ws, scored)["facts"]
+    _write_summary(root, facts, Workspace.at(tiny_ws))
+    layout = RunLayout(root)
+    summary = PipelineSummary.read(layout.summary)
+    summary.replace(
+        trajectory=[s.replace(holdout=None) for s in summary.trajectory],
+        holdout=None,
+        holdout_note="no kpi/holdout_set.csv",
+        kpi_met=True,
+        kpi_gap_pp=0.0,
+    ).write(layout.summary)
+    html = report_html(root)
+    _parse(html)
+    head = _headline(html)
+    held = head[head.index('id="holdout-far"') :]
+    assert "No untouched number exists (no kpi/holdout_set.csv)" in held
+    assert "met on the KPI (steering) set" in head and "not met" not in head
+    assert escape(NOTE) in head  # the notes are shown whatever the hold-out
+    low, high = _fake_ci(facts["iter1"][0])
+    table = _section(html, "Per-iteration results")
+    assert f"[{low:.2f}–{high:.2f}]" in table and "6.78%" not in table
+    # A torn summary costs its numbers, never the page.
+    layout.summary.write_text('{"torn')
+    html = report_html(root)
+    _parse(html)
+    assert "pipeline_summary.json could not be read" in _headline(html)
+    assert "could not be rendered" not in html and "Problems reading" in html
+
+
+def _cells(section: str, table_id: str) -> list[list[str]]:
+    """The text of each body row of table ``table_id``."""
+    start = section.index(f'id="{table_id}"')
+    body = section[section.index("<tbody>", start) : section.index("</tbody>", start)]
+    return [
+        [cell.split(">", 1)[1] for cell in row.split("</td>")[:-1]]
+        for row in body.split("<tr>")[1:]
+    ]
+
+
+def test_sensitivity_matches_drop_n_and_names_the_threshold_setter(
+    full_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    root, run, html = full_run
+    section = _section(html, "Sensitivity of the KPI")
+    assert "<details" not in section
+    frame = read_inference_csv(root / "iter1" / "inference" / "kpi_scores.csv")
+    scores = frame[SCORE_COLUMN].to_numpy(dtype=np.float64)
+    drops = drop_n_sensitivity(frame["label"], scores, n_max=3, names=list(frame["object_name"]))
+    assert len(drops) == 3
+    rows = _cells(section, "drop-n-table")
+    far1, thr1 = run["facts"]["iter1"]
+    assert rows[0][:2] == ["0 (as measured)", f"{far1:.2f}%"]
+    assert rows[0][3] == format_threshold(thr1)
+    for row, d in zip(rows[1:], drops, strict=True):
+        assert row[0] == str(d.n)
+        assert row[1] == f"{d.far_pct:.2f}%"
+        assert row[3] == format_threshold(d.threshold)
+        assert [part.split(" (")[0] for part in row[4].split("; ")] == list(d.dropped)
+    frame[SCORE_COLUMN] = scores
+    setter = threshold_setter(frame)
+    assert setter.object_name
+    assert f"<b>{escape(setter.object_name)}</b>" in section
+    assert "<td>" + escape(setter.label) + "</td>" in section
+    assert f"<td>{format_threshold(setter.score)}</td>" in section
+    assert drops[0].dropped[0] == setter.object_name

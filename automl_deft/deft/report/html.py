@@ -11,16 +11,18 @@ from html import escape
 from typing import Any
 
 from automl_deft.deft.report.values import number
-from automl_deft.kpi import format_threshold
+from automl_deft.kpi import format_far, format_threshold
 
 __all__ = [
     "CSS",
     "NOT_YET",
     "Num",
     "Raw",
+    "ci_text",
     "delta_html",
     "document",
     "duration",
+    "far_ci",
     "fmt",
     "fmt_float",
     "img",
@@ -56,6 +58,13 @@ font-size:.8em;white-space:pre-wrap}code{font-size:.9em}
 .flex{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}
 .samples figure{margin:0 0 1em}figcaption{font-size:.75em;color:#444}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
+.headline{display:flex;flex-wrap:wrap;gap:1em;margin:1em 0}
+.card{flex:1 1 20em;border:1px solid #ccc;border-radius:6px;padding:.6em 1em}
+.card h3{margin:.1em 0 .3em;font-size:1em}.card .big{font-size:1.6em;font-weight:600;margin:.2em 0}
+.card.steering{background:#f8fafc}.card.holdout{background:#f0fdf4;border-color:#16a34a}
+.card.none{background:#fff7ed;border-color:#ea580c}
+.callout{border-left:5px solid #dc2626;background:#fef2f2;padding:.6em 1em;margin:1em 0}
+.callout ul{margin:.3em 0}
 """.strip()
 
 
@@ -144,6 +153,18 @@ def fmt_float(value: Any) -> str:
 
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}%"
+
+
+def far_ci(far_pct: float | None, ci95: Sequence[float] | None = None) -> str:
+    """``0.18% [0.00–0.55]`` (:func:`~automl_deft.kpi.format_far`); ``—`` when missing."""
+    return "—" if far_pct is None else format_far(far_pct, ci95)
+
+
+def ci_text(ci95: Sequence[float] | None) -> str:
+    """``[0.00–0.55]`` (percent), ``—`` when there is no interval."""
+    if ci95 is None or len(ci95) != 2:
+        return "—"
+    return f"[{ci95[0]:.2f}–{ci95[1]:.2f}]"
 
 
 def ratio_pct(value: Any) -> str:

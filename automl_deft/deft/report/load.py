@@ -4,8 +4,15 @@ The state comes from :func:`~automl_deft.deft.report.salvage.read_state` (typed
 records, nothing written); the best phase from the saved pointer or
 :func:`~automl_deft.records.rank_by_far`; every path inside the run through
 :class:`~automl_deft.layout.RunLayout`. The artefact files (scored KPI sets,
-provenance CSVs, RCA outputs) are read lazily, once, and a malformed one is noted
+provenance CSVs, RCA outputs, ``best_model.json`` and finalize's
+``pipeline_summary.json``) are read lazily, once, and a malformed one is noted
 under "Problems reading the results directory", never raised.
+
+The steering-set interval of a phase is finalize's (``pipeline_summary.json``)
+when it recorded one, else computed here from the phase's scored KPI set with the
+same method and draws (:func:`~automl_deft.kpi.far_interval`,
+:data:`BOOTSTRAP_RESAMPLES` resamples, seed :data:`BOOTSTRAP_SEED`), so a DEFT-only
+run shows the same interval finalize would write.
 """
 
 from __future__ import annotations
@@ -25,14 +32,24 @@ from automl_deft.deft.rca import METRICS_FILE
 from automl_deft.deft.report.salvage import read_state
 from automl_deft.deft.report.values import as_list, as_mapping, finite, first_line, total
 from automl_deft.deft.state import DeftState, now_iso, read_log
-from automl_deft.errors import AutomlDeftError, UserError
-from automl_deft.kpi import KPITarget, parse_target
+from automl_deft.errors import AutomlDeftError, KPIError, UserError
+from automl_deft.kpi import KPITarget, far_interval, parse_target
 from automl_deft.layout import RunLayout, rebase_into_run
 from automl_deft.phases import iteration_number
-from automl_deft.records import IterationRecord, LogEntry, labels_in_order, rank_by_far
+from automl_deft.records import (
+    Deliverable,
+    IterationRecord,
+    LogEntry,
+    PipelineSummary,
+    TrajectoryStep,
+    labels_in_order,
+    rank_by_far,
+)
 from automl_deft.workspace import SCORE_COLUMN, ImageNaming
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "BOOTSTRAP_SEED",
     "PROVENANCE_MINED",
     "PROVENANCE_SDG",
     "Best",
@@ -45,6 +62,10 @@ PROVENANCE_SDG = "sdg"
 """``source`` of a synthetic row in a provenance CSV."""
 PROVENANCE_MINED = "mining_pool"
 """``source`` of a mined row in a provenance CSV."""
+BOOTSTRAP_RESAMPLES = 1000
+"""Bootstrap resamples of a steering interval computed here (finalize's number)."""
+BOOTSTRAP_SEED = 0
+"""Seed of a steering interval computed here (finalize's seed)."""
 
 
 class Best(NamedTuple):
@@ -87,6 +108,7 @@ class ReportRun:
     problems: list[str] = field(default_factory=list)
     _scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     _provenance: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    _intervals: dict[str, list[float] | None] = field(default_factory=dict)
 
     # --- the state ---------------------------------------------------------------------
 
@@ -178,6 +200,82 @@ class ReportRun:
         if mined is None and rec.mining is not None:
             mined = total(v.get("selected") for v in rec.mining.per_label.values())
         return sdg, mined
+
+    # --- finalize's evidence and the deliverable -------------------------------------------
+
+    @cached_property
+    def summary(self) -> PipelineSummary | None:
+        """``pipeline_summary.json`` (None: a DEFT-only run, or finalize has not run)."""
+        path = self.layout.summary
+        if not path.is_file():
+            return None
+        try:
+            return PipelineSummary.read(path)
+        except UserError as exc:
+            self.note(f"{path}: {first_line(exc)}")
+            return None
+
+    @cached_property
+    def deliverable(self) -> Deliverable | None:
+        """``best_model.json`` (None: not written yet, or unreadable; noted)."""
+        path = self.layout.deliverable
+        if not path.is_file():
+            return None
+        try:
+            return Deliverable.read(path)
+        except UserError as exc:
+            self.note(f"{path}: {first_line(exc)}")
+            return None
+
+    def deliverable_label(self) -> str | None:
+        """The phase the run ships: ``best_model.json``'s, else the summary's, else the best."""
+        if self.deliverable is not None:
+            return self.deliverable.iteration
+        summary = self.summary
+        if summary is not None and summary.best is not None:
+            return summary.best.iteration
+        best = self.best()
+        return None if best is None else best.label
+
+    def step(self, label: str) -> TrajectoryStep | None:
+        """``label``'s entry of the summary's trajectory (None without one)."""
+        summary = self.summary
+        if summary is None:
+            return None
+        return next((s for s in summary.trajectory if s.step == label), None)
+
+    def steering_ci(self, label: str) -> list[float] | None:
+        """``[low, high]`` of ``label``'s FAR on the KPI (steering) set, bootstrap 95%.
+
+        Finalize's interval when the summary has one, else the same bootstrap on the
+        phase's scored KPI set; None when neither exists or the KPI is undefined.
+        """
+        step = self.step(label)
+        if step is not None and step.far_pct_ci95 is not None:
+            return list(step.far_pct_ci95)
+        if label not in self._intervals:
+            frame = self.scored(label)
+            interval = None
+            if frame is not None:
+                try:
+                    iv = far_interval(
+                        frame["label"],
+                        frame[SCORE_COLUMN].to_numpy(dtype=np.float64),
+                        n_resamples=BOOTSTRAP_RESAMPLES,
+                        seed=BOOTSTRAP_SEED,
+                    )
+                    interval = [iv.low, iv.high]
+                except KPIError:
+                    interval = None
+            self._intervals[label] = interval
+        return self._intervals[label]
+
+    def val_far(self, label: str) -> float | None:
+        """``label``'s FAR on the validation set (the summary's, else the state's)."""
+        step = self.step(label)
+        if step is not None and step.val_far_pct is not None:
+            return finite(step.val_far_pct)
+        return finite(self.rec(label).val_far_pct)
 
     # --- files of the run ----------------------------------------------------------------
 

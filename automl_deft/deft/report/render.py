@@ -8,7 +8,7 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
-from automl_deft.deft.report import analysis, overview, recommend, results
+from automl_deft.deft.report import analysis, evidence, overview, recommend, results
 from automl_deft.deft.report.html import document, na
 from automl_deft.deft.report.load import ReportRun, load_run
 from automl_deft.deft.report.values import first_line
@@ -36,6 +36,7 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
     ("Approach", overview.approach),
     ("Progress", results.progress),
     ("Per-iteration results", results.per_iteration),
+    ("Sensitivity of the KPI", evidence.sensitivity),
     ("Augmentation", results.augmentation),
     ("RCA score distribution", analysis.rca_scores),
     ("Defect-type analysis", analysis.defect_types),
@@ -47,7 +48,7 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
 """The ``<h2>`` sections of the page and their builders, in order."""
 
 SECTION_TITLES: tuple[str, ...] = tuple(title for title, _ in SECTIONS)
-"""The ``<h2>`` headings of the page, in order (the header and KPI banner come first)."""
+"""The ``<h2>`` headings of the page, in order (header, KPI banner and headline come first)."""
 
 
 def report_path(results_dir: str | os.PathLike[str]) -> Path:
@@ -83,6 +84,7 @@ def report_html(results_dir: str | os.PathLike[str]) -> str:
     body = [
         f"<header><h1>DEFT loop report</h1>{_guard('header', overview.header, run)}</header>",
         _guard("KPI banner", overview.banner, run),
+        _guard("headline", evidence.headline, run),
     ]
     for title, builder in SECTIONS:
         body.append(f"<section><h2>{escape(title)}</h2>\n{_guard(title, builder, run)}</section>")

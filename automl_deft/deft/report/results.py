@@ -1,15 +1,22 @@
-"""The loop's numbers: progress chart, per-iteration table, augmentation, final status."""
+"""The loop's numbers: progress chart, per-iteration table, augmentation, final status.
+
+The per-iteration table shows each phase's FAR on the KPI (steering) set with its
+bootstrap 95% interval, its validation FAR and, when finalize scored it, its FAR on
+the untouched hold-out with that interval (:mod:`.evidence`).
+"""
 
 from __future__ import annotations
 
 import json
 from html import escape
 
+from automl_deft.deft.report.evidence import holdout_cell, holdout_of
 from automl_deft.deft.report.figures import progress_chart
 from automl_deft.deft.report.html import (
     NOT_YET,
     Num,
     Raw,
+    ci_text,
     delta_html,
     fmt,
     img,
@@ -80,6 +87,9 @@ def per_iteration(run: ReportRun) -> str:
                 lab + (" ★" if best_label == lab else ""),
                 rec.status,
                 Num(far_text),
+                Num(ci_text(run.steering_ci(lab)) if far is not None else "—"),
+                Num(pct(run.val_far(lab))),
+                Num(holdout_cell(run, lab)),
                 Raw(delta_html(delta)),
                 Num(thr(run.threshold(lab))),
                 Num(fmt(train_rows)),
@@ -95,7 +105,10 @@ def per_iteration(run: ReportRun) -> str:
         [
             "phase",
             "status",
-            "FAR@100%",
+            "FAR@100% (KPI / steering set)",
+            "steering 95% interval",
+            "validation FAR",
+            "hold-out FAR [95% interval]",
             "Δ vs baseline (pp)",
             "threshold",
             "training rows",
@@ -110,7 +123,11 @@ def per_iteration(run: ReportRun) -> str:
         table_id="iterations-table",
     )
     return out + (
-        '<p class="meta">Synthetic and mined rows count what the phase\'s training set holds '
+        '<p class="meta">FAR@100%: on the KPI (steering) set, which chose checkpoints, guided '
+        "mining and ranked the phases; interval: bootstrap 95% on that set. Hold-out: the "
+        "untouched kpi/holdout_set.csv, scored by finalize after every choice was made "
+        "(— when finalize has not run or the workspace has none). "
+        "Synthetic and mined rows count what the phase's training set holds "
         "(cumulative); the augmentation table shows what each iteration added. ★ = best.</p>"
     )
 
@@ -223,9 +240,15 @@ def final(run: ReportRun) -> str:
     else:
         gap = None if target is None else target.gap_pp(best.far_pct)
         gap_text = "—" if gap is None else ("met" if gap == 0 else f"{gap:.1f} pp")
+        held = holdout_of(run, best.label)
         rows = [
             ["best iteration", best.label],
-            ["best FAR@100% recall", pct(best.far_pct)],
+            ["best FAR@100% recall (steering set)", pct(best.far_pct)],
+            ["steering 95% interval", ci_text(run.steering_ci(best.label))],
+            [
+                "hold-out FAR [95% interval]",
+                holdout_cell(run, best.label) if held is not None else "no untouched number",
+            ],
             ["threshold", thr(best.threshold)],
             ["gap to KPI", gap_text],
             ["best checkpoint", Raw(f"<code>{escape(fmt(best.checkpoint))}</code>")],
