@@ -16,9 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-import yaml
-
 from automl_deft.errors import SpecError
+from automl_deft.yamlio import read_yaml_file
 
 __all__ = ["read_config_yaml", "typed_from_dict"]
 
@@ -27,15 +26,13 @@ def read_config_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """A config file's top-level mapping (every typed config loader reads through this).
 
     Raises:
-        SpecError: missing file, YAML syntax error, or not a mapping (named as ``what``).
+        SpecError: missing file, not UTF-8, YAML syntax error, YAML anchors/aliases
+            (:mod:`automl_deft.yamlio`), or not a mapping (named as ``what``).
     """
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"{what} not found: {p}; fix the path or drop -c")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{what} {p} is not valid YAML; fix the syntax") from exc
+    data = read_yaml_file(p, what=f"{what} {p}") or {}
     if not isinstance(data, dict):
         raise SpecError(f"{what} {p}: expected a mapping at the top level")
     return data

@@ -9,7 +9,7 @@
       baseline/{train,inference,rca_results}/
       iter<N>/{routing_results,sdg,mining_filter,dataset,train,inference,rca_results}/
       automl_phase1/                   SearchLayout: automl_result.json, leaderboard.csv,
-      final_automl/                      automl_report.html, trials/, journals
+      final_automl/                      automl_report.html, trials/, journals, .search.lock
       kfp/                             kfp.local's pipeline root (artifacts)
 
 Every file this project writes inside a run stores paths *relative to the run
@@ -79,10 +79,16 @@ class SearchLayout:
     KATIB_MANIFEST = "katib_experiment.yaml"
     TRIALS = "trials"
     INFERENCE = "inference"
+    LOCK = ".search.lock"
+    """Held (``flock``) by the process running the search; a second one is refused."""
 
     @property
     def report(self) -> Path:
         return self.root / self.REPORT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / self.LOCK
 
     def trial_dir(self, rec_id: str) -> Path:
         """``trials/<rec_id>/``: one trial's spec, checkpoints and ``trial.json``."""

@@ -65,12 +65,14 @@ def step(fn: F) -> F:
         except AutomlDeftError as exc:
             results = signature.bind_partial(*args, **kwargs).arguments.get("results_dir")
             if results:
+                from automl_deft.deft.state import append_log_line
+                from automl_deft.redact import redact
+
                 line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                record = {"step": fn.__name__, "message": line, "exit_code": exc.exit_code}
+                record = {"step": fn.__name__, "message": redact(line), "exit_code": exc.exit_code}
                 path = RunLayout.at(results).task_errors
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_log_line(path, record)
             raise
 
     return wrapper  # type: ignore[return-value]
@@ -184,11 +186,10 @@ def automl_step(
         ``out_spec``, ``out_model`` and ``out_report``.
     """
 
-    import yaml
-
-    from automl_deft.hpo.search import automl_search
+    from automl_deft.hpo.search import SearchBusyError, automl_search
     from automl_deft.model.spec import load_spec
     from automl_deft.plan import plan_run
+    from automl_deft.yamlio import dump_yaml, read_yaml_file
 
     which = Phase(phase)
     plan = plan_run(workspace, resolve_config(workspace, config), hpo_backend=hpo_backend or None)
@@ -196,7 +197,7 @@ def automl_step(
     out = RunLayout.at(results_dir).search(which)
     centroid = None
     if centroid_overrides:
-        winning = yaml.safe_load(Path(centroid_overrides).read_text(encoding="utf-8")) or {}
+        winning = read_yaml_file(centroid_overrides, what="Phase 1 winning spec") or {}
         centroid = load_spec(Workspace.at(workspace).spec_path).with_overrides(winning)
     try:
         result = automl_search(
@@ -210,7 +211,7 @@ def automl_step(
             centroid=centroid,
         )
     except UserError as exc:
-        if which is not Phase.PHASE3:
+        if which is not Phase.PHASE3 or isinstance(exc, SearchBusyError):
             raise
         # Phase 3 is an attempt to improve on DEFT's winner: a search that cannot hand
         # a winner on (every trial collapsed, no gain over zero-shot) loses to it,
@@ -225,7 +226,7 @@ def automl_step(
         )
     best = result.best
     if out_spec is not None:
-        atomic_write_text(out_spec, yaml.safe_dump(best.specs, sort_keys=True))
+        atomic_write_text(out_spec, dump_yaml(best.specs, sort_keys=True))
     if out_model is not None:
         atomic_copy(best.checkpoint, out_model)
     if out_report is not None:

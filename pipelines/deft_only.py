@@ -26,8 +26,9 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
         node_selector: dict = {},  # noqa: B006 - a KFP parameter default, never mutated
         tolerations: list = [],  # noqa: B006 - a KFP parameter default, never mutated
         credentials_secret: str = "automl-deft-credentials",
+        export_format: str = "onnx",
     ) -> None:
-        """Pre-flight, the loop, finalize (parameters as in ``automl_deft_pipeline``)."""
+        """Pre-flight, the loop, finalize, export (parameters as in ``automl_deft_pipeline``)."""
         p = parameters(locals())  # for the task settings in pipelines/_tasks.py
         pre = t.light(
             c.preflight(
@@ -46,10 +47,15 @@ def build(c: Components, t: TaskSettings) -> GraphComponent:
             p,
             "Phase 2: DEFT loop",
         )
-        t.light(
+        final = t.light(
             c.finalize(workspace=workspace, results_dir=run_dir, config=config).after(deft),
             p,
             "finalize",
+        )
+        t.light(
+            c.export_model(results_dir=run_dir, export_format=export_format).after(final),
+            p,
+            "export",
         )
 
     return deft_only

@@ -18,7 +18,7 @@ PACKAGE = Path(automl_deft.__file__).parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: no project imports but each other
-    ("", "errors", "io", "config", "jsontypes", "phases", "credentials"),
+    ("", "errors", "io", "config", "jsontypes", "phases", "credentials", "yamlio", "redact"),
     # 1: the run's vocabulary: layout, records, the data layout, the one KPI
     ("layout", "records", "workspace", "kpi"),
     # 2: data and the model

@@ -28,6 +28,7 @@ from automl_deft.synth.demo import SPLITS
 from automl_deft.synth.render import SPECKLE, dilate, erode, shift_image
 from automl_deft.validate import validate_workspace
 from automl_deft.workspace import (
+    CACHE_DIR,
     PASS_LABEL,
     ImageNaming,
     Workspace,
@@ -47,7 +48,7 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and CACHE_DIR not in p.relative_to(root).parts  # validate's hash cache
     }
 
 

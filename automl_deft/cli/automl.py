@@ -55,10 +55,16 @@ def automl_cmd(
     winner passes the guards: collapse (single-class predictions are skipped),
     lucky winner (re-trained with a fresh seed), and zero-shot (it must beat the
     training-free scorer).
+
+    Before any trial the workspace is checked as `validate` checks it (both
+    classes in the training and validation sets, every image, no row or image
+    shared with the KPI set or the hold-out): a problem is one line, exit 2.
     """
     import dataclasses
 
+    from automl_deft.hpo.algorithms import canonical
     from automl_deft.hpo.search import automl_search, load_automl_config
+    from automl_deft.validate import guard_workspace
 
     cfg = load_automl_config(config_path)
     cfg = dataclasses.replace(
@@ -67,6 +73,8 @@ def automl_cmd(
         algorithm=algorithm or cfg.algorithm,
         max_trials=cfg.max_trials if max_trials is None else max_trials,
     )
+    canonical(cfg.algorithm)  # an unknown algorithm fails here, before the workspace check
+    guard_workspace(workspace)
     if dry_run:
         _katib_dry_run(workspace, cfg, results_dir, warm_start)
         return

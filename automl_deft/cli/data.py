@@ -52,8 +52,10 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
     against validation and KPI test; the hold-out, when there is one, against
     every set) by the row key (input_path, golden_path, label, object_name,
     boardname) and by input image content. Exit status 2 lists every problem,
-    one line each, with the fix. A workspace without kpi/holdout_set.csv passes
-    with a warning.
+    one line each, with the fix. Image paths must stay inside the workspace (no
+    `..` or symlink out of it). A workspace without kpi/holdout_set.csv passes
+    with a warning, and so do labels that look like a typo or a placeholder
+    (nan, none, null, or a label only one row has): marked (!) in the table.
     """
     from automl_deft.validate import validate_workspace
 
@@ -67,6 +69,7 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
             "overlapping_rows": report.overlapping_rows,
             "sets": [_summary_json(s) for s in report.summaries],
             "holdout": _summary_json(report.holdout) if report.holdout else None,
+            "suspicious_labels": report.suspicious_labels,
         }
         click.echo(json.dumps(payload, indent=2))
     else:
@@ -75,6 +78,8 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
             f"\nOK: {report.images_checked} image files checked, leakage check: "
             f"{report.overlapping_rows} overlapping rows"
         )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if not report.has_holdout:
         click.echo(f"warning: {NO_HOLDOUT_WARNING}", err=True)
 
@@ -135,7 +140,13 @@ def split_holdout_cmd(workspace: Path, fraction: float, seed: int, group_by: str
 @click.argument("src", type=EXISTING_DIR)
 @click.argument("directory", type=ANY_PATH)
 @click.option("--crop-size", default=64, show_default=True, help="Crop side in pixels.")
-@click.option("--pass-per-image", default=8, show_default=True, help="PASS crops per board image.")
+@click.option(
+    "--pass-per-image",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="PASS crops per board image (1 or more: every set needs PASS rows).",
+)
 @click.option("--val-fraction", default=0.2, show_default=True, help="Share of trainval pairs.")
 @click.option("--pool-fraction", default=0.4, show_default=True, help="Share of trainval pairs.")
 @click.option(

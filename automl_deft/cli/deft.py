@@ -61,6 +61,10 @@ def deft_cmd(
     Phase 1 (iterations.baseline.stage_completed == "train") is not retrained.
     Writes RESULTS/DEFT_Loop_Report.html and best_model.json (the lowest FAR
     over every iteration). Exit status 2 on a hard stop (the reason is printed).
+
+    Before the first stage (before a baseline is trained) the workspace is
+    checked as `validate` checks it, and the SDG backend and mining embedder
+    names against their registries; a run of another workspace is not resumed.
     """
     import dataclasses
 
@@ -87,6 +91,7 @@ def deft_cmd(
         spec_path=spec_path,
         acknowledge_regression=acknowledge_regression,
         status=None if as_json else click.echo,
+        check_pool=True,
     )
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2))

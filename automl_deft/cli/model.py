@@ -42,23 +42,35 @@ def train_cmd(
     Validation far_pct (FAR at 100% recall) picks the best checkpoint. An
     interrupted run resumes from OUT/latest.pt. Warm start from another model
     with --set train.pretrained_model_path=PATH.
+
+    The sets are checked first, as `validate` checks them (schema, images,
+    duplicates, leakage by row and by image content): a --val-csv that holds
+    any KPI or hold-out row, or their images under other names, is refused.
     """
     from automl_deft.application import metric_value
     from automl_deft.model.spec import load_spec, parse_set_option
     from automl_deft.model.train import train
-    from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
+    from automl_deft.validate import guard_workspace
+    from automl_deft.workspace import Workspace, read_dataset_csv
 
     ws = Workspace.at(workspace)
-    if val_csv is not None:
-        refuse_kpi_set(ws, val_csv, used_as="the validation set")
     spec = load_spec(spec_path or ws.spec_path, parse_set_option(overrides))
-    result = train(
-        spec,
-        read_dataset_csv(train_csv or ws.train_csv, role="train"),
-        read_dataset_csv(val_csv or ws.val_csv, role="validation"),
-        ws.images_dir,
-        out_dir or ws.results_dir / "train",
-    )
+    guard_workspace(ws.root, spec.naming(), train_csv=train_csv, val_csv=val_csv)
+    out = out_dir or ws.results_dir / "train"
+    created = _first_missing(out)
+    try:
+        result = train(
+            spec,
+            read_dataset_csv(train_csv or ws.train_csv, role="train"),
+            read_dataset_csv(val_csv or ws.val_csv, role="validation"),
+            ws.images_dir,
+            out,
+            resume=resume,
+        )
+    except BaseException:
+        if created is not None:
+            _remove_if_empty(created)
+        raise
     best = result.best_metrics
     click.echo(
         f"best epoch {best.get('epoch')}: val far_pct={_pct(metric_value(best, 'far_pct'))} "
@@ -67,6 +79,24 @@ def train_cmd(
     )
     click.echo(f"best checkpoint:   {result.best_checkpoint}")
     click.echo(f"latest checkpoint: {result.latest_checkpoint}")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: it exists)."""
+    missing = None
+    for p in (path.absolute(), *path.absolute().parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Remove a folder this command created when a failure left no file in it."""
+    import shutil
+
+    if directory.is_dir() and not any(p.is_file() for p in directory.rglob("*")):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _pct(value: float | None) -> str:

@@ -16,6 +16,12 @@ and the fix: :class:`~automl_deft.errors.UserError` for what the user can change
 :class:`~automl_deft.errors.InfrastructureError` for the rest (unreachable host,
 TLS failure, 5xx).
 
+A refused token (HTTP 401/403) is one line at once, whichever call meets it:
+``kfp.Client`` itself probes the server's health on creation (without a namespace)
+and retries a refusal five times, 5 s apart, logging a traceback each time, so
+:func:`connect` creates :class:`_Client`, whose probe gives up at the first
+answer that cannot change.
+
 The bearer token comes from an environment variable (``KF_PIPELINES_TOKEN``) and
 goes to ``kfp.Client(existing_token=...)`` only; it is never printed or logged,
 and any ``Bearer …`` text in an error message is masked.
@@ -28,6 +34,7 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -65,6 +72,10 @@ NO_EXPERIMENT = "No experiment is found with name"
 """The start of the ValueError kfp.Client.get_experiment raises for a missing name."""
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+AUTH_STATUSES = frozenset({401, 403})
+"""HTTP statuses that mean the credentials were refused (never retried)."""
+HEALTHZ_ATTEMPTS = 5
+"""Health checks before giving up on a server error (kfp's own count)."""
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 _OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*")
 
@@ -126,12 +137,43 @@ class ScheduledRun:
 # --- connect ---------------------------------------------------------------------------
 
 
+class _Client(kfp.Client):
+    """``kfp.Client`` whose health check (run on creation without a namespace) fails at
+    once on an answer that cannot change: a refused token, a wrong path, a TLS failure.
+
+    Only a server error (5xx, 429) is retried, with a one-line warning instead of a
+    traceback.
+    """
+
+    def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
+        attempt = 1
+        while True:
+            try:
+                return self._healthz_api.healthz_service_get_healthz()
+            except ApiException as exc:
+                if not _retryable(exc) or attempt >= HEALTHZ_ATTEMPTS:
+                    raise
+                log.warning(
+                    "KFP health check failed (%s); retrying in %d s (%d of %d)",
+                    _describe(exc),
+                    sleep_duration,
+                    attempt,
+                    HEALTHZ_ATTEMPTS,
+                )
+                time.sleep(sleep_duration)
+                attempt += 1
+
+
+def _retryable(exc: ApiException) -> bool:
+    return exc.status is not None and (exc.status >= 500 or exc.status == 429)
+
+
 def connect(
     host: str,
     *,
     namespace: str | None = None,
     token_env: str = TOKEN_ENV,
-    client_factory: Callable[..., kfp.Client] = kfp.Client,
+    client_factory: Callable[..., kfp.Client] = _Client,
     verify: bool = True,
 ) -> kfp.Client:
     """A ``kfp.Client`` for ``host``, checked with one cheap API call.
@@ -145,7 +187,8 @@ def connect(
             a port-forward, or ``https://<kubeflow host>/pipeline``.
         namespace: the Kubeflow profile namespace (multi-user Kubeflow needs it).
         token_env: the environment variable holding the token.
-        client_factory: ``kfp.Client`` or a stand-in with its signature.
+        client_factory: ``kfp.Client`` or a stand-in with its signature (default: a
+            ``kfp.Client`` that does not retry a refused health check).
         verify: list one experiment so a wrong URL or token fails here, not at submit.
 
     Returns:
@@ -427,14 +470,14 @@ def _api_error(
     """
     detail = _describe(exc, token)
     where = f"Kubeflow Pipelines at {host}"
+    if _http_status(exc) in AUTH_STATUSES:
+        fix = {
+            True: f"the token in {token_env} was refused: get a fresh one",
+            False: f"set {token_env} to a bearer token for this endpoint",
+            None: f"check that {token_env} holds a valid, unexpired bearer token",
+        }[token_set]
+        return UserError(f"{where} refused {what} ({detail}); {fix}")
     if isinstance(exc, ApiException):
-        if exc.status in (401, 403):
-            fix = {
-                True: f"the token in {token_env} was refused: get a fresh one",
-                False: f"set {token_env} to a bearer token for this endpoint",
-                None: f"check that {token_env} holds a valid, unexpired bearer token",
-            }[token_set]
-            return UserError(f"{where} refused {what} ({detail}); {fix}")
         if exc.status == 404:
             return UserError(
                 f"{where}: {what} found no KFP API ({detail}); use the KFP API address, "
@@ -457,6 +500,19 @@ def _api_error(
         f"cannot reach {where} while {what} ({detail}); check the URL, or port-forward: "
         + PORT_FORWARD_HINT
     )
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a failed call: kfp_server_api's, or a ``requests``/``urllib``
+    error's response (kfp's other auth paths), else None (no answer came)."""
+    if isinstance(exc, ApiException):
+        return exc.status
+    response = getattr(exc, "response", None)
+    for status in (getattr(response, "status_code", None), getattr(response, "status", None)):
+        if isinstance(status, int):
+            return status
+    code = getattr(exc, "code", None)  # urllib.error.HTTPError
+    return code if isinstance(code, int) and 100 <= code < 600 else None
 
 
 def _describe(exc: BaseException, token: str | None = None) -> str:

@@ -8,25 +8,30 @@ settings that ``kfp.local`` ignores. Retries it honours, so the pipeline comes
 built without them (``pipelines.build(name, retries=False)``): a local failure
 is a real error, reported at once, and re-running resumes from the state on disk.
 Nothing goes through the environment: the results directory is a parameter, and
-each step records its own error in it (``RUN/task_errors.jsonl``).
+each step records its own error in it (``RUN/task_errors.jsonl``). What the tasks
+print and the error line taken from them pass :func:`automl_deft.redact.redact`
+first, so a credential a task echoes never reaches the console.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import logging
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from automl_deft.errors import AutomlDeftError, InfrastructureError, UserError
 from automl_deft.layout import RunLayout
+from automl_deft.redact import redact
 
 
 @dataclass
@@ -84,7 +89,7 @@ def run_local(
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
     start = time.monotonic()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _redacted_stdout():
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
             pipeline(results_dir=str(layout.root), **arguments)
@@ -93,6 +98,60 @@ def run_local(
         except RuntimeError as exc:
             raise _task_error(exc, errors) from exc
     return LocalRun(layout.kfp_root, time.monotonic() - start)
+
+
+class _RedactingWriter(io.TextIOBase):
+    """A text stream that masks secret values, a whole line at a time, onto ``target``.
+
+    kfp.local prints every line a task writes (``print(line, end='')``) to
+    ``sys.stdout``; this stands in for it while the pipeline runs.
+    """
+
+    def __init__(self, target: IO[str]) -> None:
+        super().__init__()
+        self._target = target
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    def fileno(self) -> int:
+        return self._target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        cut = self._pending.rfind("\n") + 1
+        if cut:
+            self._target.write(redact(self._pending[:cut]))
+            self._pending = self._pending[cut:]
+        return len(text)
+
+    def flush(self) -> None:
+        # A partial line stays until its end comes (a secret is masked only whole).
+        self._target.flush()
+
+    def close_line(self) -> None:
+        if self._pending:
+            self._target.write(redact(self._pending))
+            self._pending = ""
+        self._target.flush()
+
+
+@contextlib.contextmanager
+def _redacted_stdout() -> Iterator[None]:
+    writer = _RedactingWriter(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(writer):  # type: ignore[type-var]
+            yield
+    finally:
+        writer.close_line()
 
 
 def retried_tasks(pipeline: Callable[..., Any]) -> list[str]:
@@ -127,12 +186,29 @@ def _hide_docker_folder() -> None:
 
 
 def _task_error(exc: RuntimeError, errors: Path) -> AutomlDeftError:
-    """kfp.local's "task failed" as the failing task's own project error, when it had one."""
+    """kfp.local's "task failed" as the failing task's own project error, when it had one.
+
+    The error is the last complete record of ``task_errors.jsonl`` (a torn last line,
+    from a task killed while writing it, is skipped), with secret values masked.
+    """
     message = str(exc).splitlines()[0] if str(exc) else "a pipeline task failed"
-    if errors.is_file():
-        lines = [ln for ln in errors.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if lines:
-            last = json.loads(lines[-1])
-            cls = UserError if last.get("exit_code") == UserError.exit_code else InfrastructureError
-            return cls(f"{last['step'].removesuffix('_step')}: {last['message']}")
-    return InfrastructureError(f"{message}; the task's output is above")
+    last = _last_task_error(errors)
+    if last is not None:
+        cls = UserError if last.get("exit_code") == UserError.exit_code else InfrastructureError
+        return cls(redact(f"{str(last['step']).removesuffix('_step')}: {last['message']}"))
+    return InfrastructureError(redact(f"{message}; the task's output is above"))
+
+
+def _last_task_error(errors: Path) -> dict[str, Any] | None:
+    """The last well-formed ``{step, message, exit_code}`` record of ``errors``, if any."""
+    if not errors.is_file():
+        return None
+    text = errors.read_bytes().decode("utf-8", errors="replace")
+    for line in reversed(text.splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and {"step", "message"} <= record.keys():
+            return record
+    return None

@@ -46,7 +46,9 @@ class SDGConfig:
     num_sdg: int = 20
     """New pairs per iteration, split across the targeted labels in proportion to need."""
     options: JSONObject = field(default_factory=dict)
-    """Backend settings (for ``command``: ``command``, ``timeout_s``, ``labels``)."""
+    """Backend settings (for ``command``: ``command``, ``timeout_s``, ``labels``, and
+    ``secret_env``: names of variables whose values are masked in everything the
+    command prints — the known credential variables always are)."""
 
 
 @dataclass(frozen=True)

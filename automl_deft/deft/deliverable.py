@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from automl_deft.deft.state import DeftState
 from automl_deft.io import atomic_write_csv, atomic_write_text
 from automl_deft.layout import relocated_rows, was_moved
 from automl_deft.phases import iteration_number
 from automl_deft.records import BestPointer, Deliverable, RankEntry, rank_by_far
 from automl_deft.workspace import read_dataset_csv
+from automl_deft.yamlio import dump_yaml
 
 __all__ = ["chosen_because", "final_training_set", "pick_best", "write_deliverable"]
 
@@ -49,7 +48,7 @@ def write_deliverable(state: DeftState, application: Any) -> Deliverable | None:
         "checkpoint": str(layout.rel(ckpt)),
         **application.inference_spec(ckpt, threshold),
     }
-    atomic_write_text(layout.inference_spec, yaml.safe_dump(spec, sort_keys=False))
+    atomic_write_text(layout.inference_spec, dump_yaml(spec))
     best = Deliverable(
         checkpoint=str(layout.rel(ckpt)),
         threshold=threshold,

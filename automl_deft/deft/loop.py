@@ -12,6 +12,11 @@ raises a project error (:class:`~automl_deft.errors.AutomlDeftError`) hard-stops
 the loop with the reason in the state, the log and the report; any other
 exception (a crash, Ctrl-C) leaves the state as it was, ready to resume.
 
+Before the first stage (so before a baseline is trained) :func:`check_inputs`
+checks the plug-in names (SDG backend, mining embedder) and the workspace, as
+``automl-deft validate`` does; a results directory of another workspace is not
+resumed.
+
 The loop ends with the pick-best safety net: ``best_model.json`` and
 ``best_model_inference_spec.yaml`` describe the lowest-far_pct checkpoint over
 the baseline and every iteration, even if the last iteration regressed.
@@ -39,7 +44,7 @@ from automl_deft.deft.state import (
     run_lock,
     stages_of,
 )
-from automl_deft.errors import AutomlDeftError
+from automl_deft.errors import AutomlDeftError, UserError, WorkspaceError
 from automl_deft.layout import RunLayout
 from automl_deft.records import LoopOutcome, RunInputs, far_or_inf
 from automl_deft.workspace import Workspace, new_run_dir
@@ -72,6 +77,80 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
+def config_problems(cfg: DeftConfig) -> list[str]:
+    """Plug-in names the loop would only look up mid-run (after training its baseline),
+    checked against their registries now: one line each, listing the valid names."""
+    from automl_deft.deft.embedders import EMBEDDERS
+    from automl_deft.deft.sdg import SDG_BACKENDS
+
+    problems = []
+    if cfg.sdg.enabled and cfg.sdg.backend not in SDG_BACKENDS:
+        problems.append(
+            f"deft.sdg.backend: unknown SDG backend {cfg.sdg.backend!r}; choose one of "
+            f"{', '.join(sorted(SDG_BACKENDS))}"
+        )
+    if cfg.mining.enabled and cfg.mining.embedder not in EMBEDDERS:
+        problems.append(
+            f"deft.mining.embedder: unknown mining embedder {cfg.mining.embedder!r}; choose one "
+            f"of {', '.join(sorted(EMBEDDERS))}"
+        )
+    return problems
+
+
+def check_inputs(
+    workspace: str | os.PathLike[str],
+    inputs: RunInputs,
+    cfg: DeftConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    check_pool: bool = False,
+) -> None:
+    """What the loop checks before its first stage: the plug-in names and the workspace.
+
+    The workspace check is :func:`automl_deft.validate.guard_workspace` on the sets the
+    run records (training, validation, KPI set, and the hold-out): leakage by row and by
+    image content, both classes, every image. ``check_pool`` checks the mining pool the
+    same way (the ``deft`` command does); otherwise the stages that use the pool refuse
+    a missing or leaking one (routing, assembly).
+
+    Raises:
+        WorkspaceError: every problem, one line each.
+    """
+    from automl_deft.application import get_application
+    from automl_deft.model.spec import load_spec
+    from automl_deft.validate import guard_workspace
+
+    problems = config_problems(cfg)
+    images_dir = inputs.path("images_dir")
+    naming = get_application(cfg.application, images_dir, load_spec(inputs.path("spec"))).naming()
+    try:
+        guard_workspace(
+            inputs.workspace or workspace,
+            naming,
+            train_csv=inputs.train_csv,
+            val_csv=inputs.val_csv,
+            kpi_csv=inputs.kpi_csv,
+            pool_csv=inputs.pool_csv,
+            with_pool=check_pool and cfg.mining.enabled,
+            require_pool=cfg.mining.on_empty_pool == "hard_stop",
+            run_dirs=[run_dir],
+        )
+    except WorkspaceError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise WorkspaceError(problems)
+
+
+def _refuse_other_workspace(state: DeftState, workspace: str | os.PathLike[str]) -> None:
+    recorded = state.inputs.workspace
+    here = Workspace.at(workspace).root
+    if recorded and Path(recorded).resolve() != here:
+        raise UserError(
+            f"{state.results_dir} is a run of the workspace {recorded}, not {here}; resume it "
+            "with its own workspace, or start a new results directory for this one"
+        )
+
+
 def run_deft(
     workspace: str | os.PathLike[str],
     config: DeftConfig | None = None,
@@ -81,6 +160,7 @@ def run_deft(
     acknowledge_regression: bool = False,
     status: Status | None = _print,
     before_commit: StageHook | None = None,
+    check_pool: bool = False,
 ) -> LoopOutcome:
     """Run (or resume) the DEFT loop on a workspace.
 
@@ -95,14 +175,32 @@ def run_deft(
         acknowledge_regression: continue a run stopped by the regression gate.
         status: receives the one-line status after every stage (None: silent).
         before_commit: called after each stage's outputs exist, before its commit.
+        check_pool: check the mining pool with the workspace before the first stage
+            (otherwise the stages that use it refuse a missing or leaking pool).
 
     Returns:
         The outcome; a hard stop is reported there, not raised.
 
     Raises:
-        UserError: a bad workspace/config, or another loop holds the results directory.
+        UserError: a bad workspace/config (checked before the first stage, see
+            :func:`check_inputs`), a results directory that belongs to another
+            workspace, or another loop holds the results directory.
     """
     root = Path(results_dir) if results_dir else new_run_dir(workspace)
+    if DeftState.exists(root):
+        seen = DeftState.load(root, reconcile=False)
+        _refuse_other_workspace(seen, workspace)
+        runs = seen.status != COMPLETE and (seen.status != NEEDS_REVIEW or acknowledge_regression)
+        if runs:
+            check_inputs(workspace, seen.inputs, seen.config, root, check_pool=check_pool)
+    else:
+        check_inputs(
+            workspace,
+            workspace_inputs(workspace, spec_path=spec_path),
+            config or DeftConfig(),
+            root,
+            check_pool=check_pool,
+        )
     with run_lock(root):
         if DeftState.exists(root):
             state = DeftState.load(root)

@@ -5,15 +5,26 @@ workspace frames, the application) and has one method per stage,
 ``stage_<name>(label) -> (fields, summary)``. The driver
 (:mod:`automl_deft.deft.loop`) runs them in order and commits each one; a stage
 never writes ``deft_state.json`` itself.
+
+Bad input met by a stage is a :class:`~automl_deft.errors.UserError` (a missing or
+undecodable image is a ``WorkspaceError`` from the data loader), which the driver
+records as a hard stop; an image error that escapes as PIL's or the OS's own
+exception (a backend decoding a file itself) is turned into a
+:class:`~automl_deft.errors.StageError` by :func:`_input_errors_stop`.
+Other ``OSError`` (a full or read-only results directory) passes through: the stage
+stays uncommitted and the run resumes once the disk is fixed.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
+from PIL import Image, UnidentifiedImageError
 
 from automl_deft.application import Application, get_application
 from automl_deft.deft.assemble import assemble, validate_training_set, write_assembled
@@ -38,6 +49,36 @@ from automl_deft.workspace import normalize_label, read_dataset_csv
 
 Fields = dict[str, Any]
 """Changes to an :class:`~automl_deft.records.IterationRecord` (field name → value)."""
+
+_Stage = TypeVar("_Stage", bound=Callable[..., tuple[Fields, str]])
+
+
+def _input_errors_stop(method: _Stage) -> _Stage:
+    """A stage whose input images cannot be read raises :class:`StageError` (a hard
+    stop with the one-line reason), not PIL's or the OS's exception (a crash that
+    leaves the stage in progress for ever)."""
+
+    @functools.wraps(method)
+    def stage(self: Stages, label: str) -> tuple[Fields, str]:
+        try:
+            return method(self, label)
+        except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise StageError(f"an input image cannot be decoded ({_line(exc)}); {_FIX}") from exc
+        except FileNotFoundError as exc:
+            missing = Path(exc.filename) if isinstance(exc.filename, str) else None
+            if missing is None or not missing.is_relative_to(self.images_dir):
+                raise
+            raise StageError(f"image file missing: {missing}; {_FIX}") from exc
+
+    return stage  # type: ignore[return-value]  # same signature as ``method``
+
+
+_FIX = "restore it or remove its row (`automl-deft validate WORKSPACE` lists every problem)"
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Stages:
@@ -100,6 +141,7 @@ class Stages:
 
     # --- baseline / shared stages -------------------------------------------------------
 
+    @_input_errors_stop
     def stage_train(self, label: str) -> tuple[Fields, str]:
         n = iteration_number(label) or 0
         out = self.dir(label, RunLayout.TRAIN)
@@ -142,6 +184,7 @@ class Stages:
         warm = f" warm from {pretrained.parent.parent.name}" if pretrained else ""
         return fields, f"trained {len(train_frame)} rows{warm} · val FAR {shown}"
 
+    @_input_errors_stop
     def stage_evaluate(self, label: str) -> tuple[Fields, str]:
         best = self._checkpoint(label)
         candidates = {"best_val": best, "latest": best.with_name(LATEST_NAME)}
@@ -175,6 +218,7 @@ class Stages:
         shown = "unavailable" if far is None else f"{far:.2f}%"
         return fields, f"FAR={shown} threshold={thr} ({kind})"
 
+    @_input_errors_stop
     def stage_rca(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.rca import analyse, write_rca
 
@@ -243,6 +287,7 @@ class Stages:
         """A training set this run assembled, its generated rows found where the run is now."""
         return relocated_rows(frame, self.images_dir, self.state.created_in, self.state.results_dir)
 
+    @_input_errors_stop
     def stage_routing(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.rca import load_weak
         from automl_deft.deft.routing import route
@@ -282,6 +327,7 @@ class Stages:
         path = self.dir(label, RunLayout.ROUTING, f"{branch}_targets.csv")
         return pd.read_csv(path, dtype=str, keep_default_na=False)
 
+    @_input_errors_stop
     def stage_sdg(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.sdg import SDGRequest, allocate_budget
 
@@ -316,6 +362,7 @@ class Stages:
             f"({', '.join(f'{k}={v}' for k, v in made.items()) or '-'})"
         )
 
+    @_input_errors_stop
     def stage_mining(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.mining import MiningLedger, mine
 
@@ -357,6 +404,7 @@ class Stages:
             f"for {len(targets)} targets"
         )
 
+    @_input_errors_stop
     def stage_data_merge(self, label: str) -> tuple[Fields, str]:
         from automl_deft.deft.mining import MiningLedger
         from automl_deft.workspace import leakage_keys

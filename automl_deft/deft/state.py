@@ -4,7 +4,9 @@ A stage is *committed* by one atomic write of ``deft_state.json`` after its
 outputs exist; the matching ``loop_log.jsonl`` line is appended right after. The
 state remembers the last log entry it committed, so a run killed between the two
 writes appends the missing line when it resumes: every committed stage is
-logged exactly once and ``seq`` stays contiguous.
+logged exactly once and ``seq`` stays contiguous. A torn last line (a full disk, a
+power loss) is cut off before anything is appended, and the entry it held is
+appended again the same way.
 
 Iterations are keyed ``baseline``, ``iter1``, ``iter2``, … and ``final_automl``
 (Phase 3's winner, registered by the pipeline). Within an iteration the stages
@@ -14,18 +16,17 @@ run in a fixed order; ``stage_completed`` names the last one committed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from automl_deft.config import typed_from_dict
 from automl_deft.deft.config import DeftConfig
 from automl_deft.errors import SpecError, UserError
-from automl_deft.io import atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_write_json, atomic_write_text, exclusive_lock
 from automl_deft.layout import RunLayout, was_moved
 from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number
 from automl_deft.records import BestPointer, IterationRecord, LogEntry, RunInputs, StageFailure
@@ -192,8 +193,21 @@ class DeftState:
 
     @classmethod
     def from_json(cls, root: Path, data: dict[str, Any], where: str) -> DeftState:
+        """The state in ``data`` (``where`` names it in errors).
+
+        Raises:
+            UserError: no ``config`` mapping with its ``paths`` (the run's settings and
+                inputs: nothing can resume without them), or a field of the wrong type.
+        """
+        config_doc = data.get("config")
+        if not isinstance(config_doc, dict) or not isinstance(config_doc.get("paths"), dict):
+            missing = "config" if not isinstance(config_doc, dict) else "config.paths"
+            raise UserError(
+                f"{where} has no {missing!r} mapping (the run's settings and input paths); "
+                "restore the file from a backup or start a new results directory"
+            )
         try:
-            config_doc = dict(data.get("config") or {})
+            config_doc = dict(config_doc)
             inputs = RunInputs.from_json(config_doc.pop("paths", {}), f"{where} config.paths")
             config: DeftConfig = typed_from_dict(DeftConfig, config_doc, "", f"{where} config")
             iterations = {
@@ -370,12 +384,24 @@ class DeftState:
             summary=summary,
             duration_sec=round(float(duration_sec), 2),
         )
+        previous = self.log_last
         self.log_seq, self.log_last = entry.seq, entry
         self.save()
-        append_log_line(self.log_path, entry.to_json())
+        append_log_line(
+            self.log_path,
+            entry.to_json(),
+            previous=None if previous is None else previous.to_json(),
+        )
         return entry
 
     def _reconcile_log(self) -> None:
+        """Make the log end with the last committed entry, once.
+
+        A torn last line is cut off first (:func:`repair_log`); the entry the state
+        committed last is then re-appended when the log lacks it (a kill between the
+        two writes, or the torn line itself), so ``seq`` stays contiguous.
+        """
+        repair_log(self.log_path)
         entries = read_log(self.log_path)
         logged = entries[-1]["seq"] if entries else 0
         committed = self.log_seq
@@ -387,20 +413,46 @@ class DeftState:
             atomic_write_text(self.log_path, "".join(json.dumps(e) + "\n" for e in kept))
 
 
-def append_log_line(path: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line and fsync (a torn last line is dropped by :func:`read_log`)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
+def append_log_line(
+    path: Path, entry: dict[str, Any], *, previous: dict[str, Any] | None = None
+) -> None:
+    """Append one JSON line and fsync, never onto a torn last line.
+
+    A last line cut short (a full disk, a power loss) is cut off first
+    (:func:`repair_log`), so the new line is not glued to it. When that drops
+    ``previous`` (the entry logged before ``entry``, which the state still holds), it
+    is written again first, so ``seq`` stays contiguous.
+    """
+    with open(path, "ab+") as fh:
+        _drop_torn_tail(fh)
+        lines = [entry]
+        if previous is not None and _last_seq(fh) == int(previous["seq"]) - 1:
+            lines.insert(0, previous)
+        fh.write("".join(json.dumps(e) + "\n" for e in lines).encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
+def repair_log(path: Path) -> None:
+    """Cut a torn last line off a JSON-lines file (nothing when it ends cleanly).
+
+    A last line that parses but lost only its newline gets the newline back.
+    """
+    if path.is_file():
+        with open(path, "ab+") as fh:
+            if _drop_torn_tail(fh):
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of ``loop_log.jsonl`` (a torn last line is ignored)."""
+    """Every line of ``loop_log.jsonl`` that parses (a torn last line is ignored)."""
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().decode("utf-8", errors="replace").split("\n"):
+        if not line.strip():
+            continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
@@ -408,34 +460,72 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _entry(line: bytes | str) -> dict[str, Any] | None:
+    """A log line as its entry, or None when it is not one (torn, garbage, blank)."""
+    try:
+        entry = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return entry if isinstance(entry, dict) and "seq" in entry else None
+
+
+def _last_line(fh: BinaryIO) -> tuple[int, bytes]:
+    """The offset and bytes of the file's last line, without its newline."""
+    size = fh.seek(0, os.SEEK_END)
+    end = size
+    if size:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            end = size - 1
+    begin, pos, block = 0, end, 4096
+    while pos > 0:
+        start = max(0, pos - block)
+        fh.seek(start)
+        newline = fh.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            begin = start + newline + 1
+            break
+        pos = start
+    fh.seek(begin)
+    return begin, fh.read(end - begin)
+
+
+def _drop_torn_tail(fh: BinaryIO) -> bool:
+    """Truncate ``fh`` (opened ``ab+``) after its last well-formed line; True if changed."""
+    changed = False
+    while fh.seek(0, os.SEEK_END):
+        begin, line = _last_line(fh)
+        if _entry(line) is not None:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":  # complete, only the newline was lost
+                fh.write(b"\n")
+                changed = True
+            break
+        fh.truncate(begin)
+        changed = True
+    return changed
+
+
+def _last_seq(fh: BinaryIO) -> int:
+    """``seq`` of the file's last line (0 for an empty file)."""
+    entry = _entry(_last_line(fh)[1])
+    return int(entry["seq"]) if entry is not None else 0
+
+
 @contextlib.contextmanager
 def run_lock(results_dir: str | os.PathLike[str]) -> Iterator[None]:
     """Hold ``.deft.lock`` for the duration; a second loop on the same directory is refused.
-
-    ``flock`` is released by the kernel when the process dies, so a SIGKILLed run
-    never leaves a stale lock behind.
 
     Raises:
         UserError: another process holds the lock.
     """
     root = Path(results_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    path = RunLayout(root).lock
-    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            raise UserError(
-                f"another DEFT loop (pid {holder}) is running on {root}; wait for it to finish "
-                "or use another results directory"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+
+    def busy(holder: str) -> UserError:
+        return UserError(
+            f"another DEFT loop (pid {holder}) is running on {root}; wait for it to finish "
+            "or use another results directory"
+        )
+
+    with exclusive_lock(RunLayout(root).lock, busy):
         yield
-    finally:
-        fh.close()

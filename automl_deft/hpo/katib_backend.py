@@ -17,6 +17,10 @@ Pipeline Components:
 * **Collect** the optimal trial, the history of every trial and the winner's
   checkpoint, which the trial wrote to ``<results_dir>/trials/<trial>/`` on the
   shared volume (mounted at the same path in every pod).
+
+The launcher reads no pod logs; the text it quotes from the cluster (a failed
+experiment's condition, an API error's message) is passed through
+:func:`automl_deft.redact.redact` first.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject, K8sObject
 from automl_deft.layout import SearchLayout
 from automl_deft.model.checkpoint import BEST_NAME
+from automl_deft.redact import redact
 
 if TYPE_CHECKING:
     from automl_deft.hpo.search import AutomlConfig
@@ -328,10 +333,12 @@ class KatibLauncher:
             if condition is not None:
                 if condition["type"] == "Succeeded":
                     return experiment
-                raise InfrastructureError(
-                    f"Katib experiment {self.namespace}/{name} failed: "
+                why = redact(
                     f"{condition.get('reason') or 'no reason'}: "
-                    f"{condition.get('message') or 'no message'} (failed trials: "
+                    f"{condition.get('message') or 'no message'}"
+                )
+                raise InfrastructureError(
+                    f"Katib experiment {self.namespace}/{name} failed: {why} (failed trials: "
                     f"{', '.join(status.get('failedTrialList') or []) or 'none'}; see "
                     f"kubectl logs -n {self.namespace} -l job-name=<trial>)"
                 )
@@ -519,14 +526,15 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line about a failed API call (secret values masked)."""
     if isinstance(exc, ApiException):
         message = ""
         with contextlib.suppress(TypeError, ValueError, AttributeError):
             message = str(json.loads(exc.body).get("message") or "")
-        return f"HTTP {exc.status} {exc.reason or ''}".rstrip() + (
-            f": {message}" if message else ""
+        return redact(
+            f"HTTP {exc.status} {exc.reason or ''}".rstrip() + (f": {message}" if message else "")
         )
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def terminal_condition(status: Mapping[str, Any]) -> K8sObject | None:

@@ -11,16 +11,23 @@ directory:
 - ``leaderboard.csv`` (one row per finished trial, best first);
 - ``automl_report.html`` (optimisation history and parameter importance);
 - ``trials/<rec_id>/`` with every trial's spec, checkpoints and ``trial.json``.
+
+One search at a time per results folder: the search holds ``.search.lock`` there
+(:func:`search_lock`) from start to finish, so a second ``automl`` (or ``run``) on
+the same folder is refused at once instead of taking over the first one's live
+trials.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -30,7 +37,7 @@ import pandas as pd
 
 from automl_deft.application import DEFAULT_APPLICATION
 from automl_deft.config import read_config_yaml, typed_from_dict
-from automl_deft.errors import SpecError
+from automl_deft.errors import SpecError, UserError
 from automl_deft.hpo.base import (
     Budget,
     SearchBackend,
@@ -47,7 +54,7 @@ from automl_deft.hpo.guards import (
 )
 from automl_deft.hpo.space import ParamValues, SearchSpace, default_aoi_space, space_from_config
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
-from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text, exclusive_lock
 from automl_deft.jsontypes import JSONObject, SpecTree
 from automl_deft.layout import RunLayout, SearchLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
@@ -244,6 +251,34 @@ def plan_search(
     return SearchPlan(problem, budget, space, base, out)
 
 
+class SearchBusyError(UserError):
+    """Another process is running a search in the same results folder."""
+
+
+@contextlib.contextmanager
+def search_lock(results_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the search folder's ``.search.lock`` for the duration (the DEFT loop's
+    :func:`~automl_deft.deft.state.run_lock`, for a search).
+
+    Without it a second search on the folder would mark the first one's live trial
+    interrupted and retry it, and the first would fail on Optuna's
+    ``UpdateFinishedTrialError``.
+
+    Raises:
+        SearchBusyError: another process holds the lock (nothing else is written).
+    """
+    root = Path(results_dir)
+
+    def busy(holder: str) -> SearchBusyError:
+        return SearchBusyError(
+            f"another search is running in {root} (pid {holder}); wait for it or use "
+            "another --results"
+        )
+
+    with exclusive_lock(SearchLayout(root).lock, busy):
+        yield
+
+
 def config_backend(config: AutomlConfig) -> SearchBackend:
     """The backend ``config.backend`` names, from the registry, with its settings."""
     kwargs = {"settings": config.katib} if config.backend == "katib" else {}
@@ -277,6 +312,9 @@ def automl_search(
             pinned to the checkpoint's spec (Phase 3).
         centroid: centre the space on this spec and try it first (Phase 3).
         backend: a ready backend instance (default: ``config.backend`` from the registry).
+
+    Raises:
+        SearchBusyError: another search is running in the results folder.
     """
     plan = plan_search(
         workspace,
@@ -289,6 +327,14 @@ def automl_search(
         warm_start=warm_start,
         centroid=centroid,
     )
+    with search_lock(plan.results_dir):
+        return _run_search(plan, config, backend)
+
+
+def _run_search(
+    plan: SearchPlan, config: AutomlConfig, backend: SearchBackend | None
+) -> SearchResult:
+    """:func:`automl_search` once it holds the folder's lock."""
     problem, budget, space, base, out = (
         plan.problem,
         plan.budget,

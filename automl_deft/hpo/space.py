@@ -204,7 +204,9 @@ class SearchSpace:
         return SearchSpace(params=params, pinned={**self.pinned, **arch})
 
     def check_against(self, base: Spec) -> None:
-        """Every key resolves in the spec and every corner of the space is a valid spec."""
+        """Every key resolves in the spec, every corner of the space is a valid spec, and
+        so is every choice of a categorical param (with the others at their low corner)."""
+        low: ParamValues = {}
         for corner in ("low", "high"):
             values: ParamValues = {}
             for p in self.params:
@@ -213,12 +215,21 @@ class SearchSpace:
                     values[p.name] = p.choices[0]
                 else:
                     values[p.name] = int(bound) if p.type == "int" else bound
+            low = low or values
             try:
                 base.with_overrides(self.overrides(values, base))
             except (SpecError, KeyError, IndexError, TypeError) as exc:
                 raise SpecError(
                     f"search space does not fit the spec at its {corner} corner: {exc}"
                 ) from exc
+        for p in self.params:
+            for choice in p.choices[1:] if p.type == "categorical" else ():
+                try:
+                    base.with_overrides(self.overrides({**low, p.name: choice}, base))
+                except (SpecError, KeyError, IndexError, TypeError) as exc:
+                    raise SpecError(
+                        f"search space does not fit the spec with {p.name}={choice!r}: {exc}"
+                    ) from exc
 
 
 def default_aoi_space(*, num_epochs: int = 8, batch_size: int = 16) -> SearchSpace:

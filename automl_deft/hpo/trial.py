@@ -89,11 +89,14 @@ class SearchProblem:
         warm_start: str | os.PathLike[str] | None = None,
         application: str = DEFAULT_APPLICATION,
     ) -> SearchProblem:
-        """Build and check a problem; the KPI test set is refused as the evaluation set."""
+        """Build and check a problem; the KPI test set (and the hold-out) is refused as the
+        evaluation set: by path, by any of its rows, and by its images under other names."""
         ws = Workspace.at(workspace)
         train_path = Path(train_csv or ws.train_csv).resolve()
         val_path = Path(val_csv or ws.val_csv).resolve()
-        refuse_kpi_set(ws, val_path, used_as="the search's evaluation set")
+        refuse_kpi_set(
+            ws, val_path, used_as="the search's evaluation set", naming=base_spec.naming()
+        )
         if metric not in ("far_pct", "val_loss"):
             raise UserError(f"unknown search metric {metric!r}; use far_pct or val_loss")
         space.check_against(base_spec)

@@ -188,7 +188,8 @@ def import_deeppcb(
         src: the folder that holds ``PCBData/``, or ``PCBData/`` itself.
         dest: the workspace directory to create.
         crop_size: side of the square crops, in pixels.
-        pass_per_image: PASS crops wanted per pair (fewer when no free window fits).
+        pass_per_image: PASS crops wanted per pair (fewer when no free window fits); 1
+            or more.
         val_fraction: share of ``trainval.txt`` pairs for the validation set.
         pool_fraction: share of ``trainval.txt`` pairs for the mining pool; the
             rest is the base training set.
@@ -204,7 +205,9 @@ def import_deeppcb(
 
     Raises:
         UserError: bad arguments, a missing list, image or annotation file, a
-            malformed annotation line or an unknown type id (nothing is written).
+            malformed annotation line or an unknown type id (nothing is written), or
+            a training, validation or KPI set that would hold a single class (its
+            crops are removed again).
         WorkspaceError: ``dest`` is already a workspace and ``force`` is off.
     """
     _check_args(crop_size, pass_per_image, val_fraction, pool_fraction, seed)
@@ -278,6 +281,13 @@ def import_deeppcb(
                 f"{holdout_fraction:g} of them aside with PASS and defect rows on both sides; "
                 "list more test pairs, or pass holdout_fraction=0 (--holdout-fraction 0)"
             )
+    single = [r for r in ("train", "validation", "kpi_test") if not _both_classes(frames[r])]
+    if single:
+        _clear_previous(ws)
+        raise UserError(
+            f"the import would leave {', '.join(single)} with a single class (it needs PASS "
+            "and defect rows); list more pairs or raise pass_per_image (no workspace written)"
+        )
     paths = ws.csvs(include_holdout=True)
     save_spec(spec, ws.spec_path)
     # The hold-out before the KPI set it was cut from (as split_holdout does).
@@ -536,8 +546,11 @@ class _CropWriter:
 def _check_args(
     crop_size: int, pass_per_image: int, val_fraction: float, pool_fraction: float, seed: int
 ) -> None:
-    if pass_per_image < 0:
-        raise UserError(f"pass_per_image must be 0 or more, got {pass_per_image}")
+    if pass_per_image < 1:
+        raise UserError(
+            f"pass_per_image must be 1 or more, got {pass_per_image}: the PASS crops are the "
+            "good class every set needs"
+        )
     if not (0 <= val_fraction < 1 and 0 <= pool_fraction < 1 and val_fraction + pool_fraction < 1):
         raise UserError(
             f"val_fraction ({val_fraction:g}) and pool_fraction ({pool_fraction:g}) must each be "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from automl_deft.io import atomic_path
+from automl_deft.io import atomic_path, refuse_directory
 from automl_deft.kpi.metric import _as_arrays
 from automl_deft.kpi.result import OperatingPoint, format_threshold
 from automl_deft.workspace import SCORE_COLUMN
@@ -48,7 +48,9 @@ def plot_score_distribution(
 
     Raises:
         KPIError: as :func:`~automl_deft.kpi.compute_kpi`.
+        UserError: ``path`` is an existing directory (refused before any drawing).
     """
+    refuse_directory(path, "the score plot path", example="kpi_scores.png")
     # Figure + Agg canvas directly: no pyplot, so the process-wide backend is untouched.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

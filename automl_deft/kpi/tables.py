@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from automl_deft.errors import KPIError
-from automl_deft.io import atomic_write_csv
+from automl_deft.io import atomic_write_csv, refuse_directory
 from automl_deft.kpi.metric import _rows, compute_kpi, write_sweep_csv
 from automl_deft.kpi.plots import plot_score_distribution
 from automl_deft.kpi.result import KPIResult
@@ -91,7 +91,14 @@ def judge_scored_frame(
         sweep_csv: write the threshold sweep here.
         plot: write the score-distribution PNG (threshold marked) here.
         title: what the plot shows (the KPI is appended).
+
+    Raises:
+        KPIError: as :func:`kpi_from_frame`.
+        UserError: an output path is an existing directory (refused before any work).
     """
+    refuse_directory(inference_csv, "the inference CSV path", example="kpi_scores.csv")
+    refuse_directory(sweep_csv, "the sweep CSV path", example="kpi_sweep.csv")
+    refuse_directory(plot, "the score plot path", example="kpi_scores.png")
     result = kpi_from_frame(frame)
     if inference_csv is not None:
         atomic_write_csv(inference_csv, frame)

@@ -6,17 +6,25 @@ A checkpoint is a dict saved with ``torch.save``::
      versions, optimizer?, scheduler?, rng?, train_state?}
 
 ``spec`` is the resolved training spec, so ``infer`` and ``evaluate`` need
-nothing else. Files are written atomically; loading checks the format and the
-architecture and turns every failure into a one-line :class:`CheckpointError`.
+nothing else. ``rng`` (see :func:`capture_rng`) holds every random-number
+generator state training draws from, so a resumed run is bit-identical to an
+uninterrupted one; checkpoints written before it existed still load. Files are
+written atomically; loading checks the format and the architecture and turns
+every failure into a one-line :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import random
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 import automl_deft
@@ -26,6 +34,8 @@ from automl_deft.jsontypes import Checkpoint
 from automl_deft.layout import TrainFiles
 from automl_deft.model.network import ChangeNetLite, architecture
 from automl_deft.model.spec import Spec, spec_from_dict
+
+log = logging.getLogger(__name__)
 
 FORMAT = "automl-deft-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +57,98 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Checkpoint) -> None:
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     with atomic_path(path) as tmp:
         torch.save(full, tmp)
+
+
+RNGOwner = np.random.Generator | torch.Generator
+"""A generator a trainer owns (beside the global ones), checkpointed by name."""
+
+
+def capture_rng(generators: Mapping[str, RNGOwner] | None = None) -> dict[str, Any]:
+    """Every RNG state training may draw from, as ``torch.load(weights_only=True)`` reads it.
+
+    The global torch CPU generator (dropout, DataLoader worker seeds), the CUDA
+    generators (when CUDA is in use), numpy's and Python's global generators,
+    and the trainer's own ``generators`` (numpy ``Generator``s by their
+    ``bit_generator.state`` dict, torch ``Generator``s by their state tensor).
+    Only tensors, ints, floats, strings, None, lists and dicts: no pickled objects.
+    """
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    owned: dict[str, Any] = {}
+    for name, gen in (generators or {}).items():
+        if isinstance(gen, torch.Generator):
+            owned[name] = {"torch": gen.get_state()}
+        else:
+            owned[name] = {"numpy": _plain(gen.bit_generator.state)}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": (
+            list(torch.cuda.get_rng_state_all())
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else []
+        ),
+        "numpy": _plain(np_state),
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "generators": owned,
+    }
+
+
+def restore_rng(state: Mapping[str, Any], generators: Mapping[str, RNGOwner] | None = None) -> None:
+    """Put back what :func:`capture_rng` recorded (the same ``generators`` by name).
+
+    CUDA states are put back only where CUDA is available (a checkpoint from a
+    GPU run resumed on CPU trains on CPU anyway).
+
+    Raises:
+        CheckpointError: a generator of ``generators`` has no recorded state, or
+            the recorded state does not fit it.
+    """
+    try:
+        torch.set_rng_state(state["torch"])
+        cuda = state.get("cuda") or []
+        if cuda and torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            if len(cuda) != count:
+                log.warning(
+                    "the checkpoint holds RNG states of %d CUDA devices, this process sees %d: "
+                    "the resumed run may not be bit-identical",
+                    len(cuda),
+                    count,
+                )
+            for device, cuda_state in enumerate(cuda[:count]):
+                torch.cuda.set_rng_state(cuda_state, device)
+        np_state = dict(state["numpy"])
+        np_state["state"] = {
+            "key": np.asarray(np_state["state"]["key"], dtype=np.uint32),
+            "pos": int(np_state["state"]["pos"]),
+        }
+        np.random.set_state(np_state)
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+        owned = state.get("generators", {})
+        for name, gen in (generators or {}).items():
+            if name not in owned:
+                raise CheckpointError(f"the checkpoint holds no RNG state for {name!r}")
+            if isinstance(gen, torch.Generator):
+                gen.set_state(owned[name]["torch"])
+            else:
+                gen.bit_generator.state = owned[name]["numpy"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"the checkpoint's RNG state is malformed ({type(exc).__name__}: {exc}); "
+            "re-train or resume with --no-resume"
+        ) from exc
+
+
+def _plain(obj: Any) -> Any:
+    """numpy RNG state as plain Python (arrays to lists, numpy scalars to Python ones)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

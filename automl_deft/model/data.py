@@ -9,6 +9,8 @@ batches on the training device, so it costs little next to the model.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,19 +19,75 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from automl_deft.errors import WorkspaceError
 from automl_deft.model.spec import AugmentationConfig, Spec
-from automl_deft.workspace import ImageNaming, defect_mask, row_paths
+from automl_deft.workspace import MAX_LISTED, ImageNaming, defect_mask, row_paths
 
 PRELOAD_LIMIT_BYTES = 2 * 1024**3
 """Decode a dataset into memory when its pixels fit in this many bytes."""
 
 
+VALIDATE_HINT = "`automl-deft validate WORKSPACE` lists every problem"
+
+
 def _read(path: os.PathLike[str] | str, size: tuple[int, int]) -> np.ndarray:
-    with Image.open(path) as raw:
-        im = raw.convert("L")
+    """Decode one image file as grayscale ``uint8`` at ``size``.
+
+    Raises:
+        WorkspaceError: the file is missing, unreadable, cannot be decoded, or is
+            larger than PIL's decompression-bomb limit (its warning included).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as raw:
+                im = raw.convert("L")
+    except FileNotFoundError:
+        raise WorkspaceError(
+            f"image file missing: {path}; restore it or remove its row ({VALIDATE_HINT})"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise WorkspaceError(_too_large(path, exc)) from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's refusal, not PIL's
+            raise WorkspaceError(
+                f"image file {path} cannot be read ({exc.strerror}); fix the file or remove its row"
+            ) from None
+        raise WorkspaceError(_undecodable(path, exc)) from None
+    except (SyntaxError, ValueError, EOFError) as exc:
+        raise WorkspaceError(_undecodable(path, exc)) from None
     if im.size != size:
         im = im.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _undecodable(path: os.PathLike[str] | str, exc: BaseException) -> str:
+    return (
+        f"image file {path} cannot be decoded ({_first_line(exc)}); it is empty, truncated or "
+        f"not an image: re-export it or remove its row ({VALIDATE_HINT})"
+    )
+
+
+def _too_large(path: os.PathLike[str] | str, exc: BaseException) -> str:
+    numbers = re.findall(r"\d+", str(exc))
+    size = (
+        f"{int(numbers[0]):,} pixels, over the {int(numbers[1]):,}-pixel limit"
+        if len(numbers) >= 2
+        else _first_line(exc)
+    )
+    return (
+        f"image file {path} is too large to decode safely ({size}); "
+        "crop or downscale it to the inspection patch size"
+    )
+
+
+def _missing_files(files: list[list[str]]) -> list[str]:
+    return [p for p in dict.fromkeys(f for row in files for f in row) if not os.path.isfile(p)]
 
 
 @dataclass
@@ -55,12 +113,24 @@ class PairSource:
         *,
         preload: bool | None = None,
     ) -> PairSource:
-        """Resolve the files of ``frame``; decode them now when they fit in memory."""
+        """Resolve the files of ``frame``; decode them now when they fit in memory.
+
+        Raises:
+            WorkspaceError: an image file is missing (all are checked before any is
+                decoded), unreadable, undecodable or too large.
+        """
         frame = frame.reset_index(drop=True)
         golden = [
             [str(p) for p in ps] for ps in row_paths(frame, images_dir, naming, "golden_path")
         ]
         inputs = [[str(p) for p in ps] for ps in row_paths(frame, images_dir, naming, "input_path")]
+        missing = _missing_files(golden + inputs)
+        if missing:
+            shown = ", ".join(os.path.relpath(p, images_dir) for p in missing[:MAX_LISTED])
+            raise WorkspaceError(
+                f"{len(missing)} image file(s) missing under {images_dir} (e.g. {shown}); "
+                f"restore them or remove their rows ({VALIDATE_HINT})"
+            )
         targets = torch.from_numpy(defect_mask(frame["label"]).astype(np.int64))
         src = cls(frame, targets, size, golden, inputs)
         nbytes = len(frame) * 2 * len(naming.lights) * size[0] * size[1]
@@ -97,7 +167,20 @@ class PairSource:
             ],
             num_workers=workers,
         )
-        yield from loader
+        try:
+            yield from loader
+        except WorkspaceError as exc:
+            # A worker's error comes back with its traceback in the message: keep the line.
+            raise WorkspaceError(_worker_message(exc)) from None
+
+
+def _worker_message(exc: WorkspaceError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        last = lines[-1]
+        name = f"{WorkspaceError.__module__}.{WorkspaceError.__name__}: "
+        return last.removeprefix(name)
+    return str(exc)
 
 
 class _LazyRows(torch.utils.data.Dataset):

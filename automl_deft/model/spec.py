@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from automl_deft.config import typed_from_dict
 from automl_deft.errors import SpecError
 from automl_deft.io import atomic_write_text
 from automl_deft.jsontypes import SpecTree
 from automl_deft.workspace import ImageNaming
+from automl_deft.yamlio import dump_yaml, load_yaml, read_yaml_file
 
 BackboneType = Literal["cnn_small", "efficientnet_lite0"]
 
@@ -264,17 +263,13 @@ def load_spec(path: str | os.PathLike[str], overrides: SpecTree | None = None) -
     """Read a YAML spec, deep-merge ``overrides`` onto it, and validate.
 
     Raises:
-        SpecError: missing file, YAML syntax error, or an invalid spec.
+        SpecError: missing file, not UTF-8, YAML syntax error, YAML anchors/aliases
+            (refused: see :mod:`automl_deft.yamlio`), or an invalid spec.
     """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}; pass an existing YAML spec")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"spec file {path} is not valid YAML{at}; fix the syntax") from exc
+    data = read_yaml_file(path, what=f"spec file {path}")
     if data is not None and not isinstance(data, dict):
         raise SpecError(f"spec file {path} must hold a mapping at the top level")
     try:
@@ -286,15 +281,19 @@ def load_spec(path: str | os.PathLike[str], overrides: SpecTree | None = None) -
 def save_spec(spec: Spec | SpecTree, path: str | os.PathLike[str]) -> None:
     """Validate and write a spec as YAML, atomically."""
     as_dict = spec.to_dict() if isinstance(spec, Spec) else spec_from_dict(spec).to_dict()
-    atomic_write_text(path, yaml.safe_dump(as_dict, sort_keys=False))
+    atomic_write_text(path, dump_yaml(as_dict))
 
 
 def parse_set_option(items: tuple[str, ...] | list[str]) -> SpecTree:
-    """Turn CLI ``--set key.path=value`` items into an override dict (values parsed as YAML)."""
+    """Turn CLI ``--set key.path=value`` items into an override dict (values parsed as YAML).
+
+    Raises:
+        SpecError: no ``=``, or a value that is not valid YAML (or uses an alias).
+    """
     out: SpecTree = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"--set {item!r}: expected KEY=VALUE, e.g. train.optim.lr=0.001")
-        out[key.strip()] = yaml.safe_load(raw)
+        out[key.strip()] = load_yaml(raw, what=f"--set {item!r}: the value")
     return out

@@ -7,6 +7,14 @@ far_pct, ties broken by val_loss) and ``latest.pt`` (with optimizer state, for
 resuming). A killed run re-started on the same ``out_dir`` resumes after the
 last finished epoch; a finished run returns at once.
 
+Resuming is bit-identical to never having stopped, wherever the kill fell (even
+inside an epoch): ``latest.pt`` records every RNG state training draws from
+(torch CPU/CUDA: dropout and DataLoader worker seeds; the numpy Generator of the
+PASS subsampling; the augmentation Generator; numpy's and Python's globals),
+captured after validation, and the epoch callback cannot perturb them: they are
+put back after it, so the next epoch starts from exactly the saved state in a
+fresh run and in a resumed one.
+
 Warm start (``train.pretrained_model_path``) loads *weights only*: the epoch
 counter starts at 0, so a fine-tuning run always trains its full budget.
 """
@@ -38,8 +46,11 @@ from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
+    RNGOwner,
+    capture_rng,
     load_checkpoint,
     load_weights_into,
+    restore_rng,
     save_checkpoint,
 )
 from automl_deft.model.data import PairSource, augment, epoch_indices, image_size, to_float
@@ -233,6 +244,7 @@ def train(
 
     rng = np.random.default_rng(spec.train.seed)
     aug_gen = torch.Generator().manual_seed(spec.train.seed)
+    owned: dict[str, RNGOwner] = {"epoch_indices": rng, "augment": aug_gen}
     start_epoch, step = 0, 0
     history: list[EpochMetrics] = []
     best: EpochMetrics = {}
@@ -251,10 +263,22 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         train_state = state["train_state"]
-        rng.bit_generator.state = json.loads(train_state["numpy_rng"])
-        aug_gen.set_state(train_state["torch_rng"])
+        if "grad_scaler" in train_state:
+            scaler.load_state_dict(train_state["grad_scaler"])
         history, best = train_state["history"], train_state["best"]
         start_epoch, step = state["epoch"], state["step"]
+        # Last, so that nothing above (model init, EMA copy) moves the restored RNGs.
+        if "rng" in state:
+            restore_rng(state["rng"], owned)
+        else:
+            rng.bit_generator.state = json.loads(train_state["numpy_rng"])
+            aug_gen.set_state(train_state["torch_rng"])
+            log.warning(
+                "%s was written without global RNG state (an older release): resuming, but "
+                "dropout draws differ, so the result is not bit-identical to an "
+                "uninterrupted run",
+                latest_path,
+            )
         log.info("resuming %s after epoch %d", out, start_epoch)
 
     t0 = time.perf_counter()
@@ -298,18 +322,21 @@ def train(
             "lr": cast(float, scheduler.get_last_lr()[0]),  # a float for LambdaLR
         }
         last = epoch == spec.train.num_epochs
-        if epoch % spec.train.validation_interval == 0 or last:
+        validated = epoch % spec.train.validation_interval == 0 or last
+        if validated:
             scores, val_loss = predict(
                 deployed(model, ema), val_src, device, cfg.batch_size * 2, amp_dtype=amp_dtype
             )
             record.update(
                 validation_metrics(scores, val_src.frame["label"], val_src.targets, val_loss)
             )
-            if not best or _rank(record) < _rank(best):
-                best = dict(record)
-                save_checkpoint(
-                    best_path, _payload(deployed(model, ema), spec, epoch, step, record)
-                )
+        # The state the next epoch starts from, in this run and in one resumed from here.
+        rng_state = capture_rng(owned)
+        if validated and (not best or _rank(record) < _rank(best)):
+            best = dict(record)
+            payload = _payload(deployed(model, ema), spec, epoch, step, record)
+            payload.update(rng=rng_state)
+            save_checkpoint(best_path, payload)
         history.append(record)
         far = record.get("far_pct")
         log.info(
@@ -322,22 +349,30 @@ def train(
         )
         if epoch % spec.train.checkpoint_interval == 0 or last:
             payload = _payload(deployed(model, ema), spec, epoch, step, record)
+            resume_state: dict[str, Any] = {
+                "raw_state_dict": _cpu_state(model),
+                "ema_steps": int(ema.n_averaged) if ema is not None else 0,
+                # Also in ``rng``; kept so that older releases can still resume.
+                "numpy_rng": json.dumps(rng.bit_generator.state),
+                "torch_rng": aug_gen.get_state(),
+                "history": plain(history),
+                "best": plain(best),
+            }
+            if scaler.is_enabled():
+                resume_state["grad_scaler"] = scaler.state_dict()
             payload.update(
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
-                train_state={
-                    "raw_state_dict": _cpu_state(model),
-                    "ema_steps": int(ema.n_averaged) if ema is not None else 0,
-                    "numpy_rng": json.dumps(rng.bit_generator.state),
-                    "torch_rng": aug_gen.get_state(),
-                    "history": plain(history),
-                    "best": plain(best),
-                },
+                rng=rng_state,
+                train_state=resume_state,
             )
             save_checkpoint(latest_path, payload)
             atomic_write_json(out / "history.json", history)
         if on_epoch_end is not None and "far_pct" in record:
             on_epoch_end(epoch, record)
+            # A callback that draws random numbers must not steer training: a run
+            # resumed after this epoch never calls it for this epoch.
+            restore_rng(rng_state, owned)
 
     seconds = time.perf_counter() - t0
     result = TrainResult(

@@ -14,16 +14,21 @@ for validation, a config that cannot work) are collected in ``blocking``, one li
 each with the fix; :attr:`Preflight.ok` is False while any remain. After the user
 confirms, only the hard safety gates that section 9 names can stop the run.
 
-Nothing here writes files, and credential *values* are never read: only whether
-each variable is set (:func:`automl_deft.credentials.credential_status`).
+Nothing here writes files but the workspace's image cache
+(:data:`automl_deft.workspace.HASH_CACHE`, digests of the images it checked), and
+credential *values* are never read: only whether each variable is set
+(:func:`automl_deft.credentials.credential_status`). Every plug-in name the run
+gives (search algorithm, backbone, SDG backend, mining embedder) is checked against
+its registry (:mod:`~automl_deft.preflight.plugins`).
 The same object renders for a terminal (:meth:`Preflight.text`), for the KFP
 dashboard (:meth:`Preflight.markdown`) and as JSON (:meth:`Preflight.to_dict`).
 
 Modules: :mod:`~automl_deft.preflight.model` (sections and their blocks),
 :mod:`~automl_deft.preflight.render` (the summary and its text, Markdown and JSON),
 :mod:`~automl_deft.preflight.probes` (docker and GPU),
-:mod:`~automl_deft.preflight.environment` (sections 1–4) and
-:mod:`~automl_deft.preflight.run_sections` (sections 5–9, rendering the plan).
+:mod:`~automl_deft.preflight.environment` (sections 1–4),
+:mod:`~automl_deft.preflight.run_sections` (sections 5–9, rendering the plan) and
+:mod:`~automl_deft.preflight.plugins` (plug-in names against their registries).
 """
 
 from __future__ import annotations
@@ -147,7 +152,8 @@ def build_preflight(
 ) -> Preflight:
     """Look at everything a run depends on and summarise it in nine sections.
 
-    Nothing is written and nothing is started; credential values are never read.
+    Nothing is written (but the image cache) and nothing is started; credential values
+    are never read.
 
     Args:
         workspace: the workspace root.

@@ -15,6 +15,11 @@ from automl_deft.phases import SOURCE_PHASE1, SOURCE_TRAINED_HERE
 from automl_deft.plan import BaselineSource, DeftPlan, ResumePoint, SearchPhasePlan, ValueSource
 from automl_deft.preflight.context import Context
 from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table
+from automl_deft.preflight.plugins import (
+    backbone_problems,
+    deft_plugin_problems,
+    without_backbone_echoes,
+)
 from automl_deft.preflight.render import count, join, minutes, num
 from automl_deft.workspace import VAL_CSV
 
@@ -54,7 +59,9 @@ def phase1_section(ctx: Context) -> Section:
         return Section.of(5, [Note(ctx.skipped())], {"enabled": False})
     search = plan.phase1
     cfg = search.config
-    ctx.block(*search.problems)
+    backbone = backbone_problems(cfg.pinned, cfg.search_space, where="automl")
+    ctx.block(*(without_backbone_echoes(search.problems) if backbone else search.problems))
+    ctx.block(*backbone)
     space = search.space
     swept = [(p.name, p.key, _param_range(p)) for p in space.params] if space else []
     pinned = dict(space.pinned) if space else {}
@@ -149,6 +156,7 @@ def phase2_section(ctx: Context) -> Section:
     deft = plan.deft
     cfg = deft.config
     ctx.block(*deft.problems)
+    ctx.block(*deft_plugin_problems(cfg))
     target = str(deft.target) if deft.target is not None else f"{cfg.kpi_target} (invalid)"
     epochs = _epochs_text(deft)
     sdg = (
@@ -222,9 +230,13 @@ def phase3_section(ctx: Context) -> Section:
         return Section.of(7, [Note("disabled (phase3.enabled: false)")], {"enabled": False})
     search = plan.phase3
     cfg = search.config
-    if not plan.runs("automl"):
-        # Phase 1 checked these already when it runs in the same pipeline.
-        ctx.block(*search.problems)
+    # Phase 1 blocked its own problems already when it runs in this pipeline; Phase 3's
+    # pins (phase3.pinned) can add more.
+    seen = set(plan.phase1.problems) if plan.runs("automl") else set()
+    backbone = backbone_problems(plan.config.phase3.pinned, None, where="phase3")
+    own = [p for p in search.problems if p not in seen]
+    ctx.block(*(without_backbone_echoes(own) if backbone else own))
+    ctx.block(*backbone)
     warm = (
         "every trial starts from the best DEFT iteration's checkpoint; architecture pinned; "
         f"centred on the Phase 1 winner (factor {num(cfg.centroid_factor)})"

@@ -15,8 +15,8 @@ def test_a_pipeline_with_retries_is_refused_before_anything_runs(tmp_path: Path)
     with pytest.raises(
         ValueError,
         match=(
-            r"^run_local: tasks deft-loop, finalize, preflight retry on failure; build the "
-            r"pipeline with retries=False for a local run$"
+            r"^run_local: tasks deft-loop, export-model, finalize, preflight retry on failure; "
+            r"build the pipeline with retries=False for a local run$"
         ),
     ):
         run_local(pipelines.build("deft-only"), {"workspace": str(tmp_path)}, results_dir=results)

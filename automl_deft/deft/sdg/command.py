@@ -9,6 +9,12 @@ Options (``sdg.options``):
   group) is killed and the stage fails.
 * ``labels`` (optional): the labels the generator can make (normalised: ``PASS``
   upper case, defects lower case); absent or null means any label.
+* ``secret_env`` (optional): names of environment variables the generator reads
+  whose values are secret (an API key). Their values, like those of the known
+  credential variables (:data:`automl_deft.credentials.CREDENTIALS`: ``HF_TOKEN``,
+  ``NGC_API_KEY``, …), are masked as ``***`` in everything the command prints
+  before it is stored: the two log files, error lines, the loop's state and log,
+  the report (:func:`automl_deft.redact.redact`).
 
 The contract, version 1:
 
@@ -41,7 +47,8 @@ The contract, version 1:
 2. The command runs with ``cwd = <work_dir>`` and the environment plus
    ``AUTOML_DEFT_SDG_REQUEST`` (the request file) and ``AUTOML_DEFT_SDG_OUT``
    (``out_dir``). Its stdout and stderr go to ``<work_dir>/sdg_command.stdout.log``
-   and ``sdg_command.stderr.log``. Exit status 0 means success.
+   and ``sdg_command.stderr.log``, secret values masked (see ``secret_env``).
+   Exit status 0 means success.
 3. The command writes its images under ``out_dir`` and ``<out_dir>/generated.csv``,
    one row per pair (input = defective image, golden = its clean reference):
 
@@ -64,15 +71,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -94,6 +103,7 @@ from automl_deft.deft.sdg.base import (
 from automl_deft.errors import StageError
 from automl_deft.io import atomic_write_json
 from automl_deft.jsontypes import JSONObject
+from automl_deft.redact import redact
 from automl_deft.workspace import is_absolute, normalize_label
 
 log = logging.getLogger(__name__)
@@ -109,7 +119,13 @@ ENV_OUT = "AUTOML_DEFT_SDG_OUT"
 DEFAULT_TIMEOUT_S = 3600.0
 STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 600
-OPTIONS = ("command", "timeout_s", "labels")
+OPTIONS = ("command", "timeout_s", "labels", "secret_env")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OUTPUT_CHUNK = 64 * 1024
+MAX_PENDING = 1024 * 1024
+"""Output held back while waiting for the end of a line (a secret is masked only whole)."""
+DRAIN_WAIT_S = 10.0
+"""How long to wait for the output after the command ended (a detached child may hold it)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class CommandOptions:
     argv: tuple[str, ...]
     timeout_s: float = DEFAULT_TIMEOUT_S
     labels: frozenset[str] | None = None
+    secret_env: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> CommandOptions:
@@ -126,7 +143,8 @@ class CommandOptions:
 
         Raises:
             StageError: unknown key, missing or empty ``command``, a ``timeout_s``
-                that is not a positive number, or ``labels`` that is not a list of strings.
+                that is not a positive number, ``labels`` that is not a list of strings,
+                or ``secret_env`` that is not a list of variable names.
         """
         check_options(CommandSDG.name, options, OPTIONS)
         raw = options.get("command")
@@ -153,7 +171,17 @@ class CommandOptions:
             if not all(isinstance(v, str) for v in labels):
                 raise StageError(f"sdg.options.labels must hold strings, got {labels!r}")
             labels = frozenset(normalize_label(v) for v in labels)
-        return cls(argv, float(timeout), labels)
+        secret_env = options.get("secret_env") or []
+        if (
+            isinstance(secret_env, str)
+            or not isinstance(secret_env, Sequence)
+            or not all(isinstance(v, str) and ENV_NAME.match(v) for v in secret_env)
+        ):
+            raise StageError(
+                "sdg.options.secret_env must be a list of environment variable names, e.g. "
+                f"[MY_API_KEY], got {secret_env!r}"
+            )
+        return cls(argv, float(timeout), labels, tuple(secret_env))
 
 
 @register_sdg_backend
@@ -253,39 +281,110 @@ def _request(
 
 
 def _run(opts: CommandOptions, work: Path, request_file: Path, out_dir: Path) -> None:
-    """Run the command in its own process group; a timeout kills the whole group."""
+    """Run the command in its own process group; a timeout kills the whole group.
+
+    Its output reaches the log files through :func:`_copy_redacted`, so no secret
+    value is ever written to disk (nor into the errors that quote the log).
+    """
     argv = [
         a.replace("{request}", str(request_file)).replace("{out_dir}", str(out_dir))
         for a in opts.argv
     ]
     env = {**os.environ, ENV_REQUEST: str(request_file), ENV_OUT: str(out_dir)}
+    secret = opts.secret_env
     stderr_log = work / STDERR_LOG
-    with open(work / STDOUT_LOG, "wb") as out, open(stderr_log, "wb") as err:
-        try:
-            proc = subprocess.Popen(
-                argv, cwd=work, env=env, stdout=out, stderr=err, start_new_session=True
-            )
-        except OSError as exc:
-            raise StageError(
+    # Closed by the copies (or below when the command cannot start).
+    logs = [open(work / name, "wb") for name in (STDOUT_LOG, STDERR_LOG)]  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        for fh in logs:
+            fh.close()
+        raise StageError(
+            redact(
                 f"SDG command {argv[0]!r} cannot start ({exc.strerror or exc}); "
-                "fix sdg.options.command"
-            ) from None
-        try:
-            rc = proc.wait(timeout=opts.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise StageError(
+                "fix sdg.options.command",
+                extra_names=secret,
+            )
+        ) from None
+    assert proc.stdout is not None and proc.stderr is not None  # both are pipes
+    copies = [
+        threading.Thread(
+            target=_copy_redacted, args=(pipe, fh, secret), name=f"sdg-{name}", daemon=True
+        )
+        for pipe, fh, name in ((proc.stdout, logs[0], "stdout"), (proc.stderr, logs[1], "stderr"))
+    ]
+    for copy in copies:
+        copy.start()
+    try:
+        rc = proc.wait(timeout=opts.timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        _join(copies)
+        raise StageError(
+            redact(
                 f"SDG command timed out after {opts.timeout_s:g} s{_tail(stderr_log)}; "
-                f"raise sdg.options.timeout_s or speed up the generator (log: {stderr_log})"
-            ) from None
-        except BaseException:  # e.g. KeyboardInterrupt: never leave the generator running
-            _kill_group(proc)
-            raise
+                f"raise sdg.options.timeout_s or speed up the generator (log: {stderr_log})",
+                extra_names=secret,
+            )
+        ) from None
+    except BaseException:  # e.g. KeyboardInterrupt: never leave the generator running
+        _kill_group(proc)
+        _join(copies)
+        raise
+    _join(copies)
     if rc != 0:
         raise StageError(
-            f"SDG command exited with status {rc}{_tail(stderr_log)}; "
-            f"fix the generator (log: {stderr_log})"
+            redact(
+                f"SDG command exited with status {rc}{_tail(stderr_log)}; "
+                f"fix the generator (log: {stderr_log})",
+                extra_names=secret,
+            )
         )
+
+
+def _copy_redacted(pipe: IO[bytes], out: IO[bytes], secret_env: Sequence[str]) -> None:
+    """Copy ``pipe`` to ``out`` a line at a time with every secret value masked.
+
+    Whole lines are masked (a value split across reads is still found); a line longer
+    than :data:`MAX_PENDING` is written in pieces.
+    """
+
+    def write(data: bytes) -> None:
+        text = data.decode("utf-8", "surrogateescape")
+        out.write(redact(text, extra_names=secret_env).encode("utf-8", "surrogateescape"))
+        out.flush()
+
+    with pipe, out:
+        pending = b""
+        while chunk := pipe.read1(OUTPUT_CHUNK):  # type: ignore[attr-defined]
+            pending += chunk
+            cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
+            if not cut and len(pending) >= MAX_PENDING:
+                cut = len(pending)
+            if cut:
+                write(pending[:cut])
+                pending = pending[cut:]
+        if pending:
+            write(pending)
+
+
+def _join(copies: Sequence[threading.Thread]) -> None:
+    for copy in copies:
+        copy.join(DRAIN_WAIT_S)
+        if copy.is_alive():
+            log.warning(
+                "the SDG command's %s is still open (a child process left running?); "
+                "not waiting for the rest of it",
+                copy.name.removeprefix("sdg-"),
+            )
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
