@@ -149,8 +149,11 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_ws: Path) -> Run:
     root = base / "results"
     watch = base / "holdout_files.txt"
     watch.write_text("\n".join(str(p) for p in _holdout_files(ws)), encoding="utf-8")
+    outer_tmp = base / "caller_tmp"
+    outer_tmp.mkdir()
     env = {
         **os.environ,
+        "TMPDIR": str(outer_tmp),
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(TRACE_SITE), os.environ.get("PYTHONPATH")])
         ),
@@ -174,6 +177,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_ws: Path) -> Run:
     assert proc.returncode == (3 if missed else 0), (
         f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
     )
+    # Every temporary folder of kfp.local and of its tasks lived in the run and is gone.
+    assert sorted(p.name for p in outer_tmp.iterdir()) == []
+    assert not (root / "kfp" / "workspace").exists()
     return Run(ws, root, proc.stdout)
 
 

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -81,15 +82,17 @@ def run_local(
     layout.kfp_root.mkdir(parents=True, exist_ok=True)
     errors = layout.task_errors
     errors.unlink(missing_ok=True)
+    scratch = layout.kfp_root / "workspace"
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(layout.kfp_root),
+        workspace_root=str(scratch),
         raise_on_error=True,
     )
     if quiet:
         logging.getLogger().setLevel(logging.WARNING)
     start = time.monotonic()
-    with warnings.catch_warnings(), _redacted_stdout():
+    with warnings.catch_warnings(), _redacted_stdout(), _scratch_in(scratch):
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         try:
             pipeline(results_dir=str(layout.root), **arguments)
@@ -98,6 +101,29 @@ def run_local(
         except RuntimeError as exc:
             raise _task_error(exc, errors) from exc
     return LocalRun(layout.kfp_root, time.monotonic() - start)
+
+
+@contextlib.contextmanager
+def _scratch_in(scratch: Path) -> Iterator[None]:
+    """Temporary files of the run's tasks under ``RUN/kfp/workspace``, not ``/tmp``.
+
+    kfp.local's scratch folder and each task's ``mktemp -d`` program folder (through
+    ``TMPDIR``, which the task subprocesses inherit) live in the run: a killed run
+    leaves nothing behind in ``/tmp``, and the next run on the folder empties it first.
+    """
+    shutil.rmtree(scratch, ignore_errors=True)
+    tmp = scratch / "tmp"
+    tmp.mkdir(parents=True)
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _RedactingWriter(io.TextIOBase):
