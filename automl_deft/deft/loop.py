@@ -186,7 +186,9 @@ def run_deft(
             :func:`check_inputs`), a results directory that belongs to another
             workspace, or another loop holds the results directory.
     """
-    root = Path(results_dir) if results_dir else new_run_dir(workspace)
+    # Absolute: stored paths are relative to the run, and a relative root would be
+    # applied twice (RUN/RUN/baseline/…) by whatever joins them to it again.
+    root = Path(os.path.abspath(results_dir)) if results_dir else new_run_dir(workspace)
     if DeftState.exists(root):
         seen = DeftState.load(root, reconcile=False)
         _refuse_other_workspace(seen, workspace)

@@ -545,3 +545,17 @@ def test_a_moved_run_directory_reports_resumes_and_delivers(
     assert into(published, original) == 0 and into(published, moved.resolve()) == generated
     assert Path(manifest["source_csv"]).is_relative_to(moved)
     assert read_dataset_csv(manifest["source_csv"]).equals(published)
+
+
+@pytest.mark.usefixtures("scripted_app")
+def test_a_relative_results_directory_is_not_applied_twice(
+    tiny_ws: Path, tmp_path: Path, baseline_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``deft WS --results r0`` from another folder: stored run-relative paths resolve once
+    (it used to look for r0/r0/baseline/train/best_val.pt and hard-stop at evaluate)."""
+    _seeded(tiny_ws, tmp_path / "r0", baseline_ckpt)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["deft", str(tiny_ws), "--resume", "r0"])
+    assert result.exit_code == 0, result.output
+    state = DeftState.load(tmp_path / "r0")
+    assert state.status == COMPLETE, state.stop_reason
