@@ -88,6 +88,7 @@ class ModelCard(Record):
     notes: list[str] = field(default_factory=list)
     kpi_target: str | None = None
     kpi_met: bool | None = None
+    holdout_kpi_met: bool | None = None
 
     def dumps_pretty(self) -> str:
         """Indented JSON (the file a person may open)."""
@@ -187,6 +188,7 @@ def build_model_card(run_dir: str | Path) -> ModelCard:
         notes=notes,
         kpi_target=best.kpi_target,
         kpi_met=summary.kpi_met if summary is not None else None,
+        holdout_kpi_met=summary.holdout_kpi_met if summary is not None else None,
     )
 
 
@@ -236,8 +238,14 @@ def render_markdown(card: ModelCard) -> str:
     else:
         lines.append("- Untouched hold-out: none (no number here was measured on unseen data).")
     if card.kpi_target:
-        verdict = "met" if card.kpi_met else "not met" if card.kpi_met is False else "n/a"
-        lines.append(f"- KPI target `{card.kpi_target}`: {verdict}.")
+
+        def verdict(met: bool | None) -> str:
+            return "met" if met else "not met" if met is False else "n/a"
+
+        lines.append(
+            f"- KPI target `{card.kpi_target}`: {verdict(card.holdout_kpi_met)} on the hold-out, "
+            f"{verdict(card.kpi_met)} on the KPI (steering) set."
+        )
     if card.chosen_because:
         lines.append(f"- Chosen because: {card.chosen_because}.")
     lines += ["", "## Data", "", "| set | rows | labels | sha256 |", "|---|---|---|---|"]

@@ -605,8 +605,12 @@ class PipelineSummary(Record):
     """The deliverable on the untouched hold-out (None: the workspace has none)."""
     holdout_note: str | None = None
     kpi_met: bool | None = None
+    """The deliverable's KPI-set (steering) FAR against the target."""
     kpi_gap_pp: float | None = None
     """Percentage points above the target's FAR bound (0 when met)."""
+    holdout_kpi_met: bool | None = None
+    """The deliverable's hold-out FAR against the same target (None: no hold-out)."""
+    holdout_kpi_gap_pp: float | None = None
     notes: list[str] = field(default_factory=list)
     """What a reviewer must know (e.g. a winner worse than zero-shot on validation)."""
 
@@ -621,19 +625,19 @@ class ExportOutcome(Record):
     threshold: float | None = None
     far_pct: float | None = None
     holdout_far_pct: float | None = None
-    model_card: str | None = None
-    """``model_card.json``'s text."""
     skipped: str | None = None
 
     def metadata(self) -> dict[str, Any]:
-        """The package artifact's metadata (what the KFP UI shows next to the model)."""
+        """The package artifact's metadata (what the KFP UI shows next to the model),
+        with the package's ``model_card.json`` in full."""
         out: dict[str, Any] = {"format": self.format}
         for key in ("threshold", "far_pct", "holdout_far_pct", "model_file", "skipped"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
-        if self.model_card is not None:
-            out["model_card"] = json.loads(self.model_card)
+        card = Path(self.path) / "model_card.json" if self.path else None
+        if card is not None and card.is_file():
+            out["model_card"] = json.loads(card.read_text(encoding="utf-8"))
         return out
 
 

@@ -482,7 +482,6 @@ def export_step(results_dir: str, fmt: str, out_dir: str | os.PathLike[str]) -> 
         threshold=package.manifest.threshold,
         far_pct=summary.best.far_pct if summary is not None and summary.best else None,
         holdout_far_pct=held.far_pct if held is not None else None,
-        model_card=(Path(out_dir) / "model_card.json").read_text(encoding="utf-8"),
     )
 
 
@@ -526,6 +525,7 @@ def with_evidence(
     chosen = next((s for s in steps if best is not None and s.step == best.iteration), None)
     target = parse_target(state.kpi_target) if state.kpi_target else None
     far = best.far_pct if best is not None else None
+    held_far = chosen.holdout.far_pct if chosen is not None and chosen.holdout else None
     return summary.replace(
         trajectory=steps,
         far_pct_ci95=chosen.far_pct_ci95 if chosen else None,
@@ -533,6 +533,8 @@ def with_evidence(
         holdout_note=None if holdout_frame is not None else "no kpi/holdout_set.csv",
         kpi_met=None if target is None else target.is_met(far),
         kpi_gap_pp=None if target is None else target.gap_pp(far),
+        holdout_kpi_met=None if target is None or held_far is None else target.is_met(held_far),
+        holdout_kpi_gap_pp=None if target is None or held_far is None else target.gap_pp(held_far),
         notes=review_notes(
             state,
             best,
@@ -625,7 +627,7 @@ def trajectory_markdown(summary: PipelineSummary) -> str:
             )
         if best.chosen_because:
             lines.append(f"Chosen because: {best.chosen_because}.")
-    if summary.kpi_met is not None:
+    if kpi_gate(summary) is not None:
         lines += ["", kpi_verdict(summary)]
     if summary.phase3_ran and not summary.phase3_kept:
         lines.append("")
@@ -642,10 +644,24 @@ def trajectory_markdown(summary: PipelineSummary) -> str:
 
 
 def kpi_verdict(summary: PipelineSummary) -> str:
-    """``KPI MET`` or ``KPI NOT MET (x.x pp from target)`` (empty: no target)."""
-    if summary.kpi_met is None:
+    """``KPI MET`` or ``KPI NOT MET (x.x pp from target)`` for the number that gates
+    (:func:`kpi_gate`), naming the set; empty when the run has no target."""
+    met = kpi_gate(summary)
+    if met is None:
         return ""
-    if summary.kpi_met:
-        return f"KPI MET ({summary.kpi_target})"
-    gap = "n/a" if summary.kpi_gap_pp is None else f"{summary.kpi_gap_pp:.1f}"
-    return f"KPI NOT MET ({gap} pp from target {summary.kpi_target})"
+    on_holdout = summary.holdout_kpi_met is not None
+    where = "on the untouched hold-out" if on_holdout else "on the KPI (steering) set"
+    gap_pp = summary.holdout_kpi_gap_pp if on_holdout else summary.kpi_gap_pp
+    other = ""
+    if on_holdout and summary.kpi_met is not None:
+        other = f"; KPI set: {'met' if summary.kpi_met else 'not met'}"
+    if met:
+        return f"KPI MET {where} ({summary.kpi_target}{other})"
+    gap = "n/a" if gap_pp is None else f"{gap_pp:.1f}"
+    return f"KPI NOT MET {where} ({gap} pp from target {summary.kpi_target}{other})"
+
+
+def kpi_gate(summary: PipelineSummary) -> bool | None:
+    """Whether the deliverable meets the target: on the hold-out when the workspace has
+    one (the number that steered nothing), else on the KPI set; None without a target."""
+    return summary.holdout_kpi_met if summary.holdout_kpi_met is not None else summary.kpi_met

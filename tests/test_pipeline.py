@@ -34,6 +34,7 @@ from automl_deft.layout import RunLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import deep_merge, load_spec
 from automl_deft.records import Deliverable, PipelineSummary
+from automl_deft.steps import kpi_gate
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +174,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_ws: Path) -> Run:
     summary = RunLayout(root).summary
     assert summary.is_file(), f"automl-deft run failed:\n{proc.stderr[-4000:]}"
     # --fail-on-kpi-miss: exit 3 exactly when the deliverable misses the config's target.
-    missed = PipelineSummary.read(summary).kpi_met is False
+    missed = kpi_gate(PipelineSummary.read(summary)) is False
     assert proc.returncode == (3 if missed else 0), (
         f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
     )
@@ -242,8 +243,11 @@ def test_cli_prints_the_trajectory_and_the_deliverable(run: Run) -> None:
     assert trajectory[3].endswith("(Phase 3 did not beat it: kept the DEFT winner)")
     assert f"deliverable  {run.root / 'best_model.json'}" in lines
     assert f"report       {run.root / 'DEFT_Loop_Report.html'}" in lines
-    verdict = "KPI MET" if summary.kpi_met else "KPI NOT MET"
+    # The gate is the hold-out (the workspace has one); the KPI set's verdict rides along.
+    assert summary.holdout_kpi_met is not None
+    verdict = "KPI MET on the untouched hold-out" if kpi_gate(summary) else "KPI NOT MET on the"
     assert lines[-1].startswith(verdict), lines[-1]
+    assert f"KPI set: {'met' if summary.kpi_met else 'not met'}" in lines[-1]
 
 
 # --- handoff 1 → 2 --------------------------------------------------------------------

@@ -130,10 +130,21 @@ def test_the_verdict_line() -> None:
         phase3_kept=False,
         trajectory=[],
     )
-    assert steps.kpi_verdict(base) == ""
-    assert steps.kpi_verdict(base.replace(kpi_met=True)).startswith("KPI MET")
+    assert steps.kpi_verdict(base) == "" and steps.kpi_gate(base) is None
+    assert steps.kpi_verdict(base.replace(kpi_met=True)).startswith("KPI MET on the KPI")
     missed = steps.kpi_verdict(base.replace(kpi_met=False, kpi_gap_pp=2.345))
-    assert missed == "KPI NOT MET (2.3 pp from target FAR < 1% at recall=100%)"
+    assert missed == (
+        "KPI NOT MET on the KPI (steering) set (2.3 pp from target FAR < 1% at recall=100%)"
+    )
+    # With a hold-out, it gates: met on the steering set, missed where nothing steered.
+    both = base.replace(
+        kpi_met=True, kpi_gap_pp=0.0, holdout_kpi_met=False, holdout_kpi_gap_pp=66.2
+    )
+    assert steps.kpi_gate(both) is False
+    assert steps.kpi_verdict(both) == (
+        "KPI NOT MET on the untouched hold-out (66.2 pp from target FAR < 1% at recall=100%; "
+        "KPI set: met)"
+    )
 
 
 def test_interval_of_is_none_when_undefined() -> None:

@@ -115,7 +115,8 @@ def preflight_cmd(
 @click.option(
     "--fail-on-kpi-miss",
     is_flag=True,
-    help="Exit 3 when the deliverable misses the run config's KPI target (a CI/GitOps gate).",
+    help="Exit 3 when the deliverable misses the run config's KPI target (a CI/GitOps gate): "
+    "on the untouched hold-out when the workspace has one, else on the KPI set.",
 )
 def run_cmd(
     workspace: Path,
@@ -181,11 +182,12 @@ def run_cmd(
     for what, path in (("deliverable", layout.deliverable), ("report", layout.report)):
         if path.is_file():
             click.echo(f"{what:<12} {path}")
-    if summary is not None and summary.kpi_met is not None:
-        from automl_deft.steps import kpi_verdict
+    from automl_deft.steps import kpi_gate, kpi_verdict
 
+    met = kpi_gate(summary) if summary is not None else None
+    if summary is not None and met is not None:
         click.echo(kpi_verdict(summary))
-        if fail_on_kpi_miss and not summary.kpi_met:
+        if fail_on_kpi_miss and not met:
             from automl_deft.errors import EXIT_KPI_MISSED
 
             sys.exit(EXIT_KPI_MISSED)
