@@ -40,6 +40,7 @@ from automl_deft.workspace import (
 
 __all__ = [
     "HOLDOUT_FRACTION",
+    "NO_HOLDOUT_WARNING",
     "HoldoutSplit",
     "check_fraction",
     "read_holdout",
@@ -49,6 +50,12 @@ __all__ = [
 
 HOLDOUT_FRACTION = 0.3
 """Default share of the KPI-distribution rows that go to the hold-out."""
+
+NO_HOLDOUT_WARNING = (
+    "no untouched hold-out (kpi/holdout_set.csv): every FAR will be measured on the KPI set "
+    "that steers the workflow; make one with `automl-deft split-holdout WORKSPACE`"
+)
+"""What ``validate``, the pre-flight and the run's summary say when a workspace has none."""
 
 FAMILY_COLUMN = "boardname"
 """The board family of a row (one stratum per label when the column is absent)."""

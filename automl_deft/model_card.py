@@ -13,7 +13,6 @@ the same card. ``automl-deft export`` writes it into the package.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -21,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import automl_deft
 from automl_deft.deft.state import DeftState
@@ -31,6 +30,7 @@ from automl_deft.layout import RunLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.records import Deliverable, HoldoutScore, PipelineSummary, Record, TrajectoryStep
 from automl_deft.scorecard import NO_HOLDOUT_NOTE, steering_interval
+from automl_deft.serving.manifest import sha256_file
 from automl_deft.workspace import Workspace, normalize_label, read_dataset_csv
 
 __all__ = ["DatasetEntry", "ModelCard", "build_model_card", "export_run", "render_markdown"]
@@ -95,14 +95,6 @@ class ModelCard(Record):
         return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _dataset(role: str, path: Path, shown_from: Path | None) -> DatasetEntry | None:
     if not path.is_file():
         return None
@@ -115,7 +107,7 @@ def _dataset(role: str, path: Path, shown_from: Path | None) -> DatasetEntry | N
         role=role,
         path=shown.as_posix(),
         rows=len(frame),
-        sha256=_sha256(path),
+        sha256=sha256_file(path),
         labels=dict(sorted(labels.items())),
     )
 
@@ -288,10 +280,8 @@ def export_run(run_dir: str | os.PathLike[str], fmt: str, out_dir: str | os.Path
     ``run_dir`` may also be the run's ``best_model.json``. Returns the
     :class:`automl_deft.serving.Package` written to ``out_dir``.
     """
-    from automl_deft.serving import export_package
+    from automl_deft.serving import ModelFormat, export_package
 
-    if fmt not in ("onnx", "torchscript"):
-        raise UserError(f"export format {fmt!r} is not one of onnx, torchscript")
     run = Path(run_dir)
     if run.is_file() and run.name == RunLayout.DELIVERABLE:
         run = run.parent
@@ -300,7 +290,7 @@ def export_run(run_dir: str | os.PathLike[str], fmt: str, out_dir: str | os.Path
     return export_package(
         best.path(run, "checkpoint"),
         Path(out_dir),
-        "onnx" if fmt == "onnx" else "torchscript",
+        cast(ModelFormat, fmt),  # export_package refuses any other name, in one line
         threshold=best.threshold,
         extra_files={
             "model_card.json": card.dumps_pretty(),

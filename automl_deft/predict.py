@@ -30,6 +30,7 @@ from automl_deft.records import Deliverable
 from automl_deft.workspace import (
     PASS_LABEL,
     SCORE_COLUMN,
+    ImageIndex,
     check_images,
     find_images_dir,
     read_dataset_csv,
@@ -52,12 +53,15 @@ NO_PASS = "NO_PASS"
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A scorer and the threshold its decisions use, with where they came from."""
+    """A scorer with the threshold its decisions use, and where they came from."""
 
     scorer: Any
-    """An :class:`automl_deft.serving.Scorer`."""
-    threshold: float
+    """An :class:`automl_deft.serving.Scorer` whose ``threshold`` is set."""
     source: str
+
+    @property
+    def threshold(self) -> float:
+        return float(self.scorer.threshold)
 
 
 def resolve_model(path: str | os.PathLike[str], *, threshold: float | None = None) -> ResolvedModel:
@@ -79,26 +83,22 @@ def resolve_model(path: str | os.PathLike[str], *, threshold: float | None = Non
     if deliverable is not None:
         best = Deliverable.read(deliverable)
         ckpt = best.path(deliverable.parent, "checkpoint")
-        scorer = open_scorer(ckpt, threshold=best.threshold)
+        chosen = threshold if threshold is not None else best.threshold
         return ResolvedModel(
-            scorer,
-            threshold if threshold is not None else best.threshold,
-            f"{deliverable} ({best.iteration})",
+            open_scorer(ckpt, threshold=chosen), f"{deliverable} ({best.iteration})"
         )
     if not p.exists():
         raise UserError(
             f"model {p} not found; pass a run directory, its best_model.json, an exported "
             "package or a checkpoint"
         )
-    scorer = open_scorer(p)
-    own = scorer.threshold
-    chosen = threshold if threshold is not None else own
-    if chosen is None:
+    scorer = open_scorer(p, threshold=threshold)
+    if scorer.threshold is None:
         raise UserError(
             f"{p} is a bare checkpoint with no decision threshold; pass --threshold, or "
             "predict with the run directory / best_model.json / an exported package"
         )
-    return ResolvedModel(scorer, float(chosen), str(p))
+    return ResolvedModel(scorer, str(p))
 
 
 def read_source_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -183,20 +183,18 @@ def predict_pair(model: ResolvedModel, golden: list[Path], test: list[Path]) -> 
 
 
 def _pair_problems(golden: list[Path], test: list[Path]) -> list[str]:
-    from PIL import Image, UnidentifiedImageError
-
+    """Missing, undecodable and mismatched files of one pair (``validate``'s probe)."""
+    index = ImageIndex()
     problems = []
     sizes = []
     for p in [*golden, *test]:
-        if not p.is_file():
+        info = index.info(p)
+        if not info.exists:
             problems.append(f"image not found: {p}")
-            continue
-        try:
-            with Image.open(p) as im:
-                im.load()
-                sizes.append(im.size)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        elif info.size is None:
             problems.append(f"image cannot be decoded: {p}; re-export it")
+        else:
+            sizes.append(info.size)
     if not problems and len(set(sizes)) > 1:
         problems.append(
             f"the pair's images differ in size ({', '.join(f'{w}x{h}' for w, h in sizes)}); "

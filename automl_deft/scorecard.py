@@ -29,6 +29,7 @@ import pandas as pd
 from automl_deft.application import Application
 from automl_deft.deft.state import DeftState
 from automl_deft.errors import KPIError
+from automl_deft.holdout import NO_HOLDOUT_WARNING
 from automl_deft.io import atomic_write_csv
 from automl_deft.kpi import compute_kpi, read_inference_csv
 from automl_deft.kpi.interval import far_interval
@@ -49,11 +50,8 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-NO_HOLDOUT_NOTE = (
-    "no untouched number exists: the workspace has no kpi/holdout_set.csv, so every FAR "
-    "here is measured on the set that steered the run (make one with "
-    "`automl-deft split-holdout WORKSPACE`)"
-)
+NO_HOLDOUT_NOTE = NO_HOLDOUT_WARNING
+"""The review note of a run without a hold-out (the same sentence validate prints)."""
 HOLDOUT_GAP_FACTOR = 2.0
 """A hold-out FAR this many times the steering FAR (and > 1 pp above it) gets a note."""
 
@@ -69,7 +67,7 @@ def interval_of(labels: pd.Series, scores: np.ndarray | pd.Series) -> list[float
         )
     except KPIError:
         return None
-    return None if iv is None else [float(iv.low), float(iv.high)]
+    return [float(iv.low), float(iv.high)]
 
 
 def steering_interval(state: DeftState, label: str) -> list[float] | None:

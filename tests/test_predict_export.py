@@ -188,3 +188,12 @@ def test_a_moved_workspace_still_predicts_exports_and_reports(
         assert (moved_run / RunLayout.REPORT).is_file()
     finally:
         hidden.rename(ws)
+
+
+def test_the_cli_offers_exactly_the_package_formats() -> None:
+    from typing import get_args
+
+    from automl_deft.cli.serve import EXPORT_FORMATS
+    from automl_deft.serving import ModelFormat
+
+    assert get_args(ModelFormat) == EXPORT_FORMATS

@@ -81,13 +81,9 @@ def validate(workspace: Path, no_images: bool, no_pool: bool, as_json: bool) -> 
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not report.has_holdout:
+        from automl_deft.holdout import NO_HOLDOUT_WARNING
+
         click.echo(f"warning: {NO_HOLDOUT_WARNING}", err=True)
-
-
-NO_HOLDOUT_WARNING = (
-    "no untouched hold-out (kpi/holdout_set.csv): every FAR will be measured on the KPI set "
-    "that steers the workflow; make one with `automl-deft split-holdout WORKSPACE`"
-)
 
 
 def _summary_json(summary: Any) -> dict[str, Any]:

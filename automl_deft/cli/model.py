@@ -130,7 +130,7 @@ def infer_cmd(
     click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
 
 
-def _report_kpi(
+def report_kpi(
     result: KPIResult, target_text: str | None, as_json: bool, scored: pd.DataFrame | None = None
 ) -> None:
     """Print the KPI (with its bootstrap interval when the scored rows are given); exit 3
@@ -189,7 +189,7 @@ def kpi_cmd(
 
     frame = read_inference_csv(inference_csv)
     result = judge_scored_frame(frame, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json, frame)
+    report_kpi(result, target, as_json, frame)
 
 
 @click.command("evaluate")
@@ -217,7 +217,7 @@ def evaluate_cmd(
         checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
     )
     result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json, frame)
+    report_kpi(result, target, as_json, frame)
 
 
 @click.command("zero-shot")
@@ -250,7 +250,7 @@ def zero_shot_cmd(
     spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
     frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
     result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
-    _report_kpi(result, target, as_json, frame)
+    report_kpi(result, target, as_json, frame)
 
 
 def _workspace_spec(images_dir: Path) -> Spec | None:

@@ -11,6 +11,8 @@ from automl_deft.cli.options import ANY_PATH, EXISTING_DIR
 from automl_deft.errors import UserError
 
 EXPORT_FORMATS = ("onnx", "torchscript")
+"""The package formats (``automl_deft.serving.ModelFormat``, not imported here: it would load
+onnx for every command; a test checks they agree)."""
 
 
 @click.command("predict")
@@ -98,10 +100,10 @@ def predict_cmd(
         f"at threshold {resolved.threshold:.6g} ({resolved.scorer.describe()})"
     )
     if has_labels(frame):
-        from automl_deft.cli.model import _report_kpi
+        from automl_deft.cli.model import report_kpi
         from automl_deft.kpi import judge_scored_frame
 
-        _report_kpi(judge_scored_frame(scored), target, False, scored)
+        report_kpi(judge_scored_frame(scored), target, False, scored)
     elif target:
         raise UserError("--target needs labels: SOURCE has no (complete) label column")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from automl_deft.credentials import credential_status
 from automl_deft.errors import WorkspaceError
+from automl_deft.holdout import NO_HOLDOUT_WARNING
 from automl_deft.preflight.context import Context
 from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table
 from automl_deft.preflight.probes import (
@@ -186,11 +187,7 @@ def datasets_section(ctx: Context, check_images: bool) -> Section:
         for w in report.warnings:
             ctx.warn(w)
         if not report.has_holdout:
-            ctx.warn(
-                f"no untouched hold-out ({ctx.ws.holdout_csv}): every FAR this run reports "
-                "is measured on the set that steered it; make one with "
-                "`automl-deft split-holdout WORKSPACE`"
-            )
+            ctx.warn(NO_HOLDOUT_WARNING)
     except WorkspaceError as exc:
         problems.extend(exc.problems)
         summaries = _readable_summaries(ctx.ws)
