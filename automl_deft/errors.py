@@ -16,6 +16,13 @@ EXIT_KPI_MISSED = 3
 (2 stays "bad input"; a CI or GitOps gate tests for 3)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): what a
+    one-line error quotes of a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AutomlDeftError(Exception):
     """Root of every exception this project raises on purpose."""
 

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from automl_deft.errors import WorkspaceError
+from automl_deft.errors import WorkspaceError, first_line
 from automl_deft.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -497,7 +497,7 @@ def read_dataset_csv(
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise WorkspaceError(f"{role} CSV {path} cannot be parsed ({first}); fix the file") from exc
     labelled = require_label or "label" in frame.columns
     problems = check_schema(

@@ -30,7 +30,7 @@ from automl_deft.application import Application, get_application
 from automl_deft.deft.assemble import assemble, validate_training_set, write_assembled
 from automl_deft.deft.config import DeftConfig
 from automl_deft.deft.state import DeftState
-from automl_deft.errors import StageError
+from automl_deft.errors import StageError, first_line
 from automl_deft.io import atomic_write_csv, atomic_write_json
 from automl_deft.kpi import KPIResult, KPITarget, judge_scored_frame, read_inference_csv
 from automl_deft.layout import RunLayout, relocated_rows
@@ -63,7 +63,9 @@ def _input_errors_stop(method: _Stage) -> _Stage:
         try:
             return method(self, label)
         except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise StageError(f"an input image cannot be decoded ({_line(exc)}); {_FIX}") from exc
+            raise StageError(
+                f"an input image cannot be decoded ({first_line(exc)}); {_FIX}"
+            ) from exc
         except FileNotFoundError as exc:
             missing = Path(exc.filename) if isinstance(exc.filename, str) else None
             if missing is None or not missing.is_relative_to(self.images_dir):
@@ -74,11 +76,6 @@ def _input_errors_stop(method: _Stage) -> _Stage:
 
 
 _FIX = "restore it or remove its row (`automl-deft validate WORKSPACE` lists every problem)"
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Stages:

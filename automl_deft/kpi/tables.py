@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from automl_deft.errors import KPIError
+from automl_deft.errors import KPIError, first_line
 from automl_deft.io import atomic_write_csv, refuse_directory
 from automl_deft.kpi.metric import _rows, compute_kpi, write_sweep_csv
 from automl_deft.kpi.plots import plot_score_distribution
@@ -131,7 +131,7 @@ def read_inference_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise KPIError(f"inference CSV {path} cannot be parsed ({first}); fix the file") from exc
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from automl_deft.errors import WorkspaceError
+from automl_deft.errors import WorkspaceError, first_line
 from automl_deft.model.spec import AugmentationConfig, Spec
 from automl_deft.workspace import MAX_LISTED, ImageNaming, defect_mask, row_paths
 
@@ -61,14 +61,9 @@ def _read(path: os.PathLike[str] | str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _undecodable(path: os.PathLike[str] | str, exc: BaseException) -> str:
     return (
-        f"image file {path} cannot be decoded ({_first_line(exc)}); it is empty, truncated or "
+        f"image file {path} cannot be decoded ({first_line(exc)}); it is empty, truncated or "
         f"not an image: re-export it or remove its row ({VALIDATE_HINT})"
     )
 
@@ -78,7 +73,7 @@ def _too_large(path: os.PathLike[str] | str, exc: BaseException) -> str:
     size = (
         f"{int(numbers[0]):,} pixels, over the {int(numbers[1]):,}-pixel limit"
         if len(numbers) >= 2
-        else _first_line(exc)
+        else first_line(exc)
     )
     return (
         f"image file {path} is too large to decode safely ({size}); "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from automl_deft.errors import first_line
 from automl_deft.serving.manifest import INPUT_NAMES, PackageError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def onnx_session(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        raise PackageError(f"{path} is not a loadable ONNX graph: {_first_line(exc)}") from exc
+        raise PackageError(f"{path} is not a loadable ONNX graph: {first_line(exc)}") from exc
     names = [i.name for i in session.get_inputs()]
     if names != list(INPUT_NAMES):
         raise PackageError(f"{path} takes inputs {names}, expected {list(INPUT_NAMES)}")
@@ -58,14 +59,7 @@ def load_torchscript(path: str | os.PathLike[str]) -> torch.jit.ScriptModule:
             warnings.simplefilter("ignore", DeprecationWarning)
             module: Any = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError, OSError) as exc:
-        raise PackageError(
-            f"{path} is not a loadable TorchScript file: {_first_line(exc)}"
-        ) from exc
+        raise PackageError(f"{path} is not a loadable TorchScript file: {first_line(exc)}") from exc
     module.eval()
     result: torch.jit.ScriptModule = module
     return result
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

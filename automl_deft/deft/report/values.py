@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from automl_deft.errors import first_line
+
 __all__ = ["as_list", "as_mapping", "finite", "first_line", "number", "total"]
 
 
@@ -42,9 +44,3 @@ def total(values: Iterable[Any]) -> int | None:
 def finite(value: float | None) -> float | None:
     """``value`` as a float, None when missing, NaN or infinite."""
     return None if value is None or not math.isfinite(value) else float(value)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -100,7 +100,7 @@ from automl_deft.deft.sdg.base import (
     row_files,
     warn_short,
 )
-from automl_deft.errors import StageError
+from automl_deft.errors import StageError, first_line
 from automl_deft.io import atomic_write_json
 from automl_deft.jsontypes import JSONObject
 from automl_deft.redact import redact
@@ -426,7 +426,7 @@ def _read_generated(
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise StageError(f"{csv} cannot be parsed ({first}); fix the generator") from None
     columns = _file_columns(frame, lights, csv)
     asked: Counter[str] = Counter()
