@@ -10,10 +10,9 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from automl_deft.deft.state import DeftState, read_log
 from automl_deft.errors import InfrastructureError, StageError, UserError
 from automl_deft.layout import RunLayout, SearchLayout
 from automl_deft.testing.deft_state import seeded_state
+from automl_deft.testing.loopback import serve_on_loopback
 from automl_deft.workspace import ImageNaming, Workspace, read_dataset_csv
 
 HF_SECRET = "hf_plantedSecretValue_4711"
@@ -257,13 +257,9 @@ def refusing_server() -> Iterator[dict[str, Any]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_port}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_on_loopback(Handler) as url:
+        state["url"] = url
+        yield state
 
 
 @pytest.mark.parametrize(

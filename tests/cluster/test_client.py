@@ -9,9 +9,8 @@ import inspect
 import json
 import logging
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from automl_deft.cluster.client import (
 )
 from automl_deft.errors import InfrastructureError, SpecError, UserError
 from automl_deft.testing.fake_kfp import FakeKfpClient
+from automl_deft.testing.loopback import serve_on_loopback
 
 SECRET = "eyJhbGciOi.SECRET-token.never-printed"
 HOST = "https://kfp.example.com/pipeline"
@@ -215,13 +215,9 @@ def kfp_server() -> Iterator[dict[str, Any]]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_port}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_on_loopback(Handler) as url:
+        state["url"] = url
+        yield state
 
 
 def test_real_kfp_client_sends_the_token_as_bearer_and_a_refusal_names_the_fix(
