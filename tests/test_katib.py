@@ -81,8 +81,12 @@ def test_trial_job_runs_the_trial_entry_point(exp: dict[str, Any]) -> None:
     command = container["command"]
     assert command[:5] == ["python", "-m", "automl_deft.hpo.trial", "--problem", PROBLEM]
     assert command[5:7] == ["--trial-name", "${trialParameters.trialName}"]
-    assert command[7:9] == ["--param", "lr=${trialParameters.lr}"]
-    assert len(command) == 7 + 2 * len(default_aoi_space().params)
+    assert len(command) == 7, "values travel in env vars, never through Katib's sh -c"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        f"AUTOML_DEFT_PARAM_{p.name.upper()}": f"${{trialParameters.{p.name}}}"
+        for p in default_aoi_space().params
+    }
     assert container["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
     assert container["volumeMounts"] == [{"mountPath": "/workspace", "name": "workspace"}]
     assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "automl-deft-workspace"}
@@ -116,7 +120,7 @@ def test_settings_render_into_the_pod() -> None:
     assert pod["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
-    assert container["env"] == [
+    assert [e for e in container["env"] if "valueFrom" in e] == [
         {
             "name": "AWS_KEY",
             "valueFrom": {"secretKeyRef": {"key": "key", "name": "s3", "optional": True}},
@@ -531,7 +535,9 @@ def test_grid_too_many_trials() -> None:
 )
 def test_settings_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UserError, match=message):
-        km.build_experiment("e", default_aoi_space(), km.KatibSettings(**kwargs), problem_path="p")
+        km.build_experiment(
+            "e", default_aoi_space(), km.KatibSettings(**kwargs), problem_path=PROBLEM
+        )
 
 
 # --- the launcher --------------------------------------------------------------------------
@@ -899,12 +905,13 @@ class _Submitted(Exception):
     ids=["small-budget", "clamped"],
 )
 def test_dry_run_is_the_experiment_the_search_creates(
-    tiny_ws: Path,
+    tiny_ws_copy: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fixed_name: str,
     cfg: AutomlConfig,
 ) -> None:
+    tiny_ws = tiny_ws_copy  # the search writes its results inside the workspace
     cluster = FakeCluster()
 
     def submitted(c: FakeCluster, call: FakeCall) -> None:
@@ -912,7 +919,7 @@ def test_dry_run_is_the_experiment_the_search_creates(
 
     cluster.on("create", submitted)
     monkeypatch.setattr(katib_backend, "default_api_factory", cluster.client)
-    results = tmp_path / "search"
+    results = tiny_ws / "results" / f"dry-{tmp_path.name}"
 
     text = dry_run_experiment(tiny_ws, cfg, results_dir=results)
     assert not results.exists(), "the dry run writes nothing"
@@ -931,8 +938,12 @@ def test_dry_run_is_the_experiment_the_search_creates(
     command = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
         "command"
     ]
-    assert command[4] == str(results.resolve() / "search_problem.json")
-    assert (results / "search_problem.json").is_file()
+    rel = results.resolve().relative_to(tiny_ws.resolve())
+    assert command[4] == f"/workspace/{rel.as_posix()}/search_problem.json"
+    written = json.loads((results / "search_problem.json").read_text())
+    assert written["workspace"] == "/workspace"
+    assert written["results_dir"] == f"/workspace/{rel.as_posix()}"
+    assert written["train_csv"].startswith("/workspace/")
 
 
 def test_dry_run_needs_the_katib_backend(tiny_ws: Path, tmp_path: Path) -> None:
@@ -943,11 +954,13 @@ def test_dry_run_needs_the_katib_backend(tiny_ws: Path, tmp_path: Path) -> None:
 
 
 def test_cli_dry_run_prints_the_library_dry_run(
-    tiny_ws: Path, tmp_path: Path, fixed_name: str
+    tiny_ws_copy: Path, tmp_path: Path, fixed_name: str
 ) -> None:
     from automl_deft.cli import cli
 
-    results = tmp_path / "search"
+    tiny_ws = tiny_ws_copy
+
+    results = tiny_ws / "results" / f"dry-{tmp_path.name}"
     args = ["automl", str(tiny_ws), "--backend", "katib", "--max-trials", "3", "--dry-run"]
     result = CliRunner().invoke(cli, [*args, "--results", str(results)])
     assert result.exit_code == 0, result.output

@@ -18,9 +18,20 @@ PACKAGE = Path(automl_deft.__file__).parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: no project imports but each other
-    ("", "errors", "io", "config", "jsontypes", "phases", "credentials", "yamlio", "redact"),
+    (
+        "",
+        "errors",
+        "io",
+        "config",
+        "jsontypes",
+        "phases",
+        "credentials",
+        "yamlio",
+        "redact",
+        "k8s_checks",
+    ),
     # 1: the run's vocabulary: layout, records, the data layout, the one KPI
-    ("layout", "records", "workspace", "kpi"),
+    ("layout", "records", "workspace", "kpi", "mount"),
     # 2: data and the model
     ("synth", "importers", "model", "validate", "application", "holdout", "serving"),
     # 3: the two engines and the built-in application they drive

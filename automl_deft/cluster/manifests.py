@@ -13,7 +13,7 @@
 
 Every dict is checked by :func:`~automl_deft.cluster.object_checks.parse_objects`
 before it is written. The checks live in their own modules, which never import
-this one: :mod:`~automl_deft.cluster.k8s_checks` (names and values),
+this one: :mod:`~automl_deft.k8s_checks` (names and values),
 :mod:`~automl_deft.cluster.cron` (schedules) and
 :mod:`~automl_deft.cluster.object_checks` (whole objects). Their public names are
 re-exported here, so ``automl_deft.cluster.manifests.validate_cron`` and the like
@@ -32,14 +32,6 @@ from typing import Any
 import yaml
 
 from automl_deft.cluster.cron import CRON_DESCRIPTORS, EXAMPLE_CRON, validate_cron
-from automl_deft.cluster.k8s_checks import MAX_CONCURRENCY_RANGE as MAX_CONCURRENCY_RANGE
-from automl_deft.cluster.k8s_checks import (
-    check_arguments,
-    check_max_concurrency,
-    check_name,
-    check_namespace,
-    check_rfc3339,
-)
 from automl_deft.cluster.object_checks import (
     SWF_API_VERSION,
     SWF_KIND,
@@ -50,6 +42,14 @@ from automl_deft.errors import SpecError
 from automl_deft.hpo.katib_manifest import EXPERIMENTS, GROUP, PART_OF, TRIALS
 from automl_deft.io import atomic_write_text
 from automl_deft.jsontypes import K8sObject
+from automl_deft.k8s_checks import MAX_CONCURRENCY_RANGE as MAX_CONCURRENCY_RANGE
+from automl_deft.k8s_checks import (
+    check_arguments,
+    check_max_concurrency,
+    check_name,
+    check_namespace,
+    check_rfc3339,
+)
 
 DEFAULT_SERVICE_ACCOUNT = "automl-deft"
 DEFAULT_PVC_NAME = "automl-deft-workspace"
@@ -261,6 +261,9 @@ def scheduled_workflow(
         "kind": SWF_KIND,
         "metadata": _metadata(name, namespace),
         "spec": spec,
+        # Every KFP CRD from 2.5 to 2.17 lists status as required: without it the API
+        # server refuses the object ("status: Required value"); the controller fills it.
+        "status": {},
     }
     validate_scheduled_workflow(swf)
     return swf

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from automl_deft.cluster.cron import validate_cron
-from automl_deft.cluster.k8s_checks import (
+from automl_deft.errors import SpecError
+from automl_deft.k8s_checks import (
     check_max_concurrency,
     check_name,
     check_namespace,
     check_rfc3339,
 )
-from automl_deft.errors import SpecError
 
 __all__ = ["SWF_API_VERSION", "SWF_KIND", "parse_objects", "validate_scheduled_workflow"]
 
@@ -70,6 +70,11 @@ def validate_scheduled_workflow(doc: Mapping[str, Any]) -> None:
     unknown_top = sorted(set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"})
     if unknown_top:
         raise fail(f"unknown field(s) {', '.join(unknown_top)}")
+    if not isinstance(doc.get("status"), Mapping):
+        raise fail(
+            "status is missing: the KFP CRD (2.5 to 2.17) requires it; add status: {} "
+            "(the controller fills it)"
+        )
     spec = doc.get("spec")
     if not isinstance(spec, Mapping):
         raise fail("spec is missing")

@@ -51,6 +51,7 @@ from automl_deft.io import atomic_write_json, atomic_write_text
 from automl_deft.jsontypes import JSONObject, K8sObject
 from automl_deft.layout import SearchLayout
 from automl_deft.model.checkpoint import BEST_NAME
+from automl_deft.mount import WorkspaceMount
 from automl_deft.redact import redact
 
 if TYPE_CHECKING:
@@ -290,6 +291,8 @@ class KatibLauncher:
             log.info("created Katib experiment %s/%s", self.namespace, name)
         except ApiException as exc:
             if exc.status != 409:
+                # Refused, so nothing exists to resume: a re-run must create afresh.
+                self.state_path.unlink(missing_ok=True)
                 raise self._api_error(exc, f"creating Katib experiment {name}") from None
             log.info("Katib experiment %s/%s already exists: resuming it", self.namespace, name)
         return name
@@ -610,14 +613,27 @@ class KatibBackend(SearchBackend):
         )
 
     def launcher(self, problem: SearchProblem, budget: Budget) -> KatibLauncher:
-        """The launcher :meth:`search` runs (building it writes and sends nothing)."""
+        """The launcher :meth:`search` runs (building it writes and sends nothing).
+
+        Raises:
+            UserError: a path of the problem lies outside the workspace (no trial pod
+                could reach it), before anything is written or sent.
+        """
+        settings = self.katib_settings(budget)
+        mount = WorkspaceMount.of(problem.workspace, settings.mount_path)
+        problem.for_pods(mount)  # every path the trials read is reachable from a pod
         return KatibLauncher(
             problem.space,
-            self.katib_settings(budget),
+            settings,
             results_dir=Path(problem.results_dir),
-            problem_path=str(problem_file(problem)),
+            problem_path=mount.to_pod(problem_file(problem), what="the search problem"),
             **self.launcher_kwargs,
         )
+
+    def pod_problem(self, problem: SearchProblem, budget: Budget) -> SearchProblem:
+        """``problem`` as the trial pods read it: its paths re-rooted at the mount path."""
+        settings = self.katib_settings(budget)
+        return problem.for_pods(WorkspaceMount.of(problem.workspace, settings.mount_path))
 
     def experiment(self, problem: SearchProblem, budget: Budget) -> K8sObject:
         """The Experiment :meth:`search` would create for a new search (nothing is sent)."""
@@ -625,7 +641,8 @@ class KatibBackend(SearchBackend):
 
     def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
         launcher = self.launcher(problem, budget)
-        problem.save(launcher.problem_path)
+        # Written here (this machine's path), read there (the pods' path of the same file).
+        self.pod_problem(problem, budget).save(problem_file(problem))
         outcome = launcher.run(budget.timeout_s)
         records = []
         for number, h in enumerate(outcome.history):
@@ -652,7 +669,8 @@ KATIB_STATES: dict[str, Literal["complete", "pruned"]] = {
 
 
 def problem_file(problem: SearchProblem) -> Path:
-    """Where the trials read ``problem`` from: its results directory on the shared volume."""
+    """Where ``problem`` is written for the trials: its results directory on the shared
+    volume, as this machine sees it (the trials read the pods' path of the same file)."""
     return Path(problem.results_dir) / PROBLEM_FILE
 
 

@@ -42,7 +42,7 @@ from kubeflow_katib_api.models import (
 from kubernetes import client as k8s
 
 import automl_deft
-from automl_deft.errors import UserError
+from automl_deft.errors import SpecError, UserError
 from automl_deft.hpo.algorithms import canonical, grid_values
 from automl_deft.hpo.katib_admission import (
     ALGORITHM_SETTINGS,
@@ -69,7 +69,10 @@ from automl_deft.hpo.katib_names import (
     VERSION,
 )
 from automl_deft.hpo.space import Param, ParamValue, SearchSpace
+from automl_deft.hpo.trial import param_env
 from automl_deft.jsontypes import K8sObject
+from automl_deft.k8s_checks import check_namespace
+from automl_deft.mount import shell_safe
 
 PART_OF = {"app.kubernetes.io/part-of": "automl-deft"}
 DEFAULT_IMAGE = f"ghcr.io/automl-deft/automl-deft:{automl_deft.__version__}"
@@ -167,8 +170,17 @@ class KatibSettings:
             )
         if self.gpus < 0:
             raise UserError(f"katib.gpus must be >= 0, got {self.gpus}")
+        try:  # the API server answers 422 to a bad one, after the state file is written
+            check_namespace(self.namespace)
+        except SpecError as exc:
+            raise UserError(f"katib.{exc}") from None
         if not self.mount_path.startswith("/"):
             raise UserError(f"katib.mount_path {self.mount_path!r} must be an absolute path")
+        if not shell_safe(self.mount_path):
+            raise UserError(
+                f"katib.mount_path {self.mount_path!r} has a space or a shell metacharacter, "
+                "which Katib's sh -c wrapper would split; use e.g. /workspace"
+            )
         set_(self, "tolerations", tuple(_toleration(t) for t in self.tolerations))
         set_(
             self, "secret_env", {env: _secret_ref(env, ref) for env, ref in self.secret_env.items()}
@@ -254,7 +266,26 @@ def _parameter(p: Param, grid_points: list[ParamValue] | None) -> V1beta1Paramet
 
 
 def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str) -> K8sObject:
-    """The ``batch/v1`` Job every trial runs (with ``${trialParameters.*}`` placeholders)."""
+    """The ``batch/v1`` Job every trial runs (with ``${trialParameters.*}`` placeholders).
+
+    Katib's StdOut collector runs the container as ``sh -c "<command and args joined by
+    spaces> 1>/var/log/katib/metrics.log 2>&1 && …"``: nothing is quoted. So every word
+    of the command is one a shell takes literally (checked), and the sampled values —
+    a categorical choice may hold a space or a ``;`` — travel in env vars
+    (:func:`~automl_deft.hpo.trial.param_env`), which no shell parses.
+
+    Args:
+        problem_path: the trials' ``search_problem.json`` as the trial pods see it
+            (under ``settings.mount_path``).
+
+    Raises:
+        UserError: ``problem_path`` is outside the mount path or not one shell word.
+    """
+    if not problem_path.startswith(settings.mount_path.rstrip("/") + "/"):
+        raise UserError(
+            f"the search problem {problem_path} is not under the trials' mount path "
+            f"{settings.mount_path}: a trial pod could not read it"
+        )
     command = [
         "python",
         "-m",
@@ -264,13 +295,21 @@ def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str)
         "--trial-name",
         f"${{trialParameters.{TRIAL_NAME_PARAMETER}}}",
     ]
-    for p in space.params:
-        command += ["--param", f"{p.name}=${{trialParameters.{p.name}}}"]
+    unsafe = [word for word in command[:-1] if not shell_safe(word)]
+    if unsafe:
+        raise UserError(
+            f"the trial command word {unsafe[0]!r} has a space or a shell metacharacter, which "
+            "Katib's sh -c wrapper would split; use letters, digits, '.', '_', '-' and '/'"
+        )
+    params = [
+        k8s.V1EnvVar(name=param_env(p.name), value=f"${{trialParameters.{p.name}}}")
+        for p in space.params
+    ]
     requests = {"cpu": settings.cpu, "memory": settings.memory}
     limits = dict(requests)
     if settings.gpus:
         limits["nvidia.com/gpu"] = str(settings.gpus)
-    env = [
+    env = params + [
         k8s.V1EnvVar(
             name=name,
             value_from=k8s.V1EnvVarSource(

@@ -4,12 +4,14 @@ A trial trains through the problem's application
 (:meth:`automl_deft.application.Application.train_trial`; ``aoi-changenet`` by
 default), never a trainer directly. Both backends run trials through
 :func:`run_trial`: Optuna in-process, Katib as
-``python -m automl_deft.hpo.trial --problem P --trial-name N --param k=v …`` in a
-Job, which prints ``far_pct=<v>`` and ``val_loss=<v>`` for Katib's StdOut
-metrics collector. Each trial keeps its spec, checkpoints and a ``trial.json``
-under ``<results>/trials/<trial-name>/``; a re-run of the same trial resumes
-its training from ``latest.pt``.
-"""
+``python -m automl_deft.hpo.trial --problem P --trial-name N`` in a Job, with the
+sampled values in ``AUTOML_DEFT_PARAM_<NAME>`` env vars (no shell parses them),
+which prints ``<RFC 3339 time> far_pct=<v>`` and ``… val_loss=<v>`` lines for
+Katib's StdOut metrics collector. The problem a pod reads has every path
+re-rooted at the workspace volume's mount path (:meth:`SearchProblem.for_pods`).
+Each trial keeps its spec, checkpoints and a ``trial.json`` under
+``<results>/trials/<trial-name>/``; a re-run of the same trial resumes its
+training from ``latest.pt``."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, cast
 
@@ -39,7 +43,8 @@ from automl_deft.hpo.space import Param, ParamValue, ParamValues, SearchSpace
 from automl_deft.io import atomic_write_json
 from automl_deft.jsontypes import JSONObject, SpecTree
 from automl_deft.layout import SearchLayout
-from automl_deft.model.spec import Spec, save_spec, spec_from_dict
+from automl_deft.model.spec import Spec, deep_merge, save_spec, spec_from_dict
+from automl_deft.mount import WorkspaceMount
 from automl_deft.workspace import Workspace, read_dataset_csv, refuse_kpi_set
 
 Metric = Literal["far_pct", "val_loss"]
@@ -129,6 +134,30 @@ class SearchProblem:
     def trial_dir(self, trial_name: str) -> Path:
         return SearchLayout(Path(self.results_dir)).trial_dir(trial_name)
 
+    def for_pods(self, mount: WorkspaceMount) -> SearchProblem:
+        """This problem as a trial pod reads it: every path re-rooted at ``mount``.
+
+        Raises:
+            UserError: a path (a CSV, the results directory, the warm start, a
+                spec's weights file) lies outside the workspace, where no pod can read it.
+        """
+        spec_paths: SpecTree = {}
+        for key in SPEC_PATH_KEYS:
+            value = _dotted(self.base_spec, key)
+            if value:
+                spec_paths[key] = mount.to_pod(str(value), what=f"the spec's {key}")
+        base_spec = deep_merge(self.base_spec, spec_paths) if spec_paths else self.base_spec
+        warm = self.warm_start
+        return replace(
+            self,
+            workspace=mount.to_pod(self.workspace, what="the workspace"),
+            train_csv=mount.to_pod(self.train_csv, what="the training CSV"),
+            val_csv=mount.to_pod(self.val_csv, what="the validation CSV"),
+            results_dir=mount.to_pod(self.results_dir, what="the results directory"),
+            warm_start=mount.to_pod(warm, what="the warm-start checkpoint") if warm else None,
+            base_spec=base_spec,
+        )
+
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write ``search_problem.json`` (params as ``{name, key, type, low, …}`` objects)."""
         target = Path(path or Path(self.results_dir) / PROBLEM_FILE)
@@ -145,6 +174,17 @@ class SearchProblem:
             Param(**{**p, "choices": tuple(p.get("choices", ()))}) for p in data.pop("params")
         )
         return cls(**data, params=params)
+
+
+SPEC_PATH_KEYS = ("train.pretrained_model_path", "model.backbone.pretrained_backbone_path")
+"""Spec keys that hold a file path (re-rooted for pods by :meth:`SearchProblem.for_pods`)."""
+
+
+def _dotted(tree: SpecTree, key: str) -> object:
+    node: object = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 @dataclass
@@ -233,6 +273,17 @@ def run_trial(
     return outcome
 
 
+PARAM_ENV_PREFIX = "AUTOML_DEFT_PARAM_"
+"""A Katib trial gets each sampled value in the env var ``<prefix><NAME>`` (see
+:func:`param_env`): an env var never passes through a shell, so a value with a space
+or a shell metacharacter reaches the trial intact through Katib's ``sh -c`` wrapper."""
+
+
+def param_env(name: str) -> str:
+    """The env var that carries the search param ``name`` (``lr`` → ``AUTOML_DEFT_PARAM_LR``)."""
+    return PARAM_ENV_PREFIX + name.upper()
+
+
 def _parse_param(item: str, space: SearchSpace) -> tuple[str, ParamValue]:
     name, sep, raw = item.partition("=")
     if not sep:
@@ -240,16 +291,34 @@ def _parse_param(item: str, space: SearchSpace) -> tuple[str, ParamValue]:
     return name, space.param(name).parse(raw)
 
 
+def trial_values(
+    space: SearchSpace, items: list[str], env: Mapping[str, str]
+) -> dict[str, ParamValue]:
+    """A trial's values: ``--param NAME=VALUE`` items, then the params' env vars."""
+    values = dict(_parse_param(item, space) for item in items)
+    for p in space.params:
+        raw = env.get(param_env(p.name))
+        if p.name not in values and raw is not None:
+            values[p.name] = p.parse(raw)
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a Katib trial (``python -m automl_deft.hpo.trial``)."""
     parser = argparse.ArgumentParser(prog="python -m automl_deft.hpo.trial", description=__doc__)
     parser.add_argument("--problem", required=True, help="search_problem.json on the shared volume")
     parser.add_argument("--trial-name", required=True)
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a value (default: from the env var {PARAM_ENV_PREFIX}<NAME>, as Katib sets it)",
+    )
     args = parser.parse_args(argv)
     try:
         problem = SearchProblem.load(args.problem)
-        values = dict(_parse_param(item, problem.space) for item in args.param)
+        values = trial_values(problem.space, args.param, os.environ)
         outcome = run_trial(problem, args.trial_name, values, on_epoch_end=_print_metrics)
     except AutomlDeftError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -261,13 +330,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_last_stamp_ns = 0
+
+
+def metric_timestamp() -> str:
+    """Now as RFC 3339 with nanoseconds, UTC, strictly increasing within the process.
+
+    Katib's StdOut collector reads a line's leading RFC 3339 time as the metric's time;
+    without one every metric is stored at 0001-01-01T00:00:00Z, and "latest" (and
+    median-stop's "first start_step values") would be picked in no defined order.
+    """
+    global _last_stamp_ns
+    now = max(time.time_ns(), _last_stamp_ns + 1)
+    _last_stamp_ns = now
+    seconds, nanos = divmod(now, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
 def _print_metrics(epoch: int, metrics: Mapping[str, MetricValue]) -> None:
-    """``name=value`` lines for Katib's StdOut collector (per epoch: early stopping sees
-    them). Unavailable values are left out: the collector only parses numbers."""
+    """``<RFC 3339 time> name=value`` lines for Katib's StdOut collector (per epoch: early
+    stopping sees them). Unavailable values are left out: the collector parses numbers."""
     for name in ("far_pct", "val_loss"):
         value = metric_value(metrics, name)
         if value is not None and math.isfinite(value):
-            print(f"{name}={value}", flush=True)
+            print(f"{metric_timestamp()} {name}={value}", flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
@@ -275,10 +362,15 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 __all__ = [
+    "PARAM_ENV_PREFIX",
     "PROBLEM_FILE",
+    "SPEC_PATH_KEYS",
     "SearchProblem",
     "TrialOutcome",
     "main",
+    "metric_timestamp",
+    "param_env",
     "run_trial",
     "trial_spec",
+    "trial_values",
 ]

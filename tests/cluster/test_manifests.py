@@ -15,6 +15,8 @@ from kubernetes import client as k8s
 from automl_deft.cluster import manifests as m
 from automl_deft.errors import SpecError
 
+REPO = Path(__file__).resolve().parents[2]
+
 NS = "kubeflow-user"
 
 
@@ -413,3 +415,17 @@ def test_kustomize_base_refuses_bad_pipeline_files(
 def test_kustomization_refuses_duplicates() -> None:
     with pytest.raises(SpecError, match=r"kustomization resource a\.yaml is listed twice"):
         m.kustomization(["a.yaml", "a.yaml"], NS)
+
+
+def test_scheduled_workflow_carries_the_status_every_kfp_crd_requires() -> None:
+    """KFP 2.5-2.17's ScheduledWorkflow CRD lists ``status`` as required: an object
+    without it is refused by the API server ("status: Required value")."""
+    swf = _swf()
+    assert swf["status"] == {}
+    example = m.parse_objects(
+        [yaml.safe_load((REPO / "manifests/base/scheduled-run.example.yaml").read_text())]
+    )
+    assert example[0]["status"] == {}
+    del swf["status"]
+    with pytest.raises(SpecError, match=r"^ScheduledWorkflow nightly: status is missing"):
+        m.validate_scheduled_workflow(swf)
