@@ -23,6 +23,7 @@ from automl_deft.hpo.guards import (
     rank,
     skip_collapsed,
 )
+from automl_deft.hpo.optuna_backend import load_study
 from automl_deft.hpo.search import AutomlConfig, automl_search, load_automl_config
 from automl_deft.hpo.space import Param, SearchSpace, default_aoi_space
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, main
@@ -195,7 +196,7 @@ def test_trial_entry_point_prints_katib_metrics(tiny_ws: Path, tmp_path: Path, c
         )
         == 0
     )
-    lines = capsys.readouterr().out.splitlines()
+    lines = [line.split(" ", 1)[-1] for line in capsys.readouterr().out.splitlines()]
     assert any(line.startswith("far_pct=") for line in lines)
     assert any(line.startswith("val_loss=") for line in lines)
     record = json.loads((tmp_path / "trials" / "t1" / "trial.json").read_text())
@@ -242,6 +243,58 @@ def test_search_writes_result_files(tiny_ws: Path, tmp_path: Path) -> None:
     assert (tmp_path / "leaderboard.csv").read_text().startswith("rec_id,status")
     html = (tmp_path / "automl_report.html").read_text()
     assert "data:image/png;base64," in html and result.best.rec_id in html
+    study = load_study(tmp_path)
+    assert study.study_name == f"{tmp_path.parent.name}-{tmp_path.name}"
+    assert study.metric_names == ["far_pct"]
+    assert study.user_attrs["project_winner"] == result.best.rec_id
+    assert study.user_attrs["project_winner_value"] == result.best.metric_value
+
+
+def test_the_study_records_the_guards_and_the_re_seeded_run(tiny_ws: Path, tmp_path: Path) -> None:
+    """Optuna's "best trial" is the lowest raw value; the project's winner after the
+    lucky-winner guard is another: the study says which, and holds the re-run."""
+    from automl_deft.hpo.base import Budget, SearchVerdict
+    from automl_deft.hpo.optuna_backend import OptunaBackend, open_study, records_of
+
+    ws = Workspace.at(tiny_ws)
+    results = tmp_path / "run_x" / "final_automl"
+    problem = SearchProblem.create(ws.root, _space(), load_spec(ws.spec_path), results)
+    study = open_study(problem, Budget())
+    assert study.study_name == "run_x-phase3"
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for value, lr in ((1.0, 0.001), (5.0, 0.002), (6.0, 0.003)):
+        study.add_trial(
+            optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=value)
+        )
+    verdict = SearchVerdict(
+        winner="trial-0001",
+        winner_value=5.0,
+        trial_notes={
+            "trial-0000": {
+                "guard_lucky_winner": "1 beat the runner-up trial-0001 (5) by more than 2x",
+                "reseed_trial": "trial-0000-reseed",
+                "reseed_value": 9.0,
+                "ranked_by": 9.0,
+            }
+        },
+        study_notes={"zero_shot_far_pct": 30.0, "zero_shot_beaten": True},
+    )
+    for _ in range(2):  # a resumed search records it once
+        OptunaBackend().record_verdict(problem, verdict)
+    study = load_study(results)
+    assert study.user_attrs["project_winner"] == "trial-0001"
+    assert study.user_attrs["guards"]["trial-0000"]["reseed_value"] == 9.0
+    assert study.user_attrs["zero_shot_far_pct"] == 30.0
+    reseeds = [t for t in study.trials if "reseed_of" in t.user_attrs]
+    assert len(reseeds) == 1
+    (reseed,) = reseeds
+    assert (reseed.value, reseed.params, reseed.user_attrs["reseed_of"]) == (
+        9.0,
+        {"lr": 0.001},
+        "trial-0000",
+    )
+    assert reseed.user_attrs["guard"] == "lucky_winner"
+    assert [r.name for r in records_of(study)] == ["trial-0000", "trial-0001", "trial-0002"]
 
 
 def test_config_is_strict(tmp_path: Path) -> None:
@@ -285,11 +338,12 @@ def test_sigkill_mid_trial_then_resume(tiny_ws: Path, tmp_path: Path) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert first.stat().st_mtime_ns == finished_at  # the finished trial was not re-run
     study = optuna.load_study(
-        study_name="automl-deft",
+        study_name=f"{tmp_path.name}-search",
         storage=optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(results / "optuna_journal.log"))
         ),
     )
+    assert study.metric_names == ["far_pct"]
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3
     assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed trial
@@ -301,16 +355,19 @@ def test_sigkill_mid_trial_then_resume(tiny_ws: Path, tmp_path: Path) -> None:
 # -- the Katib backend through the same search, against the fake cluster --------------
 
 
-def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws: Path, tmp_path: Path) -> None:
+def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws_copy: Path) -> None:
     from automl_deft.hpo.trial import run_trial
     from automl_deft.testing.fake_kubernetes import FakeClock, FakeCluster, succeeded_status
 
+    # The trial "pods" below run in this process, so the volume is mounted where the
+    # workspace is here (the results must be inside it: pods see nothing else).
+    ws, results = tiny_ws_copy, tiny_ws_copy / "results" / "search"
     cluster, clock = FakeCluster(), FakeClock()
     trials = {"t-a": {"lr": 0.002}, "t-b": {"lr": 0.004}}
 
     def trial_pods_run(c: FakeCluster, call) -> None:
         # What the trial Jobs do on the cluster: train and write trial.json on the volume.
-        problem = SearchProblem.load(tmp_path / "search" / "search_problem.json")
+        problem = SearchProblem.load(results / "search_problem.json")
         metrics = {}
         for name, params in trials.items():
             o = run_trial(problem, name, params)
@@ -328,11 +385,14 @@ def test_katib_backend_feeds_the_same_guards_and_results(tiny_ws: Path, tmp_path
     )
     from automl_deft.hpo.katib_backend import KatibBackend
 
-    backend = KatibBackend({}, api_factory=cluster.client, clock=clock, sleep=clock.sleep)
+    backend = KatibBackend(
+        {"mount_path": str(ws.resolve())},
+        api_factory=cluster.client,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     try:
-        result = automl_search(
-            Workspace.at(tiny_ws).root, cfg, results_dir=tmp_path / "search", backend=backend
-        )
+        result = automl_search(Workspace.at(ws).root, cfg, results_dir=results, backend=backend)
     except UserError as exc:  # 3 epochs on 80 rows may collapse; the wiring still ran
         assert "collapsed" in str(exc)
         return

@@ -92,6 +92,29 @@ class SearchBackend(abc.ABC):
     def search(self, problem: SearchProblem, budget: Budget) -> list[TrialRecord]:
         """Every finished (complete or pruned) trial, in trial order."""
 
+    def record_verdict(self, problem: SearchProblem, verdict: SearchVerdict) -> None:  # noqa: B027
+        """Write the guards' decisions and the project's winner where the backend keeps
+        its trials (an Optuna study's attributes), so its own tools tell the same story.
+        The default keeps nothing."""
+
+
+@dataclass(frozen=True)
+class SearchVerdict:
+    """What the project decided after the backend's trials: the winner (as ranked after
+    the guards) and each guard's decision, by trial name.
+
+    Attributes:
+        winner: the winning trial's name.
+        winner_value: the value it was ranked by (after the lucky-winner guard).
+        trial_notes: trial name → JSON-ready facts the guards recorded about it.
+        study_notes: JSON-ready facts about the whole search (the zero-shot check).
+    """
+
+    winner: str
+    winner_value: float | None
+    trial_notes: dict[str, dict[str, object]] = field(default_factory=dict)
+    study_notes: dict[str, object] = field(default_factory=dict)
+
 
 def load_outcome(problem: SearchProblem, record: TrialRecord) -> TrialOutcome | None:
     """The ``trial.json`` of a complete trial (None for pruned or missing ones)."""

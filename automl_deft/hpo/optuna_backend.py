@@ -27,16 +27,26 @@ from optuna.trial import TrialState
 from automl_deft.application import EpochMetrics, metric_value
 from automl_deft.errors import InfrastructureError
 from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
-from automl_deft.hpo.base import Budget, SearchBackend, TrialRecord, default_parallel_trials
+from automl_deft.hpo.base import (
+    Budget,
+    SearchBackend,
+    SearchVerdict,
+    TrialRecord,
+    default_parallel_trials,
+)
 from automl_deft.hpo.space import ParamValues
 from automl_deft.hpo.trial import SearchProblem, run_trial
 from automl_deft.layout import SearchLayout
+from automl_deft.phases import Phase
 
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = SearchLayout.OPTUNA_JOURNAL
 STUDY_NAME = "automl-deft"
 RETRY_ATTR = "retry_of"
+RESEED_ATTR = "reseed_of"
+"""User attribute of a trial added by :meth:`OptunaBackend.record_verdict`: the lucky
+winner's fresh-seed re-run (not a sampled trial: the budget and records skip it)."""
 
 
 def trial_name(number: int) -> str:
@@ -48,14 +58,39 @@ def _storage(results_dir: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(results_dir / JOURNAL_FILE)))
 
 
+def study_name(results_dir: str | os.PathLike[str], storage: JournalStorage | None = None) -> str:
+    """The study's name: ``<run>-<phase>`` from the results directory
+    (``run_<ts>/automl_phase1`` → ``run_<ts>-phase1``, ``run_<ts>/final_automl`` →
+    ``run_<ts>-phase3``; elsewhere ``<parent>-<folder>``), so a dashboard holding
+    several journals tells the phases and runs apart.
+
+    A journal written before studies had such names holds one study called
+    :data:`STUDY_NAME`; it keeps that name, so an old search still resumes.
+    """
+    path = Path(results_dir)
+    if storage is not None:
+        existing = [s.study_name for s in storage.get_all_studies()]
+        if existing:
+            return existing[0]
+    folders = {phase.results_folder: phase.value for phase in (Phase.PHASE1, Phase.PHASE3)}
+    return f"{path.parent.name}-{folders.get(path.name, path.name)}"
+
+
+def load_study(results_dir: str | os.PathLike[str]) -> optuna.Study:
+    """The study of the search in ``results_dir`` (its journal must exist)."""
+    storage = JournalStorage(JournalFileBackend(str(Path(results_dir) / JOURNAL_FILE)))
+    return optuna.load_study(study_name=study_name(results_dir, storage), storage=storage)
+
+
 def open_study(
     problem: SearchProblem, budget: Budget, storage: JournalStorage | None = None
 ) -> optuna.Study:
     """Create or resume the study of ``problem`` (same results dir → same study)."""
     max_epochs = int(problem.pinned.get("train.num_epochs", problem.spec.train.num_epochs))
-    return optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=storage or _storage(Path(problem.results_dir)),
+    storage = storage or _storage(Path(problem.results_dir))
+    study = optuna.create_study(
+        study_name=study_name(problem.results_dir, storage),
+        storage=storage,
         load_if_exists=True,
         direction="minimize",
         sampler=make_sampler(
@@ -72,12 +107,15 @@ def open_study(
             max_resource=max_epochs,
         ),
     )
+    if study.metric_names != [problem.metric]:
+        study.set_metric_names([problem.metric])  # the dashboard's axis, not "Objective 0"
+    return study
 
 
 def _recover_interrupted(study: optuna.Study, storage: JournalStorage) -> int:
     """Trials a killed process left RUNNING become FAIL; their params are queued again."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    study_id = storage.get_study_id_from_name(STUDY_NAME)
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
@@ -95,7 +133,11 @@ def prepare_study(study: optuna.Study, storage: JournalStorage, budget: Budget) 
 
 
 def _counts(study: optuna.Study) -> tuple[int, int]:
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if RESEED_ATTR not in t.user_attrs
+    ]
     failed = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -201,6 +243,8 @@ def records_of(study: optuna.Study) -> list[TrialRecord]:
     """Finished trials (complete or pruned) of a study, in order."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if RESEED_ATTR in t.user_attrs:
+            continue
         complete = t.state == TrialState.COMPLETE
         out.append(
             TrialRecord(
@@ -251,7 +295,47 @@ class OptunaBackend(SearchBackend):
                 f"search worker(s) {', '.join(failed)} exited with an error; see the log, then "
                 "re-run with the same results directory to resume"
             )
-        return records_of(optuna.load_study(study_name=STUDY_NAME, storage=storage))
+        return records_of(load_study(problem.results_dir))
+
+    def record_verdict(self, problem: SearchProblem, verdict: SearchVerdict) -> None:
+        """Tell the study what the project decided, so optuna-dashboard and
+        ``optuna.load_study`` show it: Optuna's own "best trial" is the lowest raw value,
+        which a guard may have demoted.
+
+        * study attributes: ``project_winner`` (a trial name), ``project_winner_value``,
+          ``guards`` (each guard's decision by trial name) and the zero-shot check;
+        * a lucky winner's fresh-seed re-run becomes a trial of its own (same params,
+          its own value), with user attributes ``reseed_of``, ``guard`` and
+          ``ranked_by``. A finished trial cannot be changed, so this is how its
+          re-seeded value reaches the study. Resuming adds it once.
+        """
+        study = load_study(problem.results_dir)
+        study.set_user_attr("project_winner", verdict.winner)
+        study.set_user_attr("project_winner_value", verdict.winner_value)
+        study.set_user_attr("guards", verdict.trial_notes)
+        for key, value in verdict.study_notes.items():
+            study.set_user_attr(key, value)
+        trials = study.get_trials(deepcopy=False)
+        by_name = {trial_name(t.number): t for t in trials}
+        recorded = {t.user_attrs.get(RESEED_ATTR) for t in trials}
+        for name, notes in verdict.trial_notes.items():
+            original = by_name.get(name)
+            reseed_value = notes.get("reseed_value")
+            if original is None or not isinstance(reseed_value, float) or name in recorded:
+                continue
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=original.params,
+                    distributions=original.distributions,
+                    value=reseed_value,
+                    user_attrs={
+                        RESEED_ATTR: name,
+                        "guard": "lucky_winner",
+                        "trial_dir": str(notes.get("reseed_trial")),
+                        "ranked_by": notes.get("ranked_by"),
+                    },
+                )
+            )
 
 
 def _worker(problem: SearchProblem, budget: Budget, threads: int) -> None:

@@ -41,6 +41,7 @@ from automl_deft.errors import SpecError, UserError
 from automl_deft.hpo.base import (
     Budget,
     SearchBackend,
+    SearchVerdict,
     get_backend,
     load_outcome,
 )
@@ -363,6 +364,7 @@ def _run_search(
         allow=config.guards.allow_no_gain_over_zero_shot,
         report=report,
     )
+    backend.record_verdict(problem, verdict_of(winner, report))
     winning_overrides = space.overrides(winner.params, base)
     result = SearchResult(
         results_dir=out,
@@ -392,6 +394,34 @@ def _run_search(
     )
     write_outputs(result, outcomes)
     return result
+
+
+def verdict_of(winner: TrialOutcome, report: GuardReport) -> SearchVerdict:
+    """The winner and the guards' decisions, keyed by trial name, for the backend's store."""
+    notes: dict[str, dict[str, object]] = {}
+    for skip in report.collapse_skipped:
+        notes.setdefault(skip.rec_id, {})["guard_collapse_skipped"] = skip.reason
+    lucky = report.lucky_winner
+    if lucky is not None:
+        notes.setdefault(lucky.rec_id, {}).update(
+            {
+                "guard_lucky_winner": (
+                    f"{lucky.value:.4g} beat the runner-up {lucky.runner_up} "
+                    f"({lucky.runner_up_value:.4g}) by more than {lucky.factor:g}x: re-trained "
+                    f"with a fresh seed as {lucky.reseed_rec_id}"
+                ),
+                "reseed_trial": lucky.reseed_rec_id,
+                "reseed_value": lucky.reseed_value,
+                "ranked_by": lucky.ranked_by,
+            }
+        )
+    study: dict[str, object] = {}
+    if report.zero_shot is not None:
+        study["zero_shot_far_pct"] = report.zero_shot.zero_shot_far_pct
+        study["zero_shot_beaten"] = report.zero_shot.beaten
+    return SearchVerdict(
+        winner=winner.name, winner_value=winner.value, trial_notes=notes, study_notes=study
+    )
 
 
 def write_outputs(result: SearchResult, outcomes: list[TrialOutcome]) -> None:
@@ -482,16 +512,13 @@ checkpoint <code>{escape(str(best.checkpoint))}</code>.</p>
 def _importance(result: SearchResult) -> dict[str, float]:
     import optuna
 
-    from automl_deft.hpo.optuna_backend import JOURNAL_FILE, STUDY_NAME
+    from automl_deft.hpo.optuna_backend import JOURNAL_FILE, load_study
 
     journal = result.results_dir / JOURNAL_FILE
     if not journal.exists():
         return {}
     try:
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(journal))
-        )
-        study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        study = load_study(result.results_dir)
         return dict(optuna.importance.get_param_importances(study))
     except (RuntimeError, ValueError) as exc:  # too few complete trials
         log.info("no parameter importance: %s", exc)
