@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -108,7 +109,11 @@ def open_study(
         ),
     )
     if study.metric_names != [problem.metric]:
-        study.set_metric_names([problem.metric])  # the dashboard's axis, not "Objective 0"
+        # The dashboard's axis, not "Objective 0". Experimental since Optuna 3.2 (the
+        # interface is stable through 4.x, which the pin allows): say nothing per search.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([problem.metric])
     return study
 
 
