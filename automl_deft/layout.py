@@ -87,6 +87,20 @@ class SearchLayout:
         return self.root / self.REPORT
 
     @property
+    def phase(self) -> Phase | None:
+        """Which phase of a run this search is (by its folder name), None when standalone."""
+        for phase in (Phase.PHASE1, Phase.PHASE3):
+            if self.root.name == phase.results_folder:
+                return phase
+        return None
+
+    @property
+    def study_name(self) -> str:
+        """``<run>-phase1`` / ``<run>-phase3`` in a run, else ``<parent>-<folder>``."""
+        phase = self.phase
+        return f"{self.root.parent.name}-{phase.value if phase else self.root.name}"
+
+    @property
     def lock(self) -> Path:
         return self.root / self.LOCK
 
@@ -156,6 +170,20 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / self.REPORT
+
+    @property
+    def phase(self) -> Phase | None:
+        """Which phase of a run this search is (by its folder name), None when standalone."""
+        for phase in (Phase.PHASE1, Phase.PHASE3):
+            if self.root.name == phase.results_folder:
+                return phase
+        return None
+
+    @property
+    def study_name(self) -> str:
+        """``<run>-phase1`` / ``<run>-phase3`` in a run, else ``<parent>-<folder>``."""
+        phase = self.phase
+        return f"{self.root.parent.name}-{phase.value if phase else self.root.name}"
 
     @property
     def deliverable(self) -> Path:

@@ -38,7 +38,6 @@ from automl_deft.hpo.base import (
 from automl_deft.hpo.space import ParamValues
 from automl_deft.hpo.trial import SearchProblem, run_trial
 from automl_deft.layout import SearchLayout
-from automl_deft.phases import Phase
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,11 @@ def study_name(results_dir: str | os.PathLike[str], storage: JournalStorage | No
     A journal written before studies had such names holds one study called
     :data:`STUDY_NAME`; it keeps that name, so an old search still resumes.
     """
-    path = Path(results_dir)
     if storage is not None:
         existing = [s.study_name for s in storage.get_all_studies()]
         if existing:
             return existing[0]
-    folders = {phase.results_folder: phase.value for phase in (Phase.PHASE1, Phase.PHASE3)}
-    return f"{path.parent.name}-{folders.get(path.name, path.name)}"
+    return SearchLayout(Path(results_dir)).study_name
 
 
 def load_study(results_dir: str | os.PathLike[str]) -> optuna.Study:

@@ -20,20 +20,13 @@ trials.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
-import json
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-
-import pandas as pd
 
 from automl_deft.application import DEFAULT_APPLICATION
 from automl_deft.config import read_config_yaml, typed_from_dict
@@ -64,7 +57,7 @@ from automl_deft.records import Record
 from automl_deft.workspace import Workspace, new_run_dir
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -426,87 +419,13 @@ def verdict_of(winner: TrialOutcome, report: GuardReport) -> SearchVerdict:
 
 def write_outputs(result: SearchResult, outcomes: list[TrialOutcome]) -> None:
     """``automl_result.json``, ``leaderboard.csv`` and ``automl_report.html``."""
+    from automl_deft.hpo.report import leaderboard, render_report
+
     out = result.results_dir
     atomic_write_json(out / RESULT_FILE, result.to_json())
-    by_name = {o.name: o for o in outcomes}
-    rows = []
-    for h in result.history:
-        o = by_name.get(h.rec_id)
-        rows.append(
-            {
-                "rec_id": h.rec_id,
-                "status": h.status,
-                result.metric: h.metric,
-                "far_pct": o.far_pct if o else None,
-                "val_loss": o.val_loss if o else None,
-                "epochs_run": o.epochs_run if o else h.pruned_at_epoch,
-                **{f"param_{k}": v for k, v in h.params.items()},
-            }
-        )
-    board = pd.DataFrame(rows)
-    if len(board):
-        board = board.sort_values(result.metric, na_position="last", kind="stable")
+    board = leaderboard(result, outcomes)
     atomic_write_csv(out / LEADERBOARD_FILE, board)
-    atomic_write_text(out / REPORT_FILE, render_report(result, board))
-
-
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def render_report(result: SearchResult, board: pd.DataFrame) -> str:
-    """A self-contained HTML page: history plot, parameter importance, leaderboard."""
-    from matplotlib.figure import Figure
-
-    values = [
-        (i, h.metric)
-        for i, h in enumerate(result.history)
-        if h.metric is not None and math.isfinite(h.metric)
-    ]
-    fig = Figure(figsize=(6, 3))
-    ax = fig.subplots()
-    if values:
-        xs, ys = zip(*values, strict=True)
-        ax.scatter(xs, ys, label="trial")
-        best_so_far = [min(ys[: k + 1]) for k in range(len(ys))]
-        ax.step(xs, best_so_far, where="post", color="C3", label="best so far")
-    pruned = [i for i, h in enumerate(result.history) if h.status == "pruned"]
-    for i in pruned:
-        ax.axvline(i, color="0.85", lw=1)
-    ax.set_xlabel("trial (grey: pruned)")
-    ax.set_ylabel(result.metric)
-    ax.legend(loc="upper right")
-    history_png = _png(fig)
-
-    importance = _importance(result)
-    fig2 = Figure(figsize=(6, 2.5))
-    ax2 = fig2.subplots()
-    if importance:
-        names = list(importance)[::-1]
-        ax2.barh(names, [importance[n] for n in names])
-        ax2.set_xlabel("importance (fANOVA)")
-    else:
-        ax2.text(0.5, 0.5, "needs two or more complete trials", ha="center")
-        ax2.set_axis_off()
-    importance_png = _png(fig2)
-    best = result.best
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>AutoML search</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}
-table{{border-collapse:collapse;font-size:.85em}}td,th{{border:1px solid #ccc;padding:.2em .5em}}
-</style></head><body>
-<h1>AutoML search ({escape(result.backend)} · {escape(result.algorithm)})</h1>
-<p>Best: <b>{escape(str(best.rec_id))}</b>, {escape(result.metric)} =
-<b>{escape(str(best.metric_value))}</b> on the validation set;
-checkpoint <code>{escape(str(best.checkpoint))}</code>.</p>
-<h2>Optimisation history</h2><img alt="history" src="data:image/png;base64,{history_png}">
-<h2>Parameter importance</h2><img alt="importance" src="data:image/png;base64,{importance_png}">
-<h2>Guards</h2><pre>{escape(json.dumps(result.guards.to_json(), indent=2, default=str))}</pre>
-<h2>Leaderboard</h2>{board.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}
-</body></html>
-"""
+    atomic_write_text(out / REPORT_FILE, render_report(result, board, _importance(result)))
 
 
 def _importance(result: SearchResult) -> dict[str, float]:
