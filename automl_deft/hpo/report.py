@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from automl_deft.hpo.guards import GuardReport
+from automl_deft.hpo.results import SearchResult
 from automl_deft.hpo.trial import TrialOutcome
 from automl_deft.layout import SearchLayout
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from automl_deft.hpo.search import SearchResult
 
 MIN_TRIALS_FOR_IMPORTANCE = 5
 """Complete trials below which parameter importance (fANOVA) is noise, not signal."""

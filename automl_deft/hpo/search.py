@@ -46,14 +46,14 @@ from automl_deft.hpo.guards import (
     skip_collapsed,
     zero_shot_far,
 )
-from automl_deft.hpo.space import ParamValues, SearchSpace, default_aoi_space, space_from_config
+from automl_deft.hpo.results import SearchBest, SearchResult, SearchTrial
+from automl_deft.hpo.space import SearchSpace, default_aoi_space, space_from_config
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome, run_trial
 from automl_deft.io import atomic_write_csv, atomic_write_json, atomic_write_text, exclusive_lock
 from automl_deft.jsontypes import JSONObject, SpecTree
 from automl_deft.layout import RunLayout, SearchLayout
 from automl_deft.model.checkpoint import load_checkpoint, spec_of
 from automl_deft.model.spec import Spec, load_spec
-from automl_deft.records import Record
 from automl_deft.workspace import Workspace, new_run_dir
 
 if TYPE_CHECKING:
@@ -135,54 +135,6 @@ def default_results_dir(workspace: str | os.PathLike[str], phase: str) -> Path:
     """The phase's search folder in a new run directory, e.g.
     ``<ws>/results/run_<YYYYmmdd_HHMMSS>/automl_phase1/`` (as the pipeline lays it out)."""
     return RunLayout(new_run_dir(workspace)).search(phase).root
-
-
-@dataclass(frozen=True)
-class SearchBest(Record):
-    """The search's winner (``best`` of ``automl_result.json``).
-
-    ``specs`` are the winning overrides (dotted spec keys, pinned values included);
-    ``metric_value`` is the value it was ranked by (after the lucky-winner guard);
-    ``checkpoint`` is the winning trial's best-validation checkpoint (absolute).
-    """
-
-    ALWAYS = frozenset({"metric_value", "far_pct", "val_loss"})
-
-    rec_id: str
-    specs: SpecTree
-    metric_value: float | None
-    far_pct: float | None
-    val_loss: float | None
-    checkpoint: str
-    pred_counts: dict[str, int]
-
-
-@dataclass(frozen=True)
-class SearchTrial(Record):
-    """One finished trial of the search (an entry of ``history``)."""
-
-    ALWAYS = frozenset({"metric", "pruned_at_epoch"})
-
-    rec_id: str
-    params: ParamValues
-    metric: float | None
-    status: Literal["complete", "pruned"]
-    pruned_at_epoch: int | None
-
-
-@dataclass(frozen=True)
-class SearchResult(Record):
-    """The search's answer and its evidence (``automl_result.json``, written by
-    :meth:`~automl_deft.records.Record.to_json`; the library never reads it back:
-    the step hands :class:`~automl_deft.records.SearchWinner` on instead)."""
-
-    results_dir: Path
-    best: SearchBest
-    history: list[SearchTrial]
-    algorithm: str
-    backend: str
-    metric: str
-    guards: GuardReport
 
 
 @dataclass(frozen=True)
