@@ -69,7 +69,7 @@ from automl_deft.hpo.katib_names import (
     VERSION,
 )
 from automl_deft.hpo.space import Param, ParamValue, SearchSpace
-from automl_deft.hpo.trial import param_env
+from automl_deft.hpo.trial import TRIAL_NAME_ENV, param_env
 from automl_deft.jsontypes import K8sObject
 from automl_deft.k8s_checks import check_namespace
 from automl_deft.mount import shell_safe
@@ -270,9 +270,10 @@ def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str)
 
     Katib's StdOut collector runs the container as ``sh -c "<command and args joined by
     spaces> 1>/var/log/katib/metrics.log 2>&1 && …"``: nothing is quoted. So every word
-    of the command is one a shell takes literally (checked), and the sampled values —
-    a categorical choice may hold a space or a ``;`` — travel in env vars
-    (:func:`~automl_deft.hpo.trial.param_env`), which no shell parses.
+    of the command is one a shell takes literally (checked), and what Katib substitutes —
+    the trial's name and the sampled values (a categorical choice may hold a space or a
+    ``;``) — travels in env vars (:data:`~automl_deft.hpo.trial.TRIAL_NAME_ENV`,
+    :func:`~automl_deft.hpo.trial.param_env`), which no shell parses.
 
     Args:
         problem_path: the trials' ``search_problem.json`` as the trial pods see it
@@ -292,16 +293,16 @@ def trial_job(space: SearchSpace, settings: KatibSettings, *, problem_path: str)
         TRIAL_MODULE,
         "--problem",
         problem_path,
-        "--trial-name",
-        f"${{trialParameters.{TRIAL_NAME_PARAMETER}}}",
     ]
-    unsafe = [word for word in command[:-1] if not shell_safe(word)]
+    unsafe = [word for word in command if not shell_safe(word)]
     if unsafe:
         raise UserError(
             f"the trial command word {unsafe[0]!r} has a space or a shell metacharacter, which "
             "Katib's sh -c wrapper would split; use letters, digits, '.', '_', '-' and '/'"
         )
     params = [
+        k8s.V1EnvVar(name=TRIAL_NAME_ENV, value=f"${{trialParameters.{TRIAL_NAME_PARAMETER}}}")
+    ] + [
         k8s.V1EnvVar(name=param_env(p.name), value=f"${{trialParameters.{p.name}}}")
         for p in space.params
     ]

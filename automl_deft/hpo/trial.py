@@ -4,8 +4,9 @@ A trial trains through the problem's application
 (:meth:`automl_deft.application.Application.train_trial`; ``aoi-changenet`` by
 default), never a trainer directly. Both backends run trials through
 :func:`run_trial`: Optuna in-process, Katib as
-``python -m automl_deft.hpo.trial --problem P --trial-name N`` in a Job, with the
-sampled values in ``AUTOML_DEFT_PARAM_<NAME>`` env vars (no shell parses them),
+``python -m automl_deft.hpo.trial --problem P`` in a Job, with its name in
+``AUTOML_DEFT_TRIAL_NAME`` and the sampled values in ``AUTOML_DEFT_PARAM_<NAME>`` env
+vars (no shell parses them),
 which prints ``<RFC 3339 time> far_pct=<v>`` and ``… val_loss=<v>`` lines for
 Katib's StdOut metrics collector. The problem a pod reads has every path
 re-rooted at the workspace volume's mount path (:meth:`SearchProblem.for_pods`).
@@ -273,6 +274,8 @@ def run_trial(
     return outcome
 
 
+TRIAL_NAME_ENV = "AUTOML_DEFT_TRIAL_NAME"
+"""A Katib trial gets its name (``${trialSpec.Name}``) in this env var."""
 PARAM_ENV_PREFIX = "AUTOML_DEFT_PARAM_"
 """A Katib trial gets each sampled value in the env var ``<prefix><NAME>`` (see
 :func:`param_env`): an env var never passes through a shell, so a value with a space
@@ -307,7 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of a Katib trial (``python -m automl_deft.hpo.trial``)."""
     parser = argparse.ArgumentParser(prog="python -m automl_deft.hpo.trial", description=__doc__)
     parser.add_argument("--problem", required=True, help="search_problem.json on the shared volume")
-    parser.add_argument("--trial-name", required=True)
+    parser.add_argument(
+        "--trial-name",
+        default=os.environ.get(TRIAL_NAME_ENV),
+        help=f"the trial's name: its folder under trials/ (default: ${TRIAL_NAME_ENV})",
+    )
     parser.add_argument(
         "--param",
         action="append",
@@ -316,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"a value (default: from the env var {PARAM_ENV_PREFIX}<NAME>, as Katib sets it)",
     )
     args = parser.parse_args(argv)
+    if not args.trial_name:
+        parser.error(f"--trial-name is required (or set {TRIAL_NAME_ENV})")
     try:
         problem = SearchProblem.load(args.problem)
         values = trial_values(problem.space, args.param, os.environ)
@@ -365,6 +374,7 @@ __all__ = [
     "PARAM_ENV_PREFIX",
     "PROBLEM_FILE",
     "SPEC_PATH_KEYS",
+    "TRIAL_NAME_ENV",
     "SearchProblem",
     "TrialOutcome",
     "main",
