@@ -366,3 +366,24 @@ def test_gpu_rule_of_thumb(tiny_ws: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert pf.ok
     small = build(tiny_ws, RunConfig(automl=AutomlConfig(batch_size=8)))
     assert small.warnings == []
+
+
+def test_phase1_section_shows_the_zero_shot_level_phase1_must_beat(tiny_ws: Path) -> None:
+    """The zero-shot guard's level, computed before any training (the same number the
+    guard compares with after the search)."""
+    from automl_deft.hpo.guards import zero_shot_far
+    from automl_deft.hpo.search import plan_search
+
+    pf = build(tiny_ws, check_images=True)
+    level = pf.sections[4].data["zero_shot_far_pct"]
+    assert isinstance(level, float)
+    plan = plan_search(tiny_ws, RunConfig().automl, results_dir=tiny_ws / "never-written")
+    assert level == zero_shot_far(plan.problem, RunConfig().automl.guards.zero_shot_method)
+    assert not (tiny_ws / "never-written").exists()
+    assert f"zero-shot level: {level:.2f}% FAR at 100% recall on the validation set" in (
+        section(pf, 5)
+    )
+    assert "Phase 1's winner must beat it" in section(pf, 5)
+    unscored = build(tiny_ws)  # check_images=False: nothing is decoded
+    assert unscored.sections[4].data["zero_shot_far_pct"] is None
+    assert "zero-shot level: not computed" in section(unscored, 5)

@@ -130,7 +130,7 @@ def render_plan(
         credentials_section(env),
         images_section(ctx, image_probe or docker_image_probe()),
         datasets_section(ctx, check_images),
-        phase1_section(ctx),
+        phase1_section(ctx, check_images=check_images),
         phase2_section(ctx),
         phase3_section(ctx),
         compute_section(ctx),

@@ -53,7 +53,32 @@ def _metric_text(cfg: AutomlConfig) -> str:
     return f"val_loss on the validation set ({VAL_CSV}), guarded by per-class prediction counts"
 
 
-def phase1_section(ctx: Context) -> Section:
+def zero_shot_level(ctx: Context, cfg: AutomlConfig) -> float | None:
+    """far_pct of the training-free scorer on the validation set: the level Phase 1's
+    winner must beat (the zero-shot guard's comparison, seconds before any training).
+
+    None (and a warning saying why) when the images are not to be decoded or cannot be
+    scored; a blocking problem found earlier is reported once, where it was found.
+    """
+    from automl_deft.application import get_application
+    from automl_deft.errors import AutomlDeftError
+    from automl_deft.kpi import compute_kpi
+    from automl_deft.workspace import SCORE_COLUMN, read_dataset_csv
+
+    spec = ctx.plan.spec
+    if spec is None or ctx.blocking:
+        return None
+    try:
+        frame = read_dataset_csv(ctx.ws.val_csv, role="validation")
+        app = get_application(cfg.application, ctx.ws.images_dir, spec)
+        scored = app.zero_shot(frame, method=cfg.guards.zero_shot_method)
+        return compute_kpi(scored["label"], scored[SCORE_COLUMN]).far_pct
+    except AutomlDeftError as exc:
+        ctx.warn(f"the zero-shot level could not be computed: {exc}")
+        return None
+
+
+def phase1_section(ctx: Context, *, check_images: bool = True) -> Section:
     plan = ctx.plan
     if not plan.runs("automl"):
         return Section.of(5, [Note(ctx.skipped())], {"enabled": False})
@@ -71,9 +96,19 @@ def phase1_section(ctx: Context) -> Section:
         if search.zero_shot_gate
         else "zero-shot comparison reported only (allow_no_gain_over_zero_shot)"
     )
+    level = zero_shot_level(ctx, cfg) if check_images else None
+    if level is not None:
+        must = "must beat it" if search.zero_shot_gate else "is compared with it (reported only)"
+        level_text = (
+            f"{level:.2f}% FAR at 100% recall on the validation set "
+            f"({guards.zero_shot_method}, no training): Phase 1's winner {must}"
+        )
+    else:
+        level_text = "not computed (--no-images, or a problem above)"
     blocks: list[Block] = [
         KeyValue("backend", search.backend),
         KeyValue("algorithm", search.algorithm),
+        KeyValue("zero-shot level", level_text),
         KeyValue("sweep size", f"{cfg.max_trials} trials"),
         KeyValue("parallel trials", str(cfg.parallel_trials or "auto (cores and memory)")),
         KeyValue("metric", _metric_text(cfg)),
@@ -117,6 +152,7 @@ def phase1_section(ctx: Context) -> Section:
         "pinned": pinned,
         "spec": str(ctx.ws.spec_path),
         "zero_shot_gate": search.zero_shot_gate,
+        "zero_shot_far_pct": level,
     }
     return Section.of(5, blocks, data)
 
