@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 from automl_deft.errors import SpecError
 from automl_deft.yamlio import read_yaml_file
 
-__all__ = ["read_config_yaml", "typed_from_dict"]
+__all__ = ["canonical_keys", "read_config_yaml", "typed_from_dict"]
 
 
 def read_config_yaml(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
@@ -49,6 +49,7 @@ def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
             raise SpecError(f"{where}: expected a mapping, got {_show(value)}")
         hints = typing.get_type_hints(tp)
         fields = {f.name for f in dataclasses.fields(tp)}
+        value = _canonical_keys(tp, value, path, noun)
         unknown = sorted(set(value) - fields)
         if unknown:
             name = f"{path}.{unknown[0]}" if path else str(unknown[0])
@@ -104,6 +105,53 @@ def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
             raise SpecError(f"{where}: expected a string, got {_show(value)}")
         return value
     raise TypeError(f"unsupported spec field type {tp!r} at {path}")  # a bug, not user input
+
+
+def canonical_keys(tp: Any, value: Any, path: str = "", noun: str = "spec") -> Any:
+    """A nested mapping for dataclass ``tp`` with every alias key renamed (recursively).
+
+    Merge overrides through this before merging them onto a full tree (which holds the
+    field names), so an override in a former spelling replaces the value instead of
+    clashing with it.
+
+    Raises:
+        SpecError: one mapping holds both an alias and its field name.
+    """
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, dict)):
+        return value
+    value = _canonical_keys(tp, value, path, noun)
+    hints = typing.get_type_hints(tp)
+    out = {}
+    for k, v in value.items():
+        inner = hints.get(k) if isinstance(k, str) else None
+        for arg in (inner, *get_args(inner)):  # ``X | None`` fields too
+            if dataclasses.is_dataclass(arg):
+                v = canonical_keys(arg, v, f"{path}.{k}" if path else k, noun)
+                break
+        out[k] = v
+    return out
+
+
+def _canonical_keys(tp: Any, value: dict[Any, Any], path: str, noun: str) -> dict[Any, Any]:
+    """``value`` with a dataclass's alias keys renamed to their field names.
+
+    A dataclass lists accepted former spellings in ``__aliases__`` (a ``ClassVar``
+    mapping alias → field name); writing both spellings is an error.
+    """
+    aliases: dict[str, str] = getattr(tp, "__aliases__", {})
+    if not any(k in value for k in aliases):
+        return value
+    out = dict(value)
+    for alias, name in aliases.items():
+        if alias in out:
+            if name in out:
+                where = f"{path}." if path else ""
+                raise SpecError(
+                    f"{noun} keys {where}{alias!r} and {where}{name!r} mean the same; keep "
+                    f"only {name!r}"
+                )
+            out[name] = out.pop(alias)
+    return out
 
 
 def _show(value: Any) -> str:

@@ -147,7 +147,7 @@ def predict_frame(
         raise WorkspaceError(problems)
     labelled = has_labels(frame)
     work = frame if labelled else frame.assign(label=PASS_LABEL)
-    source = PairSource.from_frame(work, root, scorer.naming, scorer.size)
+    source = PairSource.from_frame(work, root, scorer.geometry)
     scores = scorer.score(source, batch_size, progress=progress)
     out = frame.reset_index(drop=True).copy()
     out[SCORE_COLUMN] = scores
@@ -177,6 +177,7 @@ def predict_pair(model: ResolvedModel, golden: list[Path], test: list[Path]) -> 
         scorer.size,
         [[str(p) for p in golden]],
         [[str(p) for p in test]],
+        geometry=scorer.geometry,
     )
     score = float(scorer.score(source, 1)[0])
     return score, str(decide(np.array([score]), model.threshold)[0])

@@ -135,7 +135,8 @@ def test_katib_trial_entry_point_uses_the_problems_application(
     path = _problem(Workspace.at(tiny_ws), tmp_path, "mean-diff").save()
     assert main(["--problem", str(path), "--trial-name", "t1", "--param", "lr=0.002"]) == 0
     assert calls == ["train_trial"]
-    lines = capsys.readouterr().out.splitlines()
+    # each line: "<RFC 3339 time> far_pct=<v>" (Katib's StdOut collector reads the time)
+    lines = [line.split(" ", 1)[-1] for line in capsys.readouterr().out.splitlines()]
     assert sum(line.startswith("far_pct=") for line in lines) == 3  # 2 epochs + the best
 
 

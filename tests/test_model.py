@@ -161,7 +161,7 @@ def test_pass_subsampling_keeps_every_defect() -> None:
 
 
 def test_augmentation_is_geometrically_identical_on_both_images() -> None:
-    cfg = AugmentationConfig(random_color=RandomColor(enabled=False))
+    cfg = AugmentationConfig(random_color=RandomColor(enable=False))
     g = torch.rand(64, 1, 16, 16)
     ga, ta = augment(g, g.clone(), cfg, torch.Generator().manual_seed(0))
     assert torch.equal(ga, ta)

@@ -77,9 +77,19 @@ def reference(checkpoint: Path, kpi_source: PairSource) -> np.ndarray:
     return CheckpointScorer(checkpoint).score(kpi_source, 32)
 
 
-def _random_source(n: int, lights: int, size: tuple[int, int], seed: int = 0) -> PairSource:
+def _random_source(
+    n: int,
+    channels: int,
+    size: tuple[int, int],
+    seed: int = 0,
+    *,
+    tiled: tuple[int, int] | None = None,
+) -> PairSource:
+    """``n`` random pairs of ``channels x H x W`` images: ``tiled`` (width, height) of the
+    lights tiled into one image, or one light of ``size``."""
     gen = torch.Generator().manual_seed(seed)
-    golden = torch.randint(0, 256, (n, lights, size[1], size[0]), generator=gen, dtype=torch.uint8)
+    w, h = tiled or size
+    golden = torch.randint(0, 256, (n, channels, h, w), generator=gen, dtype=torch.uint8)
     test = torch.roll(golden, shifts=(1, 1), dims=(2, 3)).clone()
     test[:, :, 5:9, 5:9] = 255  # a "defect" on every pair
     labels = ["PASS" if i % 2 else "short" for i in range(n)]
@@ -426,11 +436,12 @@ def test_backbones_and_lights_export(tmp_path: Path, overrides: dict, size: tupl
     }
     ckpt = _untrained_checkpoint(tmp_path / "model.pt", overrides)
     reference = CheckpointScorer(ckpt)
-    source = _random_source(9, len(reference.naming.lights), size)
+    channels, height, width = reference.geometry.shape  # the lights tiled into one image
+    source = _random_source(9, channels, size, tiled=(width, height))
     want = reference.score(source, 4)
     for fmt in FORMATS:
         pkg = export_package(ckpt, tmp_path / fmt, fmt, threshold=0.5)  # type: ignore[arg-type]
-        assert pkg.manifest.inputs[0].shape == [-1, len(reference.naming.lights), size[1], size[0]]
+        assert pkg.manifest.inputs[0].shape == [-1, channels, height, width]
         scorer = open_scorer(pkg.root)
         assert scorer.naming == reference.naming and scorer.size == size
         for batch_size in (1, 4):

@@ -6,11 +6,17 @@ A checkpoint is a dict saved with ``torch.save``::
      versions, optimizer?, scheduler?, rng?, train_state?}
 
 ``spec`` is the resolved training spec, so ``infer`` and ``evaluate`` need
-nothing else. ``rng`` (see :func:`capture_rng`) holds every random-number
-generator state training draws from, so a resumed run is bit-identical to an
-uninterrupted one; checkpoints written before it existed still load. Files are
-written atomically; loading checks the format and the architecture and turns
-every failure into a one-line :class:`CheckpointError`.
+nothing else: with ``arch`` it fixes the input geometry (:func:`input_geometry`:
+RGB or greyscale, the lights' ``concat_type``/``grid_map`` tiling, the tile size),
+so predict and export rebuild the preprocessing from the checkpoint alone. A
+checkpoint written before colour support holds ``color_mode: auto`` and was
+trained on greyscale: :func:`spec_of` reads it as ``grey``.
+
+``rng`` (see :func:`capture_rng`) holds every random-number generator state
+training draws from, so a resumed run is bit-identical to an uninterrupted one;
+checkpoints written before it existed still load. Files are written atomically;
+loading checks the format and the architecture and turns every failure into a
+one-line :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from automl_deft.io import atomic_path
 from automl_deft.jsontypes import Checkpoint
 from automl_deft.layout import TrainFiles
 from automl_deft.model.network import ChangeNetLite, architecture
-from automl_deft.model.spec import Spec, spec_from_dict
+from automl_deft.model.spec import InputGeometry, Spec, spec_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +196,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
 
 def spec_of(ckpt: Checkpoint, path: str | os.PathLike[str] = "<checkpoint>") -> Spec:
-    """The training spec stored in a checkpoint."""
+    """The training spec stored in a checkpoint, ``color_mode`` resolved.
+
+    Raises:
+        CheckpointError: the stored spec is invalid, or it comes from a release that fed
+            several lights as channels (those weights cannot take tiled lights).
+    """
     try:
-        return spec_from_dict(ckpt["spec"])
+        spec = spec_from_dict(ckpt["spec"])
     except SpecError as exc:
         raise CheckpointError(f"checkpoint {path} holds an invalid spec: {exc}") from exc
+    if spec.dataset.classify.color_mode == "auto":  # before colour support: always greyscale
+        lights = spec.dataset.classify.num_input
+        if lights > 1 and ckpt["arch"].get("in_channels") == lights:
+            raise CheckpointError(
+                f"checkpoint {path} was trained by an older release that fed its {lights} "
+                "lights as channels; lights are now tiled (concat_type), re-train it"
+            )
+        spec = spec.with_overrides({"dataset.classify.color_mode": "grey"})
+    return spec
+
+
+def input_geometry(
+    ckpt: Checkpoint, path: str | os.PathLike[str] = "<checkpoint>"
+) -> InputGeometry:
+    """What the checkpoint's model takes: channels, light tiling and tile size."""
+    return spec_of(ckpt, path).geometry()
 
 
 def load_weights_into(model: ChangeNetLite, ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:

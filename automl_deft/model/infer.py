@@ -9,7 +9,7 @@ import pandas as pd
 
 from automl_deft.io import atomic_write_csv
 from automl_deft.model.checkpoint import load_model
-from automl_deft.model.data import PairSource, image_size
+from automl_deft.model.data import PairSource
 from automl_deft.model.train import amp_dtype_for, predict, select_device
 from automl_deft.workspace import SCORE_COLUMN
 
@@ -30,7 +30,8 @@ def infer_frame(
     model, spec, _ = load_model(checkpoint)
     dev = select_device(device)
     model.to(dev)
-    source = PairSource.from_frame(frame, images_dir, spec.naming(), image_size(spec))
+    # The checkpoint's geometry (colour, light tiling, size), never re-probed from the files.
+    source = PairSource.from_frame(frame, images_dir, spec.geometry())
     scores, _ = predict(
         model,
         source,

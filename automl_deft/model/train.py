@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from automl_deft.application import EpochCallback, EpochMetrics, metric_value
 from automl_deft.errors import CheckpointError, SpecError, WorkspaceError
-from automl_deft.io import atomic_write_json
+from automl_deft.io import atomic_write_json, fsync_dir
 from automl_deft.jsontypes import Checkpoint, JSONObject
 from automl_deft.kpi import compute_kpi
 from automl_deft.model.checkpoint import (
@@ -53,7 +53,13 @@ from automl_deft.model.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from automl_deft.model.data import PairSource, augment, epoch_indices, image_size, to_float
+from automl_deft.model.data import (
+    PairSource,
+    augment,
+    epoch_indices,
+    resolve_color_mode,
+    to_float,
+)
 from automl_deft.model.network import ChangeNetLite
 from automl_deft.model.spec import Spec
 
@@ -215,11 +221,11 @@ def train(
     seed_everything(spec.train.seed)
     device = select_device(spec.train.device)
     amp_dtype = amp_dtype_for(device, spec)
+    spec = resolve_color_mode(spec, train_frame, images_dir)  # RGB or grey, from the images
     cfg = spec.dataset.classify
-    naming, size = spec.naming(), image_size(spec)
 
-    train_src = PairSource.from_frame(train_frame, images_dir, naming, size)
-    val_src = PairSource.from_frame(val_frame, images_dir, naming, size)
+    train_src = PairSource.from_frame(train_frame, images_dir, spec.geometry())
+    val_src = PairSource.from_frame(val_frame, images_dir, spec.geometry())
     check_training_data(train_src, spec)
 
     model = ChangeNetLite(spec)
@@ -249,6 +255,8 @@ def train(
     history: list[EpochMetrics] = []
     best: EpochMetrics = {}
     latest_path, best_path = out / LATEST_NAME, out / BEST_NAME
+    if not resume:
+        set_previous_run_aside(out)
     if resume and latest_path.exists():
         state = load_checkpoint(latest_path)
         if state["spec"] != spec.to_dict():
@@ -296,7 +304,7 @@ def train(
         )
         for pixels, y in train_src.batches(indices, cfg.batch_size, workers=cfg.workers):
             golden, test = to_float(pixels, device)
-            golden, test = augment(golden, test, cfg.augmentation_config, aug_gen)
+            golden, test = augment(golden, test, cfg, aug_gen)
             y = y.to(device, non_blocking=True)
             with torch.autocast(
                 device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
@@ -387,6 +395,34 @@ def train(
     )
     atomic_write_json(out / "train_summary.json", result.to_dict())
     return result
+
+
+PREVIOUS_RUNS = "previous_runs"
+"""Where ``train(resume=False)`` moves the run it replaces: ``out/previous_runs/<UTC time>/``."""
+RUN_FILES = (LATEST_NAME, "train_summary.json", "history.json", BEST_NAME)
+"""A training folder's own files, in the order they are moved aside (``latest.pt`` first)."""
+
+
+def set_previous_run_aside(out: Path) -> Path | None:
+    """Move the run in ``out`` (its :data:`RUN_FILES`) into ``out/previous_runs/<UTC time>/``
+    so that a run from scratch starts in an empty folder; nothing is deleted.
+
+    One rename per file, ``latest.pt`` first: a kill part-way leaves every file
+    whole (here or aside) and no ``latest.pt`` to resume the old run from, so the
+    new run's checkpoints never mix with the old run's. Returns the folder (None:
+    ``out`` held no run).
+    """
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    aside = out / PREVIOUS_RUNS / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = aside.with_name(f"{aside.name}-{time.time_ns() % 10**9:09d}") if aside.exists() else aside
+    aside.mkdir(parents=True)
+    for name in present:
+        os.replace(out / name, aside / name)
+    fsync_dir(out)
+    log.warning("starting over (no resume): the previous run in %s is now in %s", out, aside)
+    return aside
 
 
 def make_ema(model: ChangeNetLite, decay: float) -> AveragedModel | None:

@@ -5,7 +5,11 @@ They answer the workflow's quality question: if a trained model does not beat
 a pixel difference, the training (or the search) did not earn its cost.
 
 Registry: ``pixel-diff`` (aligned absolute difference) and ``feature-distance``
-(distance of pretrained EfficientNet-Lite0 features). They are the built-in
+(distance of pretrained EfficientNet-Lite0 features). Both work on RGB and on
+greyscale. A scorer sees one light at a time: :func:`score_tiled` cuts each
+tiled multi-light image into its light tiles, scores every tile on its own
+(registration never crosses a tile border) and keeps a pair's largest tile
+score, as a defect seen under any one light is a defect. They are the built-in
 application's training-free baseline (``AOIChangeNet.zero_shot`` calls
 :func:`zero_shot_frame`), which the search's zero-shot guard asks the winner to beat.
 """
@@ -22,14 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from automl_deft.errors import UserError
-from automl_deft.model.align import register
+from automl_deft.model.align import register, split_tiles
 from automl_deft.model.data import PairSource, to_float
 from automl_deft.model.spec import Spec
 from automl_deft.workspace import SCORE_COLUMN
 
 
 class ZeroShotScorer(abc.ABC):
-    """Scores a batch of float pairs ``[B, C, H, W]`` in [0, 1]; higher = more defective."""
+    """Scores a batch of float pairs ``[B, C, H, W]`` in [0, 1] (one light each, C = 1
+    or 3); higher = more defective."""
 
     name: str
 
@@ -62,7 +67,10 @@ class PixelDiffScorer(ZeroShotScorer):
 
 
 class FeatureDistanceScorer(ZeroShotScorer):
-    """Largest per-location L2 distance of ImageNet EfficientNet-Lite0 features (stride 8)."""
+    """Largest per-location L2 distance of ImageNet EfficientNet-Lite0 features (stride 8).
+
+    RGB goes to the pretrained stem as it is; greyscale is repeated to RGB.
+    """
 
     name = "feature-distance"
 
@@ -70,13 +78,13 @@ class FeatureDistanceScorer(ZeroShotScorer):
         from automl_deft.model.network import EfficientNetLite0
         from automl_deft.model.spec import BackboneSpec
 
-        self.encoder = EfficientNetLite0(1, BackboneSpec(type="efficientnet_lite0")).eval()
+        self.encoder = EfficientNetLite0(3, BackboneSpec(type="efficientnet_lite0")).eval()
 
     @torch.no_grad()
     def score_batch(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
         self.encoder.to(golden.device)
-        if golden.shape[1] != 1:
-            golden, test = golden.mean(1, keepdim=True), test.mean(1, keepdim=True)
+        if golden.shape[1] == 1:
+            golden, test = golden.expand(-1, 3, -1, -1), test.expand(-1, 3, -1, -1)
         n = golden.shape[0]
         feats = self.encoder(torch.cat([golden, test]))[1]
         dist = (feats[:n] - feats[n:]).pow(2).sum(dim=1).sqrt()
@@ -99,6 +107,17 @@ def get_scorer(name: str) -> ZeroShotScorer:
         ) from None
 
 
+def score_tiled(
+    scorer: ZeroShotScorer, golden: torch.Tensor, test: torch.Tensor, rows: int, columns: int
+) -> torch.Tensor:
+    """Scores ``[B]`` of tiled pairs ``[B, C, rows*h, columns*w]``: each light tile scored
+    on its own, a pair's score its largest tile's."""
+    if rows == columns == 1:
+        return scorer.score_batch(golden, test)
+    tiles = [split_tiles(x, rows, columns).flatten(0, 1) for x in (golden, test)]
+    return scorer.score_batch(*tiles).view(-1, rows * columns).amax(dim=1)
+
+
 @torch.no_grad()
 def zero_shot_frame(
     frame: pd.DataFrame,
@@ -108,13 +127,17 @@ def zero_shot_frame(
     method: str = PixelDiffScorer.name,
     batch_size: int = 256,
 ) -> pd.DataFrame:
-    """Score ``frame`` with a zero-shot method; returns a copy with ``siamese_score``."""
+    """Score ``frame`` with a zero-shot method; returns a copy with ``siamese_score``.
+
+    The images load as :meth:`PairSource.for_spec` does (RGB unless greyscale, lights
+    tiled per ``concat_type``); every light tile is scored (:func:`score_tiled`).
+    """
     scorer = get_scorer(method)
-    size = (spec.dataset.classify.image_width, spec.dataset.classify.image_height)
-    source = PairSource.from_frame(frame, images_dir, spec.naming(), size)
+    source = PairSource.for_spec(frame, images_dir, spec)
+    rows, columns = spec.dataset.classify.layout
     device = torch.device("cpu")
     scores = [
-        scorer.score_batch(*to_float(pixels, device)).double()
+        score_tiled(scorer, *to_float(pixels, device), rows, columns).double()
         for pixels, _ in source.batches(np.arange(len(source)), batch_size)
     ]
     out = frame.reset_index(drop=True).copy()

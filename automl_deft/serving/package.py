@@ -47,8 +47,8 @@ import automl_deft
 from automl_deft.errors import InfrastructureError
 from automl_deft.io import atomic_write_json, fsync_dir
 from automl_deft.model.checkpoint import load_model
-from automl_deft.model.network import IMAGENET_MEAN, IMAGENET_STD, ChangeNetLite, SmallCNN
-from automl_deft.model.spec import Spec
+from automl_deft.model.network import ChangeNetLite, input_normalisation, model_channels
+from automl_deft.model.spec import InputGeometry, Spec
 from automl_deft.serving.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -124,8 +124,19 @@ class Package:
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` the graph expects."""
+        """``(width, height)`` of one light tile."""
         return self.manifest.size
+
+    @property
+    def geometry(self) -> InputGeometry:
+        """What the graph takes (:class:`InputGeometry`), from the manifest: the lights and
+        tile size of ``preprocessing``, the colour of ``channels_per_light``, and the
+        tiling (rows x columns of tiles) from the ``golden`` input's shape.
+
+        Raises:
+            PackageError: the input shape is not a whole number of light tiles.
+        """
+        return geometry_of_manifest(self.manifest, str(self.manifest_path))
 
 
 class ScoreGraph(nn.Module):
@@ -210,8 +221,7 @@ def export_package(
     _refuse_non_empty(out)
 
     model, spec, _ = load_model(checkpoint)
-    channels = spec.dataset.classify.num_input
-    width, height = spec.dataset.classify.image_width, spec.dataset.classify.image_height
+    channels, height, width = model.geometry.shape  # the tiled image
     graph = prepare_for_export(model)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,34 +391,87 @@ def preprocessing_of(spec: Spec) -> Preprocessing:
     """What a model trained with ``spec`` expects of its inputs (``package.json``'s
     ``preprocessing``; also what an inference spec and a model card state)."""
     cfg = spec.dataset.classify
-    naming = spec.naming()
+    geometry = spec.geometry(model_channels(spec))
+    colour = (
+        "RGB (PIL Image.convert('RGB'))"
+        if geometry.channels == 3
+        else "greyscale (PIL Image.convert('L'))"
+    )
     return Preprocessing(
         image_width=cfg.image_width,
         image_height=cfg.image_height,
-        lights=list(naming.lights),
-        ext=naming.ext,
+        lights=list(geometry.lights),
+        ext=geometry.ext,
         registration=Registration(max_shift=int(spec.model.classify.align_max_shift)),
-        normalisation=_normalisation(spec),
+        normalisation=_normalisation(spec, geometry.channels),
+        channels_per_light=geometry.channels,
+        colour=f"{colour}; then {_tiling(geometry)}",
     )
 
 
-def _normalisation(spec: Spec) -> Normalisation:
-    backbone = spec.model.backbone.type
-    if backbone == "cnn_small":
-        encoder = SmallCNN(spec.dataset.classify.num_input, width=1)  # its constants only
-        mean, std = encoder.input_mean, encoder.input_std
-        return Normalisation(
-            mean=[float(mean)],
-            std=[float(std)],
-            method=f"(x - {mean}) / {std} on every channel (cnn_small)",
+def _tiling(geometry: InputGeometry) -> str:
+    c, h, w = geometry.shape
+    if geometry.num_tiles == 1:
+        return f"one light, a {c}x{h}x{w} image"
+    order = ", ".join(geometry.lights)
+    if geometry.columns == 1:
+        how = "stacked top to bottom (concat_type linear)"
+    else:
+        how = (
+            f"tiled row-major into {geometry.columns} across x {geometry.rows} down "
+            "(concat_type grid)"
         )
+    return f"the lights ({order}) {how} into one {c}x{h}x{w} image"
+
+
+def geometry_of_manifest(manifest: PackageManifest, where: str = MANIFEST_NAME) -> InputGeometry:
+    """The :class:`InputGeometry` a package's graph takes (see :attr:`Package.geometry`).
+
+    Raises:
+        PackageError: the ``golden`` input's shape is not ``[-1, C, rows*h, columns*w]``
+            for the manifest's tile size, with ``rows*columns`` lights.
+    """
+    pre = manifest.preprocessing
+    shape = manifest.inputs[0].shape
+    w, h = pre.image_width, pre.image_height
+    n = len(pre.lights)
+    ok = len(shape) == 4 and shape[1] == pre.channels_per_light in (1, 3)
+    rows, columns = (shape[2] // h, shape[3] // w) if ok else (0, 0)
+    if not ok or shape[2] % h or shape[3] % w or rows * columns != n:
+        raise PackageError(
+            f"{where}: input shape {shape} is not {n} light tile(s) of {w}x{h} with "
+            f"{pre.channels_per_light} channel(s); the package is inconsistent, export it again"
+        )
+    return InputGeometry(
+        lights=tuple(pre.lights),
+        ext=pre.ext,
+        channels=pre.channels_per_light,
+        tile_width=w,
+        tile_height=h,
+        rows=rows,
+        columns=columns,
+    )
+
+
+def _normalisation(spec: Spec, channels: int) -> Normalisation:
+    backbone = spec.model.backbone.type
+    aug = spec.dataset.classify.augmentation_config
+    mean, std = input_normalisation(
+        backbone, channels, tuple(aug.rgb_input_mean), tuple(aug.rgb_input_std)
+    )
+    if backbone == "cnn_small":
+        if channels == 1:
+            method = f"(x - {mean[0]}) / {std[0]} (greyscale, cnn_small)"
+        else:
+            method = "(x - mean) / std per RGB channel (rgb_input_mean/std, cnn_small)"
+        return Normalisation(mean=list(mean), std=list(std), method=method)
     if backbone == "efficientnet_lite0":
         return Normalisation(
-            mean=[float(v) for v in IMAGENET_MEAN],
-            std=[float(v) for v in IMAGENET_STD],
+            mean=list(mean),
+            std=list(std),
             method=(
-                "lights mapped to RGB (1 light repeated, 3 lights kept, otherwise their mean "
-                "repeated), then ImageNet mean/std per RGB channel (efficientnet_lite0)"
+                "greyscale repeated to RGB; then (x - mean) / std per RGB channel "
+                "(rgb_input_mean/std, ImageNet's by default; efficientnet_lite0)"
             ),
         )
     raise InfrastructureError(  # pragma: no cover - a new backbone must say how it normalises
@@ -443,9 +506,9 @@ def _manifest(
     extra_sha: dict[str, str],
 ) -> PackageManifest:
     preprocessing = preprocessing_of(spec)
-    width, height = preprocessing.image_width, preprocessing.image_height
-    image = [-1, len(preprocessing.lights), height, width]
-    lights = ", ".join(preprocessing.lights)
+    geometry = model.geometry
+    image = [-1, *geometry.shape]
+    lights = _tiling(geometry)
     return PackageManifest(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -458,13 +521,13 @@ def _manifest(
                 "golden",
                 "float32",
                 image,
-                f"the golden (reference) image; channels = lights ({lights}), uint8 / 255",
+                f"the golden (reference) image: {lights}; uint8 / 255",
             ),
             TensorInfo(
                 "test",
                 "float32",
                 image,
-                f"the image under test, same layout as golden; channels = lights ({lights})",
+                f"the image under test, laid out as golden: {lights}; uint8 / 255",
             ),
         ],
         outputs=[

@@ -1,10 +1,12 @@
 """Scorers: one interface over a checkpoint, a TorchScript package and an ONNX package.
 
 A :class:`Scorer` turns a :class:`~automl_deft.model.data.PairSource` (uint8
-golden/test pairs at the model's size) into ``siamese_score`` (float64 ``[N]``,
-defect probability, in the source's row order). Every scorer does the same
-preprocessing, ``uint8 / 255``; registration and normalisation are the model's
-(inside the exported graph for packages). It also says how its images are named
+golden/test pairs, each side its lights tiled as the model's
+:attr:`Scorer.geometry` says: RGB or greyscale, ``linear`` or ``grid``) into
+``siamese_score`` (float64 ``[N]``, defect probability, in the source's row
+order). Every scorer does the same preprocessing, ``uint8 / 255``; registration
+(per light tile) and normalisation are the model's (inside the exported graph for
+packages). It also says how its images are named
 (:attr:`Scorer.naming`), their size (:attr:`Scorer.size`, ``(width, height)``) and
 the operating threshold it ships with (:attr:`Scorer.threshold`; ``None`` for a
 bare checkpoint unless one is given).
@@ -29,8 +31,9 @@ from tqdm import tqdm
 
 from automl_deft.errors import UserError
 from automl_deft.model.checkpoint import load_model
-from automl_deft.model.data import PairSource, image_size, to_float
+from automl_deft.model.data import PairSource, to_float
 from automl_deft.model.network import ChangeNetLite
+from automl_deft.model.spec import InputGeometry
 from automl_deft.model.train import select_device
 from automl_deft.serving.manifest import (
     INPUT_NAMES,
@@ -59,9 +62,11 @@ class Scorer(abc.ABC):
     """Scores golden/test pairs; see the module docstring."""
 
     naming: ImageNaming
-    """Lights (channel order) and extension of the image files."""
+    """Lights (tile order) and extension of the image files."""
     size: tuple[int, int]
-    """``(width, height)`` the model sees; load the pairs at this size."""
+    """``(width, height)`` of one light; each file is loaded at this size."""
+    geometry: InputGeometry
+    """What the model takes: colour, the lights' tiling, the tile size (load with it)."""
     threshold: float | None
     """The operating threshold (defect when ``score > threshold``), if known."""
 
@@ -77,8 +82,8 @@ class Scorer(abc.ABC):
         """``siamese_score`` of every pair of ``source``, in row order (float64 ``[N]``).
 
         Raises:
-            UserError: a batch size below 1, or pairs at another size or light count
-                than the model's.
+            UserError: a batch size below 1, or pairs at another size, colour or light
+                tiling than the model's.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -87,17 +92,28 @@ class Scorer(abc.ABC):
                 f"the pairs are loaded at {source.size[0]}x{source.size[1]} but the model "
                 f"expects {self.size[0]}x{self.size[1]}; load them at the scorer's size"
             )
+        want = self.geometry
+        if source.geometry is not None and source.geometry != want:
+            raise UserError(
+                f"the pairs are loaded as {source.geometry.describe()} but the model expects "
+                f"{want.describe()}; load them with the scorer's geometry"
+            )
+        if source.channels != want.channels:
+            raise UserError(
+                f"the pairs have {source.channels} channel(s) but the model expects "
+                f"{want.channels} ({'RGB' if want.channels == 3 else 'greyscale'}); load them "
+                "with the scorer's geometry"
+            )
+        if tuple(source.shape) != want.shape:
+            raise UserError(
+                f"the pairs are {'x'.join(map(str, source.shape))} images but the model expects "
+                f"{want.describe()}; load them with the scorer's geometry"
+            )
         n = len(source)
         out = np.empty(n, dtype=np.float64)
-        lights = len(self.naming.lights)
         pos = 0
         with tqdm(total=n, unit="pair", desc="scoring", disable=not progress) as bar:
             for pixels, _ in source.batches(np.arange(n), batch_size):
-                if pixels.shape[2] != lights:
-                    raise UserError(
-                        f"the pairs have {pixels.shape[2]} light(s) but the model expects "
-                        f"{lights} ({', '.join(self.naming.lights)})"
-                    )
                 golden, test = to_float(pixels, _CPU)
                 scores = self.score_tensors(golden, test)
                 out[pos : pos + len(scores)] = scores
@@ -121,8 +137,9 @@ class CheckpointScorer(Scorer):
         self.device = select_device(device)
         self.model: ChangeNetLite = model.to(self.device).eval()
         self.backbone = spec.model.backbone.type
-        self.naming = spec.naming()
-        self.size = image_size(spec)
+        self.geometry = model.geometry
+        self.naming = self.geometry.naming
+        self.size = self.geometry.size
         self.threshold = None if threshold is None else check_threshold(threshold)
 
     def describe(self) -> str:
@@ -141,6 +158,7 @@ class CheckpointScorer(Scorer):
 class _PackageScorer(Scorer):
     def __init__(self, package: Package | str | os.PathLike[str], threshold: float | None) -> None:
         self.package = package if isinstance(package, Package) else load_package(package)
+        self.geometry = self.package.geometry
         self.naming = self.package.naming
         self.size = self.package.size
         self.threshold = self.package.threshold if threshold is None else check_threshold(threshold)

@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,7 @@ SPLITS: tuple[SplitPlan, ...] = (
         0.3,
     ),
     # the KPI distribution again, its own seed stream; drawn last so that adding it
-    # changed no earlier row (``_unique`` re-draws only later rows)
+    # changed no earlier row (``unique_rows`` re-draws only later rows)
     replace(_KPI_PLAN, name="holdout", role=HOLDOUT_ROLE, split_id=4),
 )
 """The five sets, in the order they are drawn (the CSVs are written hold-out first)."""
@@ -210,7 +211,9 @@ class DemoSummary:
 
 
 @dataclass(frozen=True)
-class _RowPlan:
+class RowPlan:
+    """One planned row: which set, which seed index, and its drawn quotas."""
+
     split: str
     split_id: int
     index: int
@@ -221,23 +224,56 @@ class _RowPlan:
 
 
 @dataclass(frozen=True)
-class _Job:
+class DrawJob:
     """What a worker needs to draw and write rows (picklable)."""
 
     seed: int
     size: int
     images_dir: Path
-    plans: list[_RowPlan]
+    plans: list[RowPlan]
 
 
 @dataclass(frozen=True)
-class _Row:
-    """A drawn row whose two images are already on disk."""
+class DrawnRow:
+    """A drawn row whose images are already on disk."""
 
-    plan: _RowPlan
+    plan: RowPlan
     record: dict[str, str]
     digest: str
-    """SHA-1 of the tested image's PNG bytes (content identity)."""
+    """SHA-1 of the tested image's bytes (content identity; every light for several)."""
+
+
+class DrawRow(Protocol):
+    """Draws one row from its own seed and writes its images (``attempt`` > 0: a re-draw)."""
+
+    def __call__(
+        self, plan: RowPlan, seed: int, size: int, images_dir: Path, *, attempt: int
+    ) -> DrawnRow: ...
+
+
+@dataclass(frozen=True)
+class DemoKind:
+    """What makes one kind of synthetic workspace; :func:`build_workspace` does the rest.
+
+    Attributes:
+        name: the ``--kind`` name.
+        splits: the five sets, in the order they are drawn (hold-out last).
+        defect_types: every defect label, in summary order.
+        columns: the CSV columns, in order.
+        draw_job: draws one :class:`DrawJob` (a module-level function: it is pickled).
+        draw_row: draws one row (the uniqueness check re-draws with it).
+        write_spec: writes ``specs/baseline_spec.yaml`` for ``size``-pixel images.
+        readme: the workspace ``README.md`` from the summary and the image size.
+    """
+
+    name: str
+    splits: tuple[SplitPlan, ...]
+    defect_types: tuple[str, ...]
+    columns: tuple[str, ...]
+    draw_job: Callable[[DrawJob], list[DrawnRow]]
+    draw_row: DrawRow
+    write_spec: Callable[[Path, int], None]
+    readme: Callable[[DemoSummary, int], str]
 
 
 def generate_demo_workspace(
@@ -269,54 +305,90 @@ def generate_demo_workspace(
         UserError: unknown scale, negative seed, or ``root`` already holds a
             workspace and ``force`` is False.
     """
+    return build_workspace(
+        PCB_KIND,
+        root,
+        seed=seed,
+        scale=scale,
+        force=force,
+        size=size,
+        workers=workers,
+        progress=progress,
+    )
+
+
+def build_workspace(
+    kind: DemoKind,
+    root: str | os.PathLike[str],
+    *,
+    seed: int,
+    scale: str,
+    force: bool,
+    size: int,
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> DemoSummary:
+    """Write a whole synthetic workspace of ``kind`` (see :func:`generate_demo_workspace`).
+
+    Every kind shares the planning (exact quotas per set), the per-row seeds, the
+    worker pool, the uniqueness check and the write order (images, spec, CSVs with
+    the hold-out first, README last).
+    """
     start = time.perf_counter()
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}; pass a non-negative integer")
     ws = Workspace.at(root)
-    _prepare_root(ws, force=force)
+    prepare_root(ws, force=force)
 
-    plans = [row for split in SPLITS for row in _plan_split(split, SCALES[scale][split.name], seed)]
-    for rel in sorted({d for p in plans for d in _rel_dirs(p)}):
+    plans = [
+        row for split in kind.splits for row in plan_split(split, SCALES[scale][split.name], seed)
+    ]
+    for rel in sorted({d for p in plans for d in rel_dirs(p)}):
         (ws.images_dir / rel).mkdir(parents=True, exist_ok=True)
-    drawn = _draw_rows(plans, seed, size, ws.images_dir, workers, progress)
-    rows = _unique(list(drawn), seed, size, ws.images_dir)
-    role_of = {s.name: s.role for s in SPLITS}
+    drawn = draw_rows(plans, seed, size, ws.images_dir, workers, progress, kind.draw_job)
+    rows = unique_rows(list(drawn), seed, size, ws.images_dir, kind.draw_row)
+    role_of = {s.name: s.role for s in kind.splits}
     frames = {
         split.role: pd.DataFrame(
             [r.record for r in rows if role_of[r.plan.split] == split.role],
-            columns=list(CSV_COLUMNS),
+            columns=list(kind.columns),
         )
-        for split in SPLITS
+        for split in kind.splits
     }
 
-    spec = default_spec_dict()
-    spec["dataset"]["classify"]["image_width"] = size
-    spec["dataset"]["classify"]["image_height"] = size
-    save_spec(spec, ws.spec_path)
+    kind.write_spec(ws.spec_path, size)
 
     csv_paths = ws.csvs(include_holdout=True)
     # The hold-out first, like split_holdout: a KPI set never exists beside a missing one.
-    for split in sorted(SPLITS, key=lambda s: s.role != HOLDOUT_ROLE):
+    for split in sorted(kind.splits, key=lambda s: s.role != HOLDOUT_ROLE):
         atomic_write_csv(csv_paths[split.role], frames[split.role])
 
     summary = DemoSummary(
         root=ws.root,
         seed=seed,
         scale=scale,
-        counts={s.role: len(frames[s.role]) for s in SPLITS},
-        labels={s.role: _label_mix(frames[s.role]) for s in SPLITS},
+        counts={s.role: len(frames[s.role]) for s in kind.splits},
+        labels={s.role: _label_mix(frames[s.role], kind.defect_types) for s in kind.splits},
         families={
-            s.role: dict(sorted(Counter(frames[s.role]["boardname"]).items())) for s in SPLITS
+            s.role: dict(sorted(Counter(frames[s.role]["boardname"]).items())) for s in kind.splits
         },
     )
     summary.seconds = time.perf_counter() - start
-    atomic_write_text(ws.root / "README.md", _readme(summary, size))
+    atomic_write_text(ws.root / "README.md", kind.readme(summary, size))
     return summary
 
 
-def _prepare_root(ws: Workspace, *, force: bool) -> None:
+def _write_pcb_spec(path: Path, size: int) -> None:
+    spec = default_spec_dict()
+    spec["dataset"]["classify"]["image_width"] = size
+    spec["dataset"]["classify"]["image_height"] = size
+    save_spec(spec, path)
+
+
+def prepare_root(ws: Workspace, *, force: bool) -> None:
+    """Create ``ws.root``, or clear a workspace there when ``force`` (else refuse)."""
     if ws.root.exists() and not ws.root.is_dir():
         raise UserError(f"{ws.root} is a file; pass a directory for the workspace")
     csvs = list(ws.csvs(include_holdout=True).values())
@@ -333,7 +405,7 @@ def _prepare_root(ws: Workspace, *, force: bool) -> None:
     ws.root.mkdir(parents=True, exist_ok=True)
 
 
-def _allocate(n: int, weights: dict[str, float]) -> list[str]:
+def allocate(n: int, weights: dict[str, float]) -> list[str]:
     """``n`` items split by ``weights`` (largest remainder), each key at least once if n allows."""
     keys = list(weights)
     total = sum(weights.values())
@@ -351,46 +423,54 @@ def _allocate(n: int, weights: dict[str, float]) -> list[str]:
     return [k for k, c in zip(keys, counts, strict=True) for _ in range(int(c))]
 
 
-def _plan_split(split: SplitPlan, n: int, seed: int) -> list[_RowPlan]:
-    """Exact quotas for labels, families, severities and contrast, in a seeded random order."""
+def plan_split(split: SplitPlan, n: int, seed: int) -> list[RowPlan]:
+    """Exact quotas for labels, families, severities and contrast, in a seeded random order.
+
+    Every defect type of ``split.type_weights`` gets at least one row when ``n`` allows.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, split.split_id]))
-    n_defect = min(n, max(len(DEFECT_TYPES), round(n * (1.0 - split.pass_share))))
+    n_defect = min(n, max(len(split.type_weights), round(n * (1.0 - split.pass_share))))
     n_pass = n - n_defect
     even = dict.fromkeys(split.families, 1.0)
-    labels = _allocate(n_defect, split.type_weights)
-    severities = _allocate(n_defect, split.severity_weights)
+    labels = allocate(n_defect, split.type_weights)
+    severities = allocate(n_defect, split.severity_weights)
     n_low = round(n_defect * split.low_contrast_share)
     low = [True] * n_low + [False] * (n_defect - n_low)
-    defect_families = _allocate(n_defect, even)
+    defect_families = allocate(n_defect, even)
     for items in (labels, severities, low, defect_families):
         rng.shuffle(items)
     rows = [
         (lab, fam, sev, lo)
         for lab, fam, sev, lo in zip(labels, defect_families, severities, low, strict=True)
     ]
-    rows += [(PASS_LABEL, fam, "", False) for fam in _allocate(n_pass, even)]
+    rows += [(PASS_LABEL, fam, "", False) for fam in allocate(n_pass, even)]
     order = rng.permutation(len(rows))
-    return [_RowPlan(split.name, split.split_id, i, *rows[j]) for i, j in enumerate(order.tolist())]
+    return [RowPlan(split.name, split.split_id, i, *rows[j]) for i, j in enumerate(order.tolist())]
 
 
-def _draw_rows(
-    plans: list[_RowPlan],
+def draw_rows(
+    plans: list[RowPlan],
     seed: int,
     size: int,
     images_dir: Path,
     workers: int | None,
     progress: Callable[[int, int], None] | None,
-) -> Iterator[_Row]:
-    """Draw and write every row, in plan order, in one process or several."""
+    draw_job: Callable[[DrawJob], list[DrawnRow]],
+) -> Iterator[DrawnRow]:
+    """Draw and write every row, in plan order, in one process or several.
+
+    Chunks of :data:`CHUNK_ROWS` go to ``draw_job``; each row comes from its own
+    seed, so the output does not depend on ``workers``.
+    """
     if workers is None:
         workers = 1 if len(plans) < PARALLEL_MIN_ROWS else min(MAX_WORKERS, os.cpu_count() or 1)
     jobs = [
-        _Job(seed, size, images_dir, plans[i : i + CHUNK_ROWS])
+        DrawJob(seed, size, images_dir, plans[i : i + CHUNK_ROWS])
         for i in range(0, len(plans), CHUNK_ROWS)
     ]
     done = 0
     if workers <= 1:
-        for chunk in map(_draw_job, jobs):
+        for chunk in map(draw_job, jobs):
             done += len(chunk)
             if progress:
                 progress(done, len(plans))
@@ -398,18 +478,18 @@ def _draw_rows(
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(workers) as pool:
-        for chunk in pool.imap(_draw_job, jobs):
+        for chunk in pool.imap(draw_job, jobs):
             done += len(chunk)
             if progress:
                 progress(done, len(plans))
             yield from chunk
 
 
-def _draw_job(job: _Job) -> list[_Row]:
+def _draw_job(job: DrawJob) -> list[DrawnRow]:
     return [_draw_row(p, job.seed, job.size, job.images_dir, attempt=0) for p in job.plans]
 
 
-def _draw_row(plan: _RowPlan, seed: int, size: int, images_dir: Path, *, attempt: int) -> _Row:
+def _draw_row(plan: RowPlan, seed: int, size: int, images_dir: Path, *, attempt: int) -> DrawnRow:
     """Draw one row from its own seed and write its golden and tested images."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, plan.split_id, plan.index, attempt]))
     contrast = None
@@ -423,7 +503,7 @@ def _draw_row(plan: _RowPlan, seed: int, size: int, images_dir: Path, *, attempt
         contrast=contrast,
         size=size,
     )
-    test_dir, golden_dir = _rel_dirs(plan)
+    test_dir, golden_dir = rel_dirs(plan)
     record = {
         "input_path": test_dir,
         "golden_path": golden_dir,
@@ -442,10 +522,10 @@ def _draw_row(plan: _RowPlan, seed: int, size: int, images_dir: Path, *, attempt
         )
         path.write_bytes(data)
     digest = hashlib.sha1(test_png, usedforsecurity=False).hexdigest()
-    return _Row(plan, record, digest)
+    return DrawnRow(plan, record, digest)
 
 
-def _rel_dirs(plan: _RowPlan) -> tuple[str, str]:
+def rel_dirs(plan: RowPlan) -> tuple[str, str]:
     """``input_path`` and ``golden_path`` of a row (directories under the images root)."""
     return f"{plan.split}/{plan.family}/test", f"{plan.split}/{plan.family}/golden"
 
@@ -456,7 +536,9 @@ def _png(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _unique(rows: list[_Row], seed: int, size: int, images_dir: Path) -> list[_Row]:
+def unique_rows(
+    rows: list[DrawnRow], seed: int, size: int, images_dir: Path, draw_row: DrawRow
+) -> list[DrawnRow]:
     """Re-draw (in order, so deterministically) any row whose tested image repeats another."""
     seen: set[str] = set()
     out = []
@@ -464,15 +546,15 @@ def _unique(rows: list[_Row], seed: int, size: int, images_dir: Path) -> list[_R
         attempt = 0
         while row.digest in seen and attempt < MAX_CONTENT_RETRIES:
             attempt += 1
-            row = _draw_row(row.plan, seed, size, images_dir, attempt=attempt)
+            row = draw_row(row.plan, seed, size, images_dir, attempt=attempt)
         seen.add(row.digest)
         out.append(row)
     return out
 
 
-def _label_mix(frame: pd.DataFrame) -> dict[str, int]:
+def _label_mix(frame: pd.DataFrame, defect_types: tuple[str, ...]) -> dict[str, int]:
     counts = Counter(frame["label"])
-    return {k: counts[k] for k in (PASS_LABEL, *DEFECT_TYPES) if counts[k]}
+    return {k: counts[k] for k in (PASS_LABEL, *defect_types) if counts[k]}
 
 
 def _readme(summary: DemoSummary, size: int) -> str:
@@ -501,3 +583,16 @@ def _readme(summary: DemoSummary, size: int) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+PCB_KIND = DemoKind(
+    name="pcb",
+    splits=SPLITS,
+    defect_types=DEFECT_TYPES,
+    columns=CSV_COLUMNS,
+    draw_job=_draw_job,
+    draw_row=_draw_row,
+    write_spec=_write_pcb_spec,
+    readme=_readme,
+)
+"""The bare-board copper demo (greyscale, one light, 64 px): ``--kind pcb``."""
