@@ -28,7 +28,7 @@ from automl_deft.deft.state import DeftState
 from automl_deft.errors import CheckpointError, UserError
 from automl_deft.io import atomic_copy
 from automl_deft.model.checkpoint import BEST_NAME, LATEST_NAME, load_checkpoint
-from automl_deft.model.spec import deep_merge, load_spec, save_spec
+from automl_deft.model.spec import load_spec, merge_overrides, save_spec
 from automl_deft.phases import (
     BASELINE,
     FINAL_AUTOML,
@@ -60,7 +60,7 @@ def merge_winning_spec(
 ) -> Path:
     """Deep-merge the winning HP dict (dotted keys allowed) onto the base spec; write ``out``."""
     spec = load_spec(base_spec)
-    merged = deep_merge(spec.to_dict(), winning_params)
+    merged = merge_overrides(spec.to_dict(), winning_params)
     save_spec(merged, out)
     return Path(out)
 

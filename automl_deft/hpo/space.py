@@ -36,9 +36,14 @@ ARCHITECTURE_KEYS: tuple[str, ...] = (
     "model.backbone.width",
     "model.classify.learnable_difference_modules",
     "model.classify.embedding_vectors",
+    "dataset.classify.color_mode",
     "dataset.classify.num_input",
+    "dataset.classify.concat_type",
+    "dataset.classify.grid_map",
 )
-"""Spec keys that fix the weights' shapes: pinned when a search warm-starts."""
+"""Spec keys that fix the weights' shapes or what the weights were trained to see (the
+first layer's channels: ``color_mode``; the tiling of the lights): pinned when a search
+warm-starts."""
 
 
 @dataclass(frozen=True)

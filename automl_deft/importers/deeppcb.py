@@ -39,7 +39,13 @@ from tqdm import tqdm
 from automl_deft.errors import SpecError, UserError, WorkspaceError
 from automl_deft.holdout import split_holdout_frame
 from automl_deft.io import atomic_write_csv
-from automl_deft.model.spec import Spec, deep_merge, default_spec_dict, save_spec, spec_from_dict
+from automl_deft.model.spec import (
+    Spec,
+    default_spec_dict,
+    merge_overrides,
+    save_spec,
+    spec_from_dict,
+)
 from automl_deft.workspace import (
     HOLDOUT_ROLE,
     MAX_LISTED,
@@ -321,7 +327,7 @@ def baseline_spec(crop_size: int) -> Spec:
     """
     override = {"dataset": {"classify": {"image_width": crop_size, "image_height": crop_size}}}
     try:
-        return spec_from_dict(deep_merge(default_spec_dict(), override))
+        return spec_from_dict(merge_overrides(default_spec_dict(), override))
     except SpecError as exc:
         raise SpecError(f"crop_size {crop_size} is not usable ({exc}); pick another") from exc
 

@@ -19,7 +19,8 @@ training checkpoint or this project's code::
                   {"name": "test", …}],
       "outputs": [{"name": "siamese_score", "dtype": "float32", "shape": [-1], …}],
       "preprocessing": {"image_width": W, "image_height": H, "lights": [...], "ext": ".png",
-                        "channels_per_light": 1, "colour": …, "resize": …,
+                        "channels_per_light": 1 | 3, "concat_type": "linear" | "grid",
+                        "tiles_x": 1, "colour": …, "resize": …,
                         "scale": "uint8 / 255",
                         "registration": {"max_shift": 2, "in_graph": true, "method": …},
                         "normalisation": {"mean": [...], "std": [...], "in_graph": true,
@@ -32,11 +33,14 @@ training checkpoint or this project's code::
     }
 
 Shape ``-1`` is the dynamic batch axis. The caller does only what the graph does
-not: read each light's file as greyscale, resize to ``image_width × image_height``
-when it differs, stack the lights in ``lights`` order into channels, and divide
-by 255. Registration (test shifted onto golden) and normalisation happen inside
-the graph. :meth:`PackageManifest.from_json` is strict: an unknown or missing key
-and a wrong type are one-line :class:`PackageError` messages.
+not: read each light's file as RGB (``channels_per_light`` 3) or greyscale (1),
+resize it to ``image_width × image_height`` when it differs, join the lights in
+``lights`` order into one image per side as ``concat_type`` says (``linear``:
+stacked top to bottom, so ``H = len(lights) × image_height``; ``grid``: row-major
+tiles, ``tiles_x`` across), and divide by 255. Registration (test shifted onto
+golden, per light tile) and normalisation happen inside the graph.
+:meth:`PackageManifest.from_json` is strict: an unknown or missing key and a wrong
+type are one-line :class:`PackageError` messages.
 """
 
 from __future__ import annotations
@@ -157,11 +161,17 @@ class Preprocessing(Record):
     image_width: int
     image_height: int
     lights: list[str]
-    """Light names in channel order: channel ``i`` is the file ``<object>_<lights[i]><ext>``."""
+    """Light names in tile order: tile ``i`` is the file ``<object>_<lights[i]><ext>``."""
     ext: str
     registration: Registration
     normalisation: Normalisation
     channels_per_light: int = 1
+    """1 (greyscale) or 3 (RGB): the channels of each light's image (and of the input)."""
+    concat_type: str = "linear"
+    """How the lights are joined into one image per side: ``linear`` (stacked top to
+    bottom in ``lights`` order) or ``grid`` (row-major, ``tiles_x`` across)."""
+    tiles_x: int = 1
+    """Tiles across (1 for ``linear``); tiles down = ``len(lights) / tiles_x``."""
     colour: str = "greyscale (PIL Image.convert('L'))"
     resize: str = "PIL bilinear to image_width x image_height when the file's size differs"
     scale: str = "uint8 / 255"

@@ -405,6 +405,8 @@ def preprocessing_of(spec: Spec) -> Preprocessing:
         registration=Registration(max_shift=int(spec.model.classify.align_max_shift)),
         normalisation=_normalisation(spec, geometry.channels),
         channels_per_light=geometry.channels,
+        concat_type="linear" if geometry.columns == 1 else "grid",
+        tiles_x=geometry.columns,
         colour=f"{colour}; then {_tiling(geometry)}",
     )
 
