@@ -387,3 +387,17 @@ def test_phase1_section_shows_the_zero_shot_level_phase1_must_beat(tiny_ws: Path
     unscored = build(tiny_ws)  # check_images=False: nothing is decoded
     assert unscored.sections[4].data["zero_shot_far_pct"] is None
     assert "zero-shot level: not computed" in section(unscored, 5)
+
+
+def test_datasets_section_says_what_the_model_sees(tiny_ws: Path, tmp_path: Path) -> None:
+    """Greyscale stays one channel; a colour four-light workspace is RGB, tiled."""
+    from automl_deft.synth.smt import generate_smt_workspace
+
+    assert (
+        "model input: 1 light, greyscale, linear of 64x64 -> 1x64x64; decided from the "
+        "images (color_mode: auto)"
+    ) in section(build(tiny_ws), 4)
+    smt = tmp_path / "smt"
+    generate_smt_workspace(smt, seed=0, scale="tiny")
+    text = section(build(smt), 4)
+    assert "model input: 4 lights, RGB, linear of 128x128 -> 3x512x128" in text

@@ -160,6 +160,28 @@ def images_section(ctx: Context, probe: ImageProbe) -> Section:
     return Section.of(3, blocks, {"images": entries})
 
 
+def _model_input(ctx: Context) -> str | None:
+    """What the model sees per side, e.g. ``4 lights, RGB, linear of 128x128 -> 3x512x128``:
+    colour or greyscale as ``color_mode`` decides (``auto``: from the training set's
+    first row, headers only), the lights tiled as ``concat_type`` says."""
+    from automl_deft.model.data import resolve_color_mode
+
+    spec = ctx.plan.spec
+    if spec is None:
+        return None
+    try:
+        train = read_dataset_csv(ctx.ws.train_csv, role="train")
+        resolved = resolve_color_mode(spec, train.head(1), ctx.ws.images_dir)
+    except WorkspaceError:
+        return None
+    how = (
+        "decided from the images (color_mode: auto)"
+        if spec.dataset.classify.color_mode == "auto"
+        else f"color_mode: {spec.dataset.classify.color_mode}"
+    )
+    return f"{resolved.geometry().describe()}; {how}"
+
+
 def datasets_section(ctx: Context, check_images: bool) -> Section:
     plan = ctx.plan
     deft_runs = plan.runs("deft")
@@ -245,6 +267,9 @@ def datasets_section(ctx: Context, check_images: bool) -> Section:
     else:
         files = "checked with the CSVs (any image problem is listed below)"
     blocks.append(KeyValue("image files", files))
+    model_input = _model_input(ctx) if not problems else None
+    if model_input is not None:
+        blocks.append(KeyValue("model input", model_input))
     if deft_runs and "mining_pool" not in by_role and not ctx.ws.pool_csv.exists():
         if not plan.deft.uses_pool:
             blocks.append(KeyValue("mining pool", "not used (deft.mining.enabled: false)"))
