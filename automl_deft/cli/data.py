@@ -9,12 +9,27 @@ from typing import Any
 
 import click
 
-from automl_deft.cli.options import ANY_PATH, EXISTING_DIR
+from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, examples, seed_option
 
 
-@click.command("demo-workspace")
+@click.command(
+    "demo-workspace",
+    epilog=examples(
+        "automl-deft demo-workspace .runs/demo",
+        "automl-deft demo-workspace /tmp/smt --kind smt --scale tiny",
+        "automl-deft demo-workspace /tmp/smt224 --kind smt --size 224 --force",
+    ),
+)
 @click.argument("directory", type=ANY_PATH)
-@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option(
+    "--kind",
+    type=click.Choice(["pcb", "smt"]),
+    default="pcb",
+    show_default=True,
+    help="pcb: greyscale bare-board copper, one light, PNG; smt: colour SMT components "
+    "under four lights, JPEG.",
+)
+@seed_option("Random seed (same seed, same bytes).", default=0)
 @click.option(
     "--scale",
     type=click.Choice(["tiny", "small", "medium"]),
@@ -22,25 +37,62 @@ from automl_deft.cli.options import ANY_PATH, EXISTING_DIR
     show_default=True,
     help="tiny for tests, small for `make run`, medium for benchmarks.",
 )
+@click.option(
+    "--size",
+    type=int,
+    metavar="PX",
+    help="Image side in pixels [default: 64 for pcb, 128 for smt (128-224)].",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing workspace in DIRECTORY.")
-def demo_workspace(directory: Path, seed: int, scale: str, force: bool) -> None:
+def demo_workspace(
+    directory: Path, kind: str, seed: int, scale: str, size: int | None, force: bool
+) -> None:
     """Generate a synthetic AOI workspace (the embedded default) in DIRECTORY.
 
-    Bare-board copper patches with benign nuisance and six defect types, split
-    into a small PASS-dominant training set, a validation set, a larger KPI
-    test set with board families and subtle defects the training set lacks,
-    an untouched hold-out from the KPI distribution (kpi/holdout_set.csv, 30%
-    of it), and a labelled mining pool.
-    """
-    from automl_deft.synth.demo import generate_demo_workspace
+    Both kinds are split into a small PASS-dominant training set, a validation
+    set, a larger KPI test set with board families and subtle defects the
+    training set lacks, an untouched hold-out from the KPI distribution
+    (kpi/holdout_set.csv, 30% of it), and a labelled mining pool.
 
-    summary = generate_demo_workspace(directory, seed=seed, scale=scale, force=force)
-    click.echo(f"wrote {scale} workspace (seed {seed}) to {summary.root} in {summary.seconds:.1f}s")
+    --kind pcb (the default, what `make run` uses): greyscale bare-board copper
+    patches, one light (SolderLight PNG), six defect types (open, short,
+    mousebite, spur, copper, pin-hole).
+
+    --kind smt: colour, component-level AOI in the TAO layout: chip resistors
+    and capacitors, diodes, SOT-23 and SOIC parts on five board designs, four
+    RGB JPEG lights per side (LowAngleLight, SolderLight, UniformLight,
+    WhiteLight), seven defect types (missing, shift, tombstone, bridge,
+    insufficient, excess, polarity) with severity, and the metadata columns
+    real workspaces carry (comp_type_1, comp_name, part_type, number_of_pins,
+    project).
+    """
+    if kind == "smt":
+        from automl_deft.synth.smt import DEFAULT_SMT_SIZE, generate_smt_workspace
+
+        summary = generate_smt_workspace(
+            directory, seed=seed, scale=scale, force=force, size=size or DEFAULT_SMT_SIZE
+        )
+    else:
+        from automl_deft.synth.demo import generate_demo_workspace
+        from automl_deft.synth.render import DEFAULT_SIZE
+
+        summary = generate_demo_workspace(
+            directory, seed=seed, scale=scale, force=force, size=size or DEFAULT_SIZE
+        )
+    click.echo(
+        f"wrote {scale} {kind} workspace (seed {seed}) to {summary.root} in {summary.seconds:.1f}s"
+    )
     for split, n in summary.counts.items():
         click.echo(f"  {split:<12} {n:>6} rows")
 
 
-@click.command("validate")
+@click.command(
+    "validate",
+    epilog=examples(
+        "automl-deft validate .runs/demo",
+        "automl-deft validate .runs/demo --no-images --json",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
 @click.option("--no-images", is_flag=True, help="Skip decoding images and content-hash leakage.")
 @click.option("--no-pool", is_flag=True, help="Do not require inputs/mining_pool.csv.")
@@ -90,7 +142,13 @@ def _summary_json(summary: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(summary).items()}
 
 
-@click.command("split-holdout")
+@click.command(
+    "split-holdout",
+    epilog=examples(
+        "automl-deft import-deeppcb DeepPCB .runs/deeppcb --holdout-fraction 0",
+        "automl-deft split-holdout .runs/deeppcb --fraction 0.3 --group-by source_image",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
 @click.option(
     "--fraction",
@@ -98,7 +156,7 @@ def _summary_json(summary: Any) -> dict[str, Any]:
     show_default=True,
     help="Share of the KPI set's rows moved to the hold-out, in (0, 1).",
 )
-@click.option("--seed", default=0, show_default=True, help="Random seed of the split.")
+@seed_option("Random seed of the split.", default=0)
 @click.option(
     "--group-by",
     metavar="COLUMN",
@@ -114,10 +172,6 @@ def split_holdout_cmd(workspace: Path, fraction: float, seed: int, group_by: str
     family (boardname) and every stratum of two or more rows keeps rows on
     both sides. Run it once, before the first run: it refuses when a hold-out
     exists (the message says how to undo it) and finishes an interrupted split.
-
-    \b
-    Example:
-      automl-deft split-holdout ws --fraction 0.3 --seed 0
     """
     from automl_deft.holdout import split_holdout
 
@@ -132,7 +186,13 @@ def split_holdout_cmd(workspace: Path, fraction: float, seed: int, group_by: str
     click.echo(result.table())
 
 
-@click.command("import-deeppcb")
+@click.command(
+    "import-deeppcb",
+    epilog=examples(
+        "automl-deft import-deeppcb DeepPCB .runs/deeppcb    # DeepPCB: a clone holding PCBData/",
+        "automl-deft import-deeppcb DeepPCB .runs/deeppcb128 --crop-size 128 --force",
+    ),
+)
 @click.argument("src", type=EXISTING_DIR)
 @click.argument("directory", type=ANY_PATH)
 @click.option("--crop-size", default=64, show_default=True, help="Crop side in pixels.")
@@ -151,7 +211,7 @@ def split_holdout_cmd(workspace: Path, fraction: float, seed: int, group_by: str
     show_default=True,
     help="Share of test pairs set aside as the untouched hold-out (0: none).",
 )
-@click.option("--seed", default=0, show_default=True)
+@seed_option("Random seed of the crops and the splits.", default=0)
 @click.option("--force", is_flag=True, help="Overwrite an existing workspace in DIRECTORY.")
 def import_deeppcb_cmd(
     src: Path,

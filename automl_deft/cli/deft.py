@@ -9,31 +9,40 @@ from typing import Any
 
 import click
 
-from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE
+from automl_deft.cli.options import (
+    EXISTING_DIR,
+    config_option,
+    examples,
+    num_epochs_option,
+    results_option,
+    seed_option,
+    spec_option,
+)
 from automl_deft.errors import UserError
 
 log = logging.getLogger("automl_deft")
 
 
-@click.command("deft")
+@click.command(
+    "deft",
+    epilog=examples(
+        "automl-deft deft .runs/demo --max-iterations 2 --num-epochs 3 -o .runs/demo/results/deft",
+        "automl-deft deft .runs/demo -o .runs/demo/results/deft    # again: resumes that run",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
-@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="DEFT config YAML.")
-@click.option(
-    "--resume",
-    "resume_dir",
-    type=EXISTING_DIR,
-    help="Continue the run in this results directory (its own config is used).",
+@config_option("DEFT config YAML.")
+@results_option(
+    "Start the run here, or continue the one in it (with its own config). "
+    "Default: WORKSPACE/results/run_<ts>.",
+    aliases=("--resume",),
+    alias_type=EXISTING_DIR,
 )
-@click.option(
-    "--results",
-    "results_dir",
-    type=ANY_PATH,
-    help="Start (or continue) the run here. Default: WORKSPACE/results/run_<ts>.",
-)
-@click.option("-s", "--spec", "spec_path", type=EXISTING_FILE, help="Baseline training spec.")
+@spec_option("The training spec of a baseline trained here (default: the workspace's).")
 @click.option("--kpi-target", help='Overrides the config, e.g. "FAR < 5% at recall=100%".')
 @click.option("--max-iterations", type=int, help="Overrides the config.")
-@click.option("--num-epochs", type=int, help="Fine-tuning epochs per iteration.")
+@num_epochs_option("Fine-tuning epochs per iteration; overrides the config.")
+@seed_option("Overrides the config's seed.")
 @click.option(
     "--acknowledge-regression",
     is_flag=True,
@@ -43,12 +52,12 @@ log = logging.getLogger("automl_deft")
 def deft_cmd(
     workspace: Path,
     config_path: Path | None,
-    resume_dir: Path | None,
     results_dir: Path | None,
     spec_path: Path | None,
     kpi_target: str | None,
     max_iterations: int | None,
     num_epochs: int | None,
+    seed: int | None,
     acknowledge_regression: bool,
     as_json: bool,
 ) -> None:
@@ -57,7 +66,7 @@ def deft_cmd(
     a hard stop, or the regression gate.
 
     Every stage is committed to RESULTS/deft_state.json once its outputs exist,
-    so a killed run continues with --resume RESULTS. A baseline pre-seeded by
+    so a killed run continues when re-run with the same -o/--results DIR. A baseline pre-seeded by
     Phase 1 (iterations.baseline.stage_completed == "train") is not retrained.
     Writes RESULTS/DEFT_Loop_Report.html and best_model.json (the lowest FAR
     over every iteration). Exit status 2 on a hard stop (the reason is printed).
@@ -70,24 +79,28 @@ def deft_cmd(
 
     from automl_deft.deft.config import check_config, load_deft_config
     from automl_deft.deft.loop import run_deft
+    from automl_deft.deft.state import DeftState
 
-    if resume_dir and results_dir:
-        raise UserError("use --resume RESULTS or --results RESULTS, not both")
     cfg = load_deft_config(config_path)
-    overrides: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
     if kpi_target is not None:
-        overrides["kpi_target"] = kpi_target
+        changes["kpi_target"] = kpi_target
     if max_iterations is not None:
-        overrides["max_iterations"] = max_iterations
+        changes["max_iterations"] = max_iterations
     if num_epochs is not None:
-        overrides["num_epochs"] = num_epochs
-    cfg = check_config(dataclasses.replace(cfg, **overrides), "options")
-    if resume_dir is not None and (config_path or overrides):
-        log.warning("resuming: the run's own config is used; -c and overrides are ignored")
+        changes["num_epochs"] = num_epochs
+    if seed is not None:
+        changes["seed"] = seed
+    cfg = check_config(dataclasses.replace(cfg, **changes), "options")
+    resuming = results_dir is not None and DeftState.exists(results_dir)
+    if resuming and (config_path or changes or spec_path):
+        log.warning(
+            "resuming: the run's own config and spec are used; -c, -s and overrides are ignored"
+        )
     outcome = run_deft(
         workspace,
         cfg,
-        results_dir=resume_dir or results_dir,
+        results_dir=results_dir,
         spec_path=spec_path,
         acknowledge_regression=acknowledge_regression,
         status=None if as_json else click.echo,
@@ -103,7 +116,7 @@ def deft_cmd(
         raise UserError(f"DEFT hard-stopped: {outcome.stop_reason}")
 
 
-@click.command("report")
+@click.command("report", epilog=examples("automl-deft report .runs/demo/results/deft"))
 @click.argument("results_dir", type=EXISTING_DIR)
 def report_cmd(results_dir: Path) -> None:
     """Re-render RESULTS_DIR/DEFT_Loop_Report.html from the state on disk."""

@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from automl_deft.cli.options import ANY_PATH, EXISTING_DIR, EXISTING_FILE, kpi_options, spec_options
+from automl_deft.cli.options import (
+    ANY_PATH,
+    EXISTING_DIR,
+    EXISTING_FILE,
+    examples,
+    kpi_options,
+    num_epochs_option,
+    out_option,
+    results_option,
+    seed_option,
+    spec_option,
+    spec_options,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,29 +31,48 @@ if TYPE_CHECKING:
     from automl_deft.model.spec import Spec
 
 
-@click.command("train")
+@click.command(
+    "train",
+    epilog=examples(
+        "automl-deft train .runs/demo --num-epochs 5 -o .runs/demo/results/train",
+        "automl-deft train .runs/demo --num-epochs 5 -o .runs/demo/results/train --no-resume",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
 @spec_options
+@num_epochs_option("Training epochs (the spec's train.num_epochs).")
+@seed_option("Training seed (the spec's train.seed).")
 @click.option("--train-csv", type=EXISTING_FILE, help="Default: the workspace training set.")
 @click.option("--val-csv", type=EXISTING_FILE, help="Default: the workspace validation set.")
-@click.option("-o", "--out", "out_dir", type=ANY_PATH, help="Default: WORKSPACE/results/train.")
+@results_option(
+    "Checkpoints, history and summary go here (default: WORKSPACE/results/train).",
+    aliases=("--out",),
+)
 @click.option(
-    "--resume/--no-resume", default=True, show_default=True, help="Resume from latest.pt."
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue the run in DIR from its latest.pt; --no-resume trains from scratch "
+    "(the previous run's files are moved to DIR/previous_runs/).",
 )
 def train_cmd(
     workspace: Path,
     spec_path: Path | None,
     overrides: tuple[str, ...],
+    num_epochs: int | None,
+    seed: int | None,
     train_csv: Path | None,
     val_csv: Path | None,
-    out_dir: Path | None,
+    results_dir: Path | None,
     resume: bool,
 ) -> None:
     """Train the Siamese classifier; keep best-validation and latest checkpoints.
 
     Validation far_pct (FAR at 100% recall) picks the best checkpoint. An
-    interrupted run resumes from OUT/latest.pt. Warm start from another model
-    with --set train.pretrained_model_path=PATH.
+    interrupted run resumes from DIR/latest.pt, and a finished one is not
+    trained again; --no-resume starts over in the same DIR (needed after a
+    change of the spec). Warm start from another model with --set
+    train.pretrained_model_path=PATH.
 
     The sets are checked first, as `validate` checks them (schema, images,
     duplicates, leakage by row and by image content): a --val-csv that holds
@@ -54,9 +85,14 @@ def train_cmd(
     from automl_deft.workspace import Workspace, read_dataset_csv
 
     ws = Workspace.at(workspace)
-    spec = load_spec(spec_path or ws.spec_path, parse_set_option(overrides))
+    tree = parse_set_option(overrides)
+    if num_epochs is not None:
+        tree["train.num_epochs"] = num_epochs
+    if seed is not None:
+        tree["train.seed"] = seed
+    spec = load_spec(spec_path or ws.spec_path, tree)
     guard_workspace(ws.root, spec.naming(), train_csv=train_csv, val_csv=val_csv)
-    out = out_dir or ws.results_dir / "train"
+    out = results_dir or ws.results_dir / "train"
     created = _first_missing(out)
     try:
         result = train(
@@ -72,6 +108,11 @@ def train_cmd(
             _remove_if_empty(created)
         raise
     best = result.best_metrics
+    if result.epochs_run == 0:
+        click.echo(
+            f"{out} already holds this run, trained for {len(result.history)} epochs: nothing to "
+            "train (--no-resume trains it again from scratch)"
+        )
     click.echo(
         f"best epoch {best.get('epoch')}: val far_pct={_pct(metric_value(best, 'far_pct'))} "
         f"val_loss={best.get('val_loss', float('nan')):.4f}  ({result.seconds:.1f}s, "
@@ -109,23 +150,29 @@ def _images_dir(csv: Path, images_dir: Path | None) -> Path:
     return images_dir or find_images_dir(csv)
 
 
-@click.command("infer")
+@click.command(
+    "infer",
+    epilog=examples(
+        "automl-deft infer .runs/demo/results/train/best_val.pt "
+        ".runs/demo/kpi/testing_set.csv -o scored.csv",
+    ),
+)
 @click.argument("checkpoint", type=EXISTING_FILE)
 @click.argument("csv", type=EXISTING_FILE)
 @click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
-@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Default: CSV with _inference.csv.")
+@out_option("The scored CSV (default: CSV with _inference.csv).")
 @click.option("--batch-size", type=int, help="Default: twice the training batch size.")
 def infer_cmd(
     checkpoint: Path,
     csv: Path,
     images_dir: Path | None,
-    out_csv: Path | None,
+    out: Path | None,
     batch_size: int | None,
 ) -> None:
     """Score CSV with CHECKPOINT: writes the CSV plus a siamese_score column."""
     from automl_deft.model.infer import infer_csv
 
-    out_csv = out_csv or csv.with_name(csv.stem + "_inference.csv")
+    out_csv = out or csv.with_name(csv.stem + "_inference.csv")
     frame = infer_csv(checkpoint, csv, _images_dir(csv, images_dir), out_csv, batch_size=batch_size)
     click.echo(f"wrote {len(frame)} scored rows to {out_csv}")
 
@@ -170,7 +217,13 @@ def report_kpi(
         sys.exit(EXIT_KPI_MISSED)
 
 
-@click.command("kpi")
+@click.command(
+    "kpi",
+    epilog=examples(
+        'automl-deft kpi scored.csv --target "FAR < 5% at recall=100%"',
+        "automl-deft kpi scored.csv --json --sweep-csv sweep.csv --plot scores.png",
+    ),
+)
 @click.argument("inference_csv", type=EXISTING_FILE)
 @kpi_options
 def kpi_cmd(
@@ -192,17 +245,23 @@ def kpi_cmd(
     report_kpi(result, target, as_json, frame)
 
 
-@click.command("evaluate")
+@click.command(
+    "evaluate",
+    epilog=examples(
+        "automl-deft evaluate .runs/demo/results/train/best_val.pt "
+        '.runs/demo/kpi/testing_set.csv --target "FAR < 5% at recall=100%" --plot scores.png',
+    ),
+)
 @click.argument("checkpoint", type=EXISTING_FILE)
 @click.argument("csv", type=EXISTING_FILE)
 @click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
-@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@out_option("Also write the inference CSV here.")
 @kpi_options
 def evaluate_cmd(
     checkpoint: Path,
     csv: Path,
     images_dir: Path | None,
-    out_csv: Path | None,
+    out: Path | None,
     target: str | None,
     sweep_csv: Path | None,
     plot: Path | None,
@@ -216,25 +275,31 @@ def evaluate_cmd(
     frame = infer_frame(
         checkpoint, read_dataset_csv(csv, role="evaluation"), _images_dir(csv, images_dir)
     )
-    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
+    result = judge_scored_frame(frame, inference_csv=out, sweep_csv=sweep_csv, plot=plot)
     report_kpi(result, target, as_json, frame)
 
 
-@click.command("zero-shot")
+@click.command(
+    "zero-shot",
+    epilog=examples(
+        "automl-deft zero-shot .runs/demo/kpi/testing_set.csv",
+        "automl-deft zero-shot .runs/demo/kpi/testing_set.csv --method feature-distance --json",
+    ),
+)
 @click.argument("csv", type=EXISTING_FILE)
 @click.option(
     "--method", default="pixel-diff", show_default=True, help="pixel-diff or feature-distance."
 )
 @click.option("--images-dir", type=EXISTING_DIR, help="Default: the workspace's kpi/images.")
-@click.option("-s", "--spec", "spec_path", type=EXISTING_FILE, help="For lights and image size.")
-@click.option("-o", "--out", "out_csv", type=ANY_PATH, help="Also write the inference CSV here.")
+@spec_option("For lights and image size (default: the workspace's spec).")
+@out_option("Also write the inference CSV here.")
 @kpi_options
 def zero_shot_cmd(
     csv: Path,
     method: str,
     images_dir: Path | None,
     spec_path: Path | None,
-    out_csv: Path | None,
+    out: Path | None,
     target: str | None,
     sweep_csv: Path | None,
     plot: Path | None,
@@ -249,7 +314,7 @@ def zero_shot_cmd(
     images = _images_dir(csv, images_dir)
     spec = load_spec(spec_path) if spec_path else _workspace_spec(images) or Spec()
     frame = zero_shot_frame(read_dataset_csv(csv, role="evaluation"), images, spec, method=method)
-    result = judge_scored_frame(frame, inference_csv=out_csv, sweep_csv=sweep_csv, plot=plot)
+    result = judge_scored_frame(frame, inference_csv=out, sweep_csv=sweep_csv, plot=plot)
     report_kpi(result, target, as_json, frame)
 
 
@@ -264,18 +329,27 @@ def _workspace_spec(images_dir: Path) -> Spec | None:
     return load_spec(spec) if spec.is_file() else None
 
 
-@click.command("quickstart")
+@click.command(
+    "quickstart",
+    epilog=examples(
+        "automl-deft quickstart .runs/demo",
+        "automl-deft quickstart .runs/quick --scale tiny --zero-shot feature-distance",
+    ),
+)
 @click.argument("directory", type=ANY_PATH)
 @click.option(
     "--scale", type=click.Choice(["tiny", "small", "medium"]), default="small", show_default=True
 )
-@click.option("--seed", default=0, show_default=True)
+@seed_option("Seed of the synthetic workspace made when DIRECTORY has none.", default=0)
 @click.option("--zero-shot", "zero_shot_method", default="pixel-diff", show_default=True)
 def quickstart(directory: Path, scale: str, seed: int, zero_shot_method: str) -> None:
-    """Synthetic workspace → validate → train → KPI on the KPI set, vs zero-shot.
+    """The two-minute check: synthetic workspace → validate → one training → FAR
+    at 100% recall on the KPI set, vs the zero-shot scorer.
 
     Reuses the workspace in DIRECTORY if there is one, and resumes an
-    interrupted training. This is what `make run` runs.
+    interrupted training. `make quickstart` runs it; the whole pipeline (Phase 1
+    AutoML → DEFT → Phase 3) is `make run`, i.e. `automl-deft demo-workspace`
+    then `automl-deft run`.
     """
     from automl_deft.quickstart import quickstart as run_quickstart
 

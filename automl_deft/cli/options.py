@@ -1,17 +1,40 @@
 """What several commands share: click path types, option bundles, the pipeline names.
 
 An option bundle is a decorator that adds the same options, with the same help,
-to every command that takes them.
+to every command that takes them: each option of the CLI grammar is defined once,
+here.
+
+The grammar, one spelling for one thing on every command:
+
+- ``-o/--results DIR``: a run's results directory, on the commands that train,
+  search or run a pipeline (``train``, ``automl``, ``deft``, ``run``,
+  ``preflight``); re-using one resumes what is in it. "Results" because it is a
+  folder of many files a later command reads (``report``, ``predict``, ``export``).
+- ``-o/--out PATH``: the one file or package a command writes (``infer``,
+  ``evaluate``, ``zero-shot``, ``predict``, ``export``, ``compile``). Both take ``-o``:
+  it is always "where this command writes"; the long name says which kind.
+- ``-c/--config FILE`` (the command's config YAML), ``-s/--spec FILE`` with
+  ``--set KEY=VALUE`` (the training spec), ``--num-epochs N``, ``--max-trials N``,
+  ``--seed N``.
+
+Old spellings (``train --out DIR``, ``deft --resume RUN``) stay for one release as
+hidden aliases (:func:`deprecated_alias`): they work, and print a one-line warning
+naming the new spelling on stderr.
+
+Every command's help ends with ``Examples:`` (:func:`examples`, the click epilog).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from automl_deft.phases import Phase
+
+Decorator = Callable[[Any], Any]
 
 EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -27,6 +50,135 @@ PIPELINE_PHASES: dict[str, tuple[str, ...]] = {
 """The phases each pipeline runs (the one vocabulary, :class:`automl_deft.phases.Phase`)."""
 
 
+_ALIASED = "automl_deft.aliased"
+"""``ctx.meta`` key: ``(old spelling, value)`` given through an old spelling, by parameter.
+
+Click processes the options given first, then the others: an ``old`` given alone is
+stored here before ``new``'s callback (:func:`take_alias`) runs and picks it up."""
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: ``Examples:`` and ``lines`` indented, kept as written.
+
+    Click rewraps help paragraphs; a paragraph whose first line is ``\\b`` is left
+    alone, so each example stays on its own line.
+    """
+    title = "Example:" if len(lines) == 1 else "Examples:"
+    return "\b\n" + title + "\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def deprecated_alias(
+    old: str, new: str, name: str, type: click.ParamType | None = None
+) -> Decorator:
+    """Accept ``old`` (hidden from ``--help``) as a spelling of the option ``new``, whose
+    parameter is ``name``, for one release; a use prints one warning line on stderr.
+
+    Declare the option ``new`` with ``callback=take_alias`` (:func:`option`
+    does) so that a value given as ``old`` reaches ``name`` whatever order click
+    processes the two in; both spellings with different values are refused.
+    """
+
+    def take(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        click.echo(
+            f"warning: {old} is an old spelling, going in the next release: use {new}", err=True
+        )
+        given = ctx.params.get(name)
+        if given is not None and given != value:
+            raise _disagree(new, old, given, value)
+        ctx.meta.setdefault(_ALIASED, {})[name] = (old, value)
+
+    return click.option(
+        old,
+        f"{name}_alias_{old.lstrip('-').replace('-', '_')}",
+        type=type,
+        hidden=True,
+        expose_value=False,
+        callback=take,
+    )
+
+
+def take_alias(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """The ``callback`` of an option with :func:`deprecated_alias` spellings."""
+    old, given = ctx.meta.get(_ALIASED, {}).get(param.name, (None, None))
+    if given is not None and value is not None and value != given:
+        raise _disagree("/".join(param.opts), old, value, given)
+    return value if value is not None else given
+
+
+def _disagree(new: str, old: str, value: Any, old_value: Any) -> click.UsageError:
+    return click.UsageError(
+        f"{new} {value} and {old} {old_value} (its old spelling) disagree: pass {new} once"
+    )
+
+
+def option(
+    *decls: str, aliases: tuple[str, ...] = (), alias_type: Any = None, **attrs: Any
+) -> Decorator:
+    """``click.option(*decls, **attrs)`` plus the hidden old spellings ``aliases``
+    (:func:`deprecated_alias`; their type: ``alias_type``, default the option's)."""
+    name = decls[-1]
+    flag = "/".join(d for d in decls[:-1])
+
+    def decorate(fn: Any) -> Any:
+        for old in aliases:
+            fn = deprecated_alias(old, flag, name, alias_type or attrs.get("type"))(fn)
+        callback = take_alias if aliases else None
+        return click.option(*decls, callback=callback, **attrs)(fn)
+
+    return decorate
+
+
+def results_option(
+    help: str, *, aliases: tuple[str, ...] = (), alias_type: Any = None
+) -> Decorator:
+    """``-o/--results DIR`` (parameter ``results_dir``): a run's results directory."""
+    return option(
+        "-o",
+        "--results",
+        "results_dir",
+        type=ANY_PATH,
+        metavar="DIR",
+        help=help,
+        aliases=aliases,
+        alias_type=alias_type,
+    )
+
+
+def out_option(help: str, **attrs: Any) -> Decorator:
+    """``-o/--out PATH`` (parameter ``out``): the one file or package a command writes."""
+    attrs.setdefault("type", ANY_PATH)
+    return click.option("-o", "--out", "out", metavar="PATH", help=help, **attrs)
+
+
+def config_option(help: str) -> Decorator:
+    """``-c/--config FILE`` (parameter ``config_path``): the command's config YAML."""
+    return click.option("-c", "--config", "config_path", type=EXISTING_FILE, help=help)
+
+
+def num_epochs_option(help: str) -> Decorator:
+    """``--num-epochs N`` (parameter ``num_epochs``, None: not given)."""
+    return click.option("--num-epochs", type=click.IntRange(min=1), metavar="N", help=help)
+
+
+def max_trials_option(help: str) -> Decorator:
+    """``--max-trials N`` (parameter ``max_trials``, None: not given)."""
+    return click.option("--max-trials", type=click.IntRange(min=1), metavar="N", help=help)
+
+
+def seed_option(help: str, default: int | None = None) -> Decorator:
+    """``--seed N`` (parameter ``seed``); ``default`` None: not given, the config's."""
+    return click.option(
+        "--seed",
+        type=int,
+        default=default,
+        show_default=default is not None,
+        metavar="N",
+        help=help,
+    )
+
+
 def spec_options(fn: Any) -> Any:
     """Add ``-s/--spec`` (a training spec YAML) and repeatable ``--set KEY=VALUE``."""
     fn = click.option(
@@ -36,13 +188,12 @@ def spec_options(fn: Any) -> Any:
         metavar="KEY=VALUE",
         help="Override a spec key, e.g. --set train.num_epochs=5 (repeatable).",
     )(fn)
-    return click.option(
-        "-s",
-        "--spec",
-        "spec_path",
-        type=EXISTING_FILE,
-        help="Training spec YAML (default: WORKSPACE/specs/baseline_spec.yaml).",
-    )(fn)
+    return spec_option("Training spec YAML (default: WORKSPACE/specs/baseline_spec.yaml).")(fn)
+
+
+def spec_option(help: str) -> Decorator:
+    """``-s/--spec FILE`` alone (parameter ``spec_path``), for commands without ``--set``."""
+    return click.option("-s", "--spec", "spec_path", type=EXISTING_FILE, help=help)
 
 
 def kpi_options(fn: Any) -> Any:
@@ -84,7 +235,11 @@ def cluster_options(fn: Any) -> Any:
             help="The workspace path inside the pods (the PVC mount).",
         ),
         click.option(
-            "--config", "config", default="", help="Run config YAML, relative to the workspace."
+            "-c",
+            "--config",
+            "config",
+            default="",
+            help="Run config YAML, relative to the workspace.",
         ),
         click.option(
             "--param",

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from automl_deft.cli.options import (
-    ANY_PATH,
     EXISTING_DIR,
-    EXISTING_FILE,
     PIPELINE_NAMES,
     PIPELINE_PHASES,
     cluster_options,
+    config_option,
+    examples,
+    out_option,
+    results_option,
 )
 from automl_deft.errors import UserError
 
@@ -46,10 +48,16 @@ def _abs_config(config_path: Path | None) -> str:
     return str(config_path.resolve()) if config_path else ""
 
 
-@click.command("preflight")
+@click.command(
+    "preflight",
+    epilog=examples(
+        "automl-deft preflight .runs/demo -c configs/embedded.yaml",
+        "automl-deft preflight .runs/demo --pipeline deft-only --no-images --json",
+    ),
+)
 @click.argument("workspace", type=EXISTING_DIR)
-@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="Run config YAML.")
-@click.option("--results", "results_dir", type=ANY_PATH, help="The run's results directory.")
+@config_option("Run config YAML.")
+@results_option("The run's results directory (default: a new WORKSPACE/results/run_<ts>).")
 @click.option(
     "--pipeline",
     "pipeline_name",
@@ -94,15 +102,16 @@ def preflight_cmd(
         raise UserError(f"pre-flight blocked: {pre.blocking[0]}")
 
 
-@click.command("run")
-@click.argument("workspace", type=EXISTING_DIR)
-@click.option("-c", "--config", "config_path", type=EXISTING_FILE, help="Run config YAML.")
-@click.option(
-    "--results",
-    "results_dir",
-    type=ANY_PATH,
-    help="Default: WORKSPACE/results/run_<ts> (an existing one resumes).",
+@click.command(
+    "run",
+    epilog=examples(
+        "automl-deft run .runs/demo -c configs/embedded.yaml --yes    # what `make run` runs",
+        "automl-deft run .runs/demo -c configs/embedded.yaml -o .runs/demo/results/run1 --yes",
+    ),
 )
+@click.argument("workspace", type=EXISTING_DIR)
+@config_option("Run config YAML.")
+@results_option("Default: WORKSPACE/results/run_<ts> (an existing one resumes).")
 @click.option(
     "--pipeline",
     "pipeline_name",
@@ -134,7 +143,7 @@ def run_cmd(
     cluster is needed. After the single confirmation nothing asks again; only
     the hard safety gates named in the pre-flight can stop the run. Prints the
     trajectory (Phase 1 → DEFT iterations → Phase 3, FAR on the KPI set), the
-    deliverable and the report. Re-run with --results RESULTS to resume.
+    deliverable and the report. Re-run with the same -o/--results DIR to resume.
     """
     from automl_deft.cluster.local_run import run_local
     from automl_deft.layout import RunLayout
@@ -223,8 +232,15 @@ def _print_trajectory(summary: PipelineSummary) -> None:
         click.echo(f"note: {note}")
 
 
-@click.command("compile")
-@click.option("--out", "out_dir", type=ANY_PATH, default=Path("manifests"), show_default=True)
+@click.command(
+    "compile",
+    epilog=examples(
+        "automl-deft compile",
+        "automl-deft compile -o manifests --image ghcr.io/<org>/automl-deft:0.1.0 "
+        "--namespace kubeflow-user",
+    ),
+)
+@out_option("The folder the files go to.", default=Path("manifests"), show_default=True)
 @click.option("--image", help="Component image (default: the release image).")
 @click.option("--namespace", default="kubeflow-user", show_default=True)
 @click.option("--service-account", default="automl-deft", show_default=True)
@@ -232,7 +248,7 @@ def _print_trajectory(summary: PipelineSummary) -> None:
 @click.option("--pvc-size", default="50Gi", show_default=True)
 @click.option("--storage-class", help="Default: the cluster's default StorageClass.")
 def compile_cmd(
-    out_dir: Path,
+    out: Path,
     image: str | None,
     namespace: str,
     service_account: str,
@@ -250,7 +266,7 @@ def compile_cmd(
 
     written = compile_all(
         {name: _build(name, image=image) for name in load_pipelines().NAMES},
-        out_dir,
+        out,
         CompileOptions(
             namespace=namespace,
             service_account=service_account,
@@ -291,7 +307,13 @@ def _package_and_args(
     return package, args
 
 
-@click.command("submit")
+@click.command(
+    "submit",
+    epilog=examples(
+        "automl-deft submit --host https://kubeflow.example.com/pipeline "
+        "--namespace kubeflow-user --param gpus=2",
+    ),
+)
 @cluster_options
 @_image_option
 @click.option("--run-name", help="Default: <pipeline>-<timestamp>.")
@@ -332,7 +354,13 @@ def submit_cmd(
     click.echo(f"run {run.run_id}: {run.url}")
 
 
-@click.command("schedule")
+@click.command(
+    "schedule",
+    epilog=examples(
+        "automl-deft schedule --host https://kubeflow.example.com/pipeline "
+        '--cron "0 0 2 * * *" --namespace kubeflow-user',
+    ),
+)
 @cluster_options
 @_image_option
 @click.option(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from automl_deft.cli.options import ANY_PATH, EXISTING_DIR
+from automl_deft.cli.options import EXISTING_DIR, examples, out_option
 from automl_deft.errors import UserError
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -15,7 +15,13 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 onnx for every command; a test checks they agree)."""
 
 
-@click.command("predict")
+@click.command(
+    "predict",
+    epilog=examples(
+        "automl-deft predict .runs/demo/results/run1 .runs/demo/kpi/testing_set.csv -o scored.csv",
+        "automl-deft predict aoi_model/ --golden g_SolderLight.png --test t_SolderLight.png",
+    ),
+)
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
 @click.argument(
     "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False
@@ -34,9 +40,7 @@ onnx for every command; a test checks they agree)."""
     help="The test image of the pair (repeat once per light, in order).",
 )
 @click.option("--images-dir", type=EXISTING_DIR, help="Default: the kpi/images above SOURCE.")
-@click.option(
-    "-o", "--out", "out_csv", type=ANY_PATH, help="Default: SOURCE with _predictions.csv."
-)
+@out_option("The scored CSV (default: SOURCE with _predictions.csv).")
 @click.option("--threshold", type=float, help="Override the model's decision threshold.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option(
@@ -49,7 +53,7 @@ def predict_cmd(
     golden: tuple[Path, ...],
     test_images: tuple[Path, ...],
     images_dir: Path | None,
-    out_csv: Path | None,
+    out: Path | None,
     threshold: float | None,
     batch_size: int,
     target: str | None,
@@ -62,11 +66,6 @@ def predict_cmd(
     the workspace format, with or without a label column. Writes the input
     columns plus siamese_score and decision (NO_PASS when siamese_score >
     threshold, else PASS); prints the KPI when every row is labelled.
-
-    \b
-    Examples:
-      automl-deft predict WS/results/run_1 new_boards.csv -o scored.csv
-      automl-deft predict pkg/ --golden g_SolderLight.png --test t_SolderLight.png
     """
     from automl_deft.io import atomic_write_csv
     from automl_deft.predict import has_labels, predict_frame, predict_pair, read_source_csv
@@ -92,7 +91,7 @@ def predict_cmd(
         batch_size=batch_size,
         progress=not no_progress and sys.stderr.isatty(),
     )
-    out = out_csv or source.with_name(source.stem + "_predictions.csv")
+    out = out or source.with_name(source.stem + "_predictions.csv")
     atomic_write_csv(out, scored)
     flagged = int((scored["decision"] == "NO_PASS").sum())
     click.echo(
@@ -108,13 +107,19 @@ def predict_cmd(
         raise UserError("--target needs labels: SOURCE has no (complete) label column")
 
 
-@click.command("export")
+@click.command(
+    "export",
+    epilog=examples(
+        "automl-deft export .runs/demo/results/run1 -o aoi_model/",
+        "automl-deft export .runs/demo/results/run1 --format torchscript -o aoi_model_ts/",
+    ),
+)
 @click.argument("run", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="onnx", show_default=True
 )
-@click.option("-o", "--out", "out_dir", type=ANY_PATH, required=True, help="Package directory.")
-def export_cmd(run: Path, fmt: str, out_dir: Path) -> None:
+@out_option("The package directory.", required=True)
+def export_cmd(run: Path, fmt: str, out: Path) -> None:
     """Export a run's deliverable as a self-contained package for an AOI line.
 
     RUN: a run directory or its best_model.json. The package holds the model
@@ -122,18 +127,14 @@ def export_cmd(run: Path, fmt: str, out_dir: Path) -> None:
     lights, normalisation, registration) and the model card (model_card.json,
     MODEL_CARD.md). `automl-deft predict PACKAGE …` runs it without the
     training checkpoint (onnxruntime or torch).
-
-    \b
-    Example:
-      automl-deft export WS/results/run_1 --format onnx -o aoi_model/
     """
     from automl_deft.model_card import export_run
 
-    package = export_run(run, fmt, out_dir)
-    click.echo(f"exported {fmt} package to {out_dir}")
-    click.echo(f"  model:     {out_dir / package.manifest.model_file}")
+    package = export_run(run, fmt, out)
+    click.echo(f"exported {fmt} package to {out}")
+    click.echo(f"  model:     {out / package.manifest.model_file}")
     click.echo(f"  threshold: {package.manifest.threshold:.6g}")
-    click.echo(f"  card:      {out_dir / 'MODEL_CARD.md'}")
+    click.echo(f"  card:      {out / 'MODEL_CARD.md'}")
 
 
 COMMANDS = (predict_cmd, export_cmd)

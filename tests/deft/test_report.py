@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import subprocess
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -73,6 +73,11 @@ FINDING = "weak rows concentrate on boardname=D: 60% of weak rows vs 20% of all 
 @pytest.fixture(scope="module")
 def scored(tiny_ws: Path) -> dict[str, pd.DataFrame]:
     """The KPI set scored zero-shot (baseline) and a slightly better copy (iter1)."""
+    return scored_frames(tiny_ws)
+
+
+def scored_frames(tiny_ws: Path) -> dict[str, pd.DataFrame]:
+    """:func:`scored`'s frames (also used by ``tests/test_browser.py``)."""
     ws = Workspace.at(tiny_ws)
     kpi = pd.read_csv(ws.kpi_csv, dtype=str, keep_default_na=False)
     base = zero_shot_frame(kpi, ws.images_dir, load_spec(ws.spec_path))
@@ -331,7 +336,7 @@ def test_full_report_has_every_section_in_order(full_run: tuple[Path, dict[str, 
     positions = [html.index('id="kpi-banner"')]
     positions += [html.index(f"<h2>{title}</h2>") for title in SECTION_TITLES]
     assert positions == sorted(positions)
-    assert html.index("<h1>DEFT loop report</h1>") < positions[0]
+    assert html.index("<h1>automl-deft run report</h1>") < positions[0]
     assert escape(TARGET) in html and "1/3" in html
 
 
@@ -339,12 +344,12 @@ def test_progress_chart_and_iteration_table(full_run: tuple[Path, dict[str, Any]
     _, run, html = full_run
     progress = _section(html, "Progress")
     assert 'id="progress-chart"' in progress and "data:image/png;base64," in progress
-    table = _section(html, "Per-iteration results")
+    table = _section(html, "Results per step")
     (base_far, base_thr), (far1, _) = run["facts"]["baseline"], run["facts"]["iter1"]
     assert f"{base_far:.2f}%" in table and f"{far1:.2f}%" in table
     assert format_threshold(base_thr) in table
     assert f"{far1 - base_far:+.2f}" in table
-    assert "iter1 ★" in table  # the best phase is marked
+    assert "DEFT iter 1 ★" in table  # the best step is marked, in a reader's words
     assert "AutoML Phase 1 winner" in table and "best_val" in table
 
 
@@ -422,7 +427,7 @@ def test_state_only_renders_not_yet_available(tiny_ws: Path, tmp_path: Path) -> 
     html = render_report(tmp_path).read_text()
     _parse(html)
     assert "KPI: IN PROGRESS" in html
-    for title in ("Progress", "Per-iteration results", "RCA score distribution", "Final status"):
+    for title in ("Progress", "Results per step", "RCA score distribution", "Final status"):
         assert "Not yet available" in _section(html, title) or "not yet available" in _section(
             html, title
         )
@@ -511,9 +516,9 @@ def test_moved_run_directory_renders(
     shutil.rmtree(old)
     html = render_report(new).read_text(encoding="utf-8")
     _parse(html)
-    table = _section(html, "Per-iteration results")
+    table = _section(html, "Results per step")
     (base_far, _), (far1, thr1) = run["facts"]["baseline"], run["facts"]["iter1"]
-    assert f"{base_far:.2f}%" in table and f"{far1:.2f}%" in table and "iter1 ★" in table
+    assert f"{base_far:.2f}%" in table and f"{far1:.2f}%" in table and "DEFT iter 1 ★" in table
     assert format_threshold(thr1) in table
     samples = _section(html, "Sample of generated data")
     assert samples.count("data:image/png;base64,") == run["sdg_rows"] + run["mined_rows"]
@@ -531,51 +536,11 @@ def test_missing_or_corrupt_state_is_a_user_error(tmp_path: Path) -> None:
     assert not (tmp_path / REPORT_FILE).exists()
 
 
-def _chromium() -> str | None:
-    return (
-        shutil.which("chromium")
-        or shutil.which("chromium-browser")
-        or shutil.which("google-chrome")
-    )
-
-
-def test_renders_in_headless_chromium(
-    full_run: tuple[Path, dict[str, Any], str], tmp_path: Path
-) -> None:
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("Chromium not installed")
-    root, _, _ = full_run
-    shot = tmp_path / "report.png"
-    proc = subprocess.run(
-        [
-            browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1280,4000",
-            f"--screenshot={shot}",
-            (root / REPORT_FILE).resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert shot.is_file() and shot.stat().st_size > 20_000
-    from PIL import Image
-
-    with Image.open(shot) as img:
-        assert img.size == (1280, 4000)
-        # Not a blank page: the rendered report has many distinct colours.
-        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
-
-
 # ------------------------------------------------- steering set, hold-out, sensitivity
 
 NOTE = "the deliverable (iter1) scored 9.00% FAR on the validation set <worse> than zero-shot"
+NOTE_SHOWN = NOTE.replace("(iter1)", "(DEFT iter 1)")
+"""The note as the page shows it: the label in a reader's words."""
 BECAUSE = "lowest FAR at 100% recall on the KPI (steering) set of 2 evaluated model(s)"
 
 
@@ -672,13 +637,13 @@ def test_summary_with_holdout_shows_both_numbers_and_notes(
     assert "No untouched number" not in html
     # The notes are a visible callout (escaped), not inside a collapsed <details>.
     notes = head[head.index('id="review-notes"') :]
-    assert escape(NOTE) in notes and "<details" not in head
+    assert escape(NOTE_SHOWN) in notes and "<details" not in head
     assert "<worse>" not in html
     assert f"<b>Chosen because</b>: {escape(BECAUSE)}." in head
     verdict = head[head.index('id="kpi-verdict"') :]
     assert "not met on the KPI (steering) set: 1.78 pp above the bound" in verdict
     # The trajectory table: steering interval, validation FAR, hold-out FAR [interval].
-    table = _section(html, "Per-iteration results")
+    table = _section(html, "Results per step")
     for far, cells in (
         (far0, ("7.50%", "19.34% [15.76–23.43]")),
         (far1, ("9.00%", "6.78% [4.32–9.87]")),
@@ -706,7 +671,7 @@ def test_without_summary_says_no_untouched_number_exists(
     iv = far_interval(frame["label"], scores, n_resamples=1000, seed=0)
     far1 = run["facts"]["iter1"][0]
     assert format_far(far1, [iv.low, iv.high]) in head
-    table = _section(html, "Per-iteration results")
+    table = _section(html, "Results per step")
     assert f'<td class="num">[{iv.low:.2f}–{iv.high:.2f}]</td>' in table
     assert "no untouched number" in _section(html, "Final status")
 
@@ -732,9 +697,9 @@ def test_summary_without_holdout_says_so(
     held = head[head.index('id="holdout-far"') :]
     assert "No untouched number exists (no kpi/holdout_set.csv)" in held
     assert "met on the KPI (steering) set" in head and "not met" not in head
-    assert escape(NOTE) in head  # the notes are shown whatever the hold-out
+    assert escape(NOTE_SHOWN) in head  # the notes are shown whatever the hold-out
     low, high = _fake_ci(facts["iter1"][0])
-    table = _section(html, "Per-iteration results")
+    table = _section(html, "Results per step")
     assert f"[{low:.2f}–{high:.2f}]" in table and "6.78%" not in table
     # A torn summary costs its numbers, never the page.
     layout.summary.write_text('{"torn')
@@ -750,7 +715,7 @@ def _cells(section: str, table_id: str) -> list[list[str]]:
     body = section[section.index("<tbody>", start) : section.index("</tbody>", start)]
     return [
         [cell.split(">", 1)[1] for cell in row.split("</td>")[:-1]]
-        for row in body.split("<tr>")[1:]
+        for row in re.split(r"<tr[^>]*>", body)[1:]
     ]
 
 
@@ -780,3 +745,386 @@ def test_sensitivity_matches_drop_n_and_names_the_threshold_setter(
     assert "<td>" + escape(setter.label) + "</td>" in section
     assert f"<td>{format_threshold(setter.score)}</td>" in section
     assert drops[0].dropped[0] == setter.object_name
+
+
+# ------------------------------------------------ the whole pipeline: Phase 1, Phase 3, finalize
+
+
+def _search_result(folder: Path, winner: str, values: dict[str, float | None]) -> Any:
+    """``automl_result.json`` of a search: ``values`` per trial (None = pruned), a lucky
+    winner re-trained, the zero-shot guard beaten."""
+    from automl_deft.hpo.guards import GuardReport, LuckyWinner, ZeroShotCheck
+    from automl_deft.hpo.results import SearchBest, SearchResult, SearchTrial
+
+    history = [
+        SearchTrial(
+            rec_id=name,
+            params={"lr": 0.001},
+            metric=value,
+            status="complete" if value is not None else "pruned",
+            pruned_at_epoch=None if value is not None else 2,
+        )
+        for name, value in values.items()
+    ]
+    lucky = min((v, n) for n, v in values.items() if v is not None)[1]
+    guards = GuardReport(
+        lucky_winner=LuckyWinner(
+            rec_id=lucky,
+            value=values[lucky] or 0.0,
+            runner_up=winner,
+            runner_up_value=values[winner] or 0.0,
+            factor=2.0,
+            reseed_rec_id=f"{lucky}-reseed",
+            reseed_value=14.5,
+            ranked_by=14.5,
+        ),
+        zero_shot=ZeroShotCheck(
+            winner_far_pct=values[winner], zero_shot_far_pct=12.25, beaten=True
+        ),
+    )
+    return SearchResult(
+        results_dir=folder,
+        best=SearchBest(
+            rec_id=winner,
+            specs={},
+            metric_value=values[winner],
+            far_pct=values[winner],
+            val_loss=0.2,
+            checkpoint=str(folder / "trials" / winner / "best_val.pt"),
+            pred_counts={"PASS": 200, "defect": 40},
+        ),
+        history=history,
+        algorithm="tpe",
+        backend="optuna",
+        metric="far_pct",
+        guards=guards,
+    )
+
+
+def _write_search(folder: Path, winner: str, values: dict[str, float | None]) -> None:
+    """A search folder as a search leaves it: its result and a real Optuna journal."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from automl_deft.layout import SearchLayout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _search_result(folder, winner, values).write(folder / SearchLayout.RESULT)
+    storage = JournalStorage(JournalFileBackend(str(folder / SearchLayout.OPTUNA_JOURNAL)))
+    study = optuna.create_study(study_name=SearchLayout(folder).study_name, storage=storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2), n_trials=len(values))
+
+
+def _holdout_from(frame: pd.DataFrame) -> pd.DataFrame:
+    """A stand-in hold-out score file: the KPI rows, scores pushed down for defects of one
+    board, so the hold-out tells a different story than the steering set."""
+    out = frame.copy()
+    worse = (~out["label"].map(is_pass)) & (out["boardname"] == out["boardname"].iloc[0])
+    out.loc[worse, SCORE_COLUMN] = out.loc[worse, SCORE_COLUMN] * 0.5
+    return out
+
+
+def _make_pipeline_run(
+    root: Path, ws_root: Path, scored: dict[str, pd.DataFrame], *, phase3_wins: bool
+) -> dict[str, Any]:
+    """Phase 1 → baseline + iter1 → Phase 3 (warm from iter1) → finalize, on disk."""
+    from automl_deft.handoff import register_final_automl
+    from automl_deft.kpi import compute_kpi as kpi_of
+    from automl_deft.records import KPISummary
+
+    facts = _make_run(root, ws_root, scored)["facts"]
+    layout = RunLayout(root)
+    trials1 = {"trial-0000": 20.0, "trial-0001": 3.5, "trial-0002": 9.8, "trial-0003": None}
+    _write_search(root / "automl_phase1", "trial-0002", trials1)
+    _write_search(root / "final_automl", "trial-0000", {"trial-0000": 13.2, "trial-0001": 15.0})
+    final = scored["iter1"].copy()
+    defect = ~final["label"].map(is_pass)
+    factor = 1.3 if phase3_wins else 0.7
+    final[SCORE_COLUMN] = np.where(defect, final[SCORE_COLUMN] * factor, final[SCORE_COLUMN])
+    out = layout.final_inference
+    out.mkdir(parents=True)
+    final.to_csv(out / "kpi_scores.csv", index=False)
+    state = DeftState.load(root)
+    state.status, state.stop_reason = COMPLETE, "max_iterations reached at iter1"
+    register_final_automl(
+        state,
+        checkpoint=str(root / "final_automl" / "trials" / "trial-0000" / "best_val.pt"),
+        kpi=KPISummary.of(kpi_of(final["label"], final[SCORE_COLUMN])),
+        inference_csv=out / "kpi_scores.csv",
+        val_far_pct=13.2,
+        warm_start_from=str(root / "iter1" / "train" / "latest.pt"),
+        train_csv=str(root / "iter1" / "dataset" / "train_combined_iter1.csv"),
+        rec_id="trial-0000",
+    )
+    state.save()
+    frames = {**scored, "final_automl": final}
+    facts["final_automl"] = _far(final)
+    ranked = sorted(facts, key=lambda lab: facts[lab][0])
+    best_label = ranked[0]
+    best = Deliverable(
+        checkpoint=f"/ckpt/{best_label}.pt",
+        threshold=facts[best_label][1],
+        far_pct=facts[best_label][0],
+        iteration=best_label,
+        images_dir=str(Workspace.at(ws_root).images_dir),
+        inference_spec=RunLayout.INFERENCE_SPEC,
+        chosen_because=(
+            f"lowest FAR at 100% recall on the KPI (steering) set of 3 evaluated model(s): "
+            f"{best_label} {facts[best_label][0]:.2f}% vs runner-up {ranked[1]} "
+            f"{facts[ranked[1]][0]:.2f}%"
+        ),
+    )
+    best.write(layout.deliverable)
+    state.best = BestPointer(
+        label=best_label,
+        far_pct=best.far_pct,
+        threshold=best.threshold,
+        best_ckpt_path=best.checkpoint,
+    )
+    state.save()
+    held = {}
+    for label, frame in frames.items():
+        path = layout.holdout_scores(label)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _holdout_from(frame).to_csv(path, index=False)
+        held[label] = read_inference_csv(path)
+    held_far = {
+        label: kpi_of(frame["label"], frame[SCORE_COLUMN].astype(float)).far_pct or 0.0
+        for label, frame in held.items()
+    }
+    steps = [
+        TrajectoryStep(
+            step=label,
+            phase={"baseline": "phase1", "iter1": "phase2"}.get(label, "phase3"),
+            far_pct=far,
+            threshold=threshold,
+            far_pct_ci95=_fake_ci(far),
+            holdout=_holdout(held_far[label], [0.0, 50.0]),
+        )
+        for label, (far, threshold) in facts.items()
+    ]
+    PipelineSummary(
+        results_dir=str(root),
+        kpi_target=TARGET,
+        deft_status=COMPLETE,
+        deft_stop_reason="max_iterations reached at iter1",
+        phase1=None,
+        phase3=None,
+        phase3_ran=True,
+        phase3_failed=None,
+        phase3_kept=best_label == "final_automl",
+        trajectory=steps,
+        best=best,
+        holdout=next(s.holdout for s in steps if s.step == best_label),
+        notes=["the deliverable (final_automl) wins on the steering set"],
+    ).write(layout.summary)
+    return {"facts": facts, "frames": frames, "held": held, "best": best_label}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any], str]:
+    root = tmp_path_factory.mktemp("pipeline") / "run_20261126_140208"
+    run = _make_pipeline_run(root, tiny_ws, scored, phase3_wins=True)
+    return root, run, render_report(root).read_text(encoding="utf-8")
+
+
+def _text(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+def test_finalized_run_header_names_the_pipeline_stage_and_total_time(
+    pipeline_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    _, _, html = pipeline_run
+    _parse(html)
+    assert "<title>automl-deft run report: run_20261126_140208</title>" in html
+    assert "<h1>automl-deft run report</h1>" in html and "DEFT loop report" not in html
+    header = html[html.index("<header>") : html.index("</header>")]
+    assert "<b>Stage</b>: finalized" in header
+    status = _text(header[header.index('id="status-line">') + 17 :])
+    assert status.startswith("[finalized] Phase 1 winner ")
+    assert "iter 1/3" not in status and "· rca" not in status  # no stale DEFT stage
+    assert "· deliverable Phase 3 winner, hold-out " in status
+    # the total spans every phase, not the DEFT share only
+    total = re.search(r"<b>Total time</b>: ([^<]*)", header)
+    assert total is not None
+    assert all(p in total.group(1) for p in ("Phase 1 AutoML", "Phase 2 DEFT", "Phase 3 AutoML"))
+    timeline = _cells(_section(html, "Pipeline at a glance"), "timeline")
+    assert [row[0] for row in timeline] == [
+        "Phase 1 AutoML",
+        "Phase 2 DEFT",
+        "Phase 3 AutoML",
+        "Finalize (pick-best, hold-out)",
+        "Total",
+    ]
+    assert "4 trial(s) (3 complete, 1 pruned); winner trial-0002" in timeline[0][3]
+    assert timeline[-1][3] == "stage: finalized"
+
+
+def test_phase_summaries(pipeline_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, run, html = pipeline_run
+    phase1 = _section(html, "Phase 1 AutoML")
+    assert "<b>4</b> trial(s), 3 complete and 1 pruned" in phase1
+    assert "Winner <b>trial-0002</b>, validation far_pct <b>9.80%</b>" in phase1
+    guards = _cells(phase1, "guards-phase1")
+    assert [g[0] for g in guards] == ["Mode collapse", "Lucky winner", "Zero-shot"]
+    assert "re-trained with a fresh seed as trial-0001-reseed → 14.50%" in guards[1][1]
+    trials = _cells(phase1, "trials-phase1")
+    assert trials[2][:4] == ["trial-0002 ★", "complete", "9.80%", "9.80%"]
+    assert trials[1][3] == "14.50%"  # the lucky winner ranked by its worse run
+    assert trials[-1][:2] == ["trial-0001-reseed", "re-run (fresh seed)"]
+    base_far = run["facts"]["baseline"][0]
+    assert f"<b>{base_far:.2f}%</b> FAR at 100% recall" in phase1
+    phase3 = _section(html, "Phase 3 AutoML")
+    assert "Warm-started from <b>DEFT iter 1</b>" in phase3
+    assert "Winner <b>trial-0000</b>, validation far_pct <b>13.20%</b>" in phase3
+    outcome = _text(phase3[phase3.index('id="phase3-outcome">') + 20 :])
+    assert outcome.startswith("Kept: the Phase 3 winner")
+    assert "Pick-best: lowest FAR at 100% recall" in outcome
+    assert "vs runner-up DEFT iter 1" in outcome
+    assert "On the untouched hold-out (steered nothing): Phase 3 winner" in phase3
+
+
+def test_phase3_rolled_back_says_why(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    root = tmp_path / "run"
+    run = _make_pipeline_run(root, tiny_ws, scored, phase3_wins=False)
+    assert run["best"] == "iter1"
+    phase3 = _section(report_html(root), "Phase 3 AutoML")
+    outcome = _text(phase3[phase3.index('id="phase3-outcome">') + 20 :])
+    far1 = run["facts"]["iter1"][0]
+    assert outcome.startswith(
+        f"Rolled back: the Phase 3 winner ({run['facts']['final_automl'][0]:.2f}% on the KPI "
+        f"set) did not beat DEFT iter 1 ({far1:.2f}%); pick-best ships DEFT iter 1."
+    )
+
+
+def test_no_internal_name_in_any_label(pipeline_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, _, html = pipeline_run
+    parser = _LabelParser()
+    parser.feed(html)
+    internal = ("final_automl", "automl_phase1", "automl_phase3", "iter1", "baseline")
+    labels = [t for t in parser.labels if any(re.search(rf"\b{w}\b", t) for w in internal)]
+    assert not labels, labels[:5]
+    # the chart's axis labels are drawn from the same names
+    assert "Phase 1 winner" in parser.labels and "Phase 3 winner ★" in parser.labels
+    notes = html[html.index('id="review-notes"') :]
+    assert "the deliverable (Phase 3 winner) wins on the steering set" in notes
+
+
+class _LabelParser(HTMLParser):
+    """Headings, table headers, the first cell of each row and ``<summary>`` texts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.labels: list[str] = []
+        self._open: str | None = None
+        self._first = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self._first = True
+        if tag in ("h1", "h2", "h3", "h4", "th", "summary", "figcaption") or (
+            tag == "td" and self._first
+        ):
+            self._open, self._first = tag, False
+            self.labels.append("")
+        elif tag == "td":
+            self._first = False
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._open:
+            self.labels[-1] = " ".join(self.labels[-1].split())
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.labels[-1] += data
+
+
+def _matrix_cells(section: str, table_id: str) -> dict[str, list[str]]:
+    return {row[0]: row[1:] for row in _cells(section, table_id)}
+
+
+def test_far_contributions_by_defect_and_board_on_both_sets(
+    pipeline_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    from automl_deft.workspace import normalize_label
+
+    _, run, html = pipeline_run
+    section = _section(html, "FAR contributions by defect type and board")
+    assert "<details" not in section  # visible without expanding anything
+    head = section[section.index('id="defect-phase-kpi"') :]
+    assert "<th>Phase 1 winner</th><th>DEFT iter 1</th><th>Phase 3 winner</th>" in head
+    for key, frames in (("kpi", run["frames"]), ("holdout", run["held"])):
+        defects = _matrix_cells(section, f"defect-phase-{key}")
+        boards = _matrix_cells(section, f"board-phase-{key}")
+        for col, frame in enumerate(frames.values()):
+            scores = frame[SCORE_COLUMN].astype(float)
+            result = compute_kpi(frame["label"], scores)
+            n_pass = int(frame["label"].map(is_pass).sum())
+            setters = [name for name, cells in defects.items() if cells[col].endswith("◆")]
+            assert len(setters) == 1
+            # the defect type that sets the threshold forces exactly the step's false alarms
+            assert defects[setters[0]][col].startswith(f"{result.fp}/{n_pass} ")
+            assert f"({result.far_pct:.1f}%)" in defects[setters[0]][col]
+            setter = threshold_setter(frame.assign(**{SCORE_COLUMN: scores}))
+            assert normalize_label(setter.label) == setters[0]
+            # by board, the false alarms add up to the step's
+            flagged = [int(cells[col].split("/")[0]) for cells in boards.values()]
+            assert sum(flagged) == result.fp
+            assert boards[str(setter.boardname)][col].endswith("◆")
+    missed = _matrix_cells(section, "missed-phase-holdout")
+    held_final = run["held"]["final_automl"]
+    shipped = run["facts"]["final_automl"][1]
+    lost = held_final[~held_final["label"].map(is_pass)]
+    lost = lost[lost[SCORE_COLUMN].astype(float) <= shipped]
+    assert sum(int(cells[2].split("/")[0]) for cells in missed.values()) == len(lost) > 0
+    assert "missed-phase-kpi" not in section  # 100% recall there by construction
+
+
+def test_contribution_counts_on_a_small_frame() -> None:
+    from automl_deft.deft.report.contributions import (
+        false_alarms_by,
+        forced_false_alarms,
+        missed_by,
+        operating_threshold,
+    )
+
+    frame = pd.DataFrame(
+        {
+            "label": ["PASS", "PASS", "PASS", "PASS", "short", "Short", "open"],
+            SCORE_COLUMN: [0.1, 0.5, 0.7, 0.9, 0.6, 0.95, 0.8],
+            "boardname": ["A", "A", "B", "B", "A", "B", "B"],
+        }
+    )
+    forced = forced_false_alarms(frame)
+    assert {k: (c.part, c.whole) for k, c in forced.items()} == {"open": (1, 4), "short": (2, 4)}
+    threshold = operating_threshold(frame)
+    assert threshold == 0.5  # just below the lowest defect (0.6)
+    boards = false_alarms_by(frame, threshold, "boardname")
+    assert {k: (c.part, c.whole) for k, c in boards.items()} == {"A": (0, 2), "B": (2, 2)}
+    assert boards["B"].pct == 100.0
+    missed = missed_by(frame, 0.85)
+    assert {k: (c.part, c.whole) for k, c in missed.items()} == {"open": (1, 1), "short": (1, 2)}
+
+
+def test_in_progress_header_shows_the_loop_stage(
+    full_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    _, _, html = full_run
+    header = html[html.index("<header>") : html.index("</header>")]
+    assert "<b>Stage</b>: Phase 2 DEFT · iter 1/3 · rca" in header
+    status = _text(header[header.index('id="status-line">') + 17 :])
+    assert status.startswith("[Phase 2 DEFT · iter 1/3 · rca] FAR ")
+    assert status.endswith("· next: iter2 routing")
+    phase1 = _section(html, "Phase 1 AutoML")
+    assert "Phase 1 did not run in this results directory" in phase1
+    assert "Phase 3: not yet available" in _section(html, "Phase 3 AutoML")
+    held = _section(html, "FAR contributions by defect type and board")
+    assert "No hold-out scores: finalize has not run" in held

@@ -1,33 +1,42 @@
-"""``DEFT_Loop_Report.html``: the loop's story on one self-contained page.
+"""``DEFT_Loop_Report.html``: the whole run's story on one self-contained page.
 
-The page is rendered from what is on disk only (``deft_state.json``,
-``loop_log.jsonl``, the per-iteration files and, after finalize,
-``pipeline_summary.json``), so the loop re-renders it after
-every iteration and a user can re-render it for any results directory, running,
-finished, half-written or moved. Nothing on disk is modified except the report
-itself (written atomically).
+The page ("automl-deft run report") covers the pipeline: Phase 1 AutoML, the DEFT
+loop (Phase 2), Phase 3 AutoML and finalize. It is rendered from what is on disk
+only (``deft_state.json``, ``loop_log.jsonl``, the per-iteration files, each
+search's ``automl_result.json`` and Optuna journal and, after finalize,
+``pipeline_summary.json`` and the hold-out scores), so the loop re-renders it after
+every iteration, finalize once more, and a user can re-render it for any results
+directory, running, finished, half-written or moved. Nothing on disk is modified
+except the report itself (written atomically).
 
 Self-contained on purpose: every plot and thumbnail is an inline PNG (matplotlib
 on the Agg canvas), the style sheet is inline, and there is no script, so the
 page works offline, as a mailed attachment, and in the Kubeflow UI's sandboxed
 HTML viewer.
 
-Sections, in order: header, KPI banner, headline (the deliverable's FAR on the
+Sections, in order: header (the stage, finalized or where it runs, and the total
+time with each phase's), KPI banner, headline (the deliverable's FAR on the
 KPI/steering set beside its FAR on the untouched hold-out, each with its bootstrap
 95% interval, the KPI verdict, why pick-best chose it, and the reviewer notes of
 ``pipeline_summary.json``), problem statement, KPI dataset characteristics,
-approach, progress, per-iteration results (steering interval, validation and
-hold-out FAR per phase), sensitivity of the KPI (the defect that sets the
-threshold, FAR without the 1–3 hardest defects), augmentation, RCA score
-distribution, defect-type analysis, sample of generated data, per-iteration
-details, recommendations, final status. A section whose inputs do not exist yet
-says "not yet available"; a section that cannot be rendered from a malformed file
-says so and the rest of the page is still written. Without
-``pipeline_summary.json`` (a DEFT-only run) the page says that no untouched number
-exists; the report never reads the hold-out itself.
+approach, pipeline at a glance (each phase's start, duration, result), Phase 1
+AutoML (trials, winner, guards), progress, results per step (steering interval,
+validation and hold-out FAR per step), FAR contributions (defect type × step and
+board × step, on the KPI set and the hold-out), sensitivity of the KPI (the defect
+that sets the threshold, FAR without the 1–3 hardest defects), augmentation, RCA
+score distribution, defect-type analysis, sample of generated data, per-iteration
+details, Phase 3 AutoML (warm start, trials, kept or rolled back and why),
+recommendations, final status. Steps are named for a reader (``Phase 1 winner``,
+``DEFT iter 1``, ``Phase 3 winner``: :mod:`.names`), never by their file labels. A
+section whose inputs do not exist yet says "not yet available"; a section that
+cannot be rendered from a malformed file says so and the rest of the page is still
+written. Without ``pipeline_summary.json`` (a DEFT-only run) the page says that no
+untouched number exists; hold-out rows are shown only from the scores finalize wrote
+after every choice was made.
 
 Modules: :mod:`.load` (the run as the report reads it), :mod:`.overview`,
-:mod:`.evidence`, :mod:`.results`, :mod:`.analysis` and :mod:`.recommend` (the sections),
+:mod:`.evidence`, :mod:`.pipeline`, :mod:`.results`, :mod:`.contributions`, :mod:`.analysis`
+and :mod:`.recommend` (the sections), :mod:`.names` (a reader's words for the files' labels),
 :mod:`.figures` (charts and thumbnails), :mod:`.html` (markup and formats),
 :mod:`.render` (the page).
 

@@ -36,6 +36,7 @@ from automl_deft.deft.report.html import (
     table,
 )
 from automl_deft.deft.report.load import PROVENANCE_MINED, PROVENANCE_SDG, ReportRun
+from automl_deft.deft.report.overview import SOURCE_NOTES
 from automl_deft.deft.report.results import ROUTES
 from automl_deft.deft.report.values import as_list, as_mapping, number
 from automl_deft.kpi import format_threshold, threshold_sweep
@@ -63,15 +64,15 @@ def rca_scores(run: ReportRun) -> str:
         if frame is None:
             continue
         labels, scores = frame["label"], frame[SCORE_COLUMN].to_numpy(dtype=np.float64)
-        far = run.far(lab)
-        title = f"{lab}: FAR@100% {far:.2f}%" if far is not None else lab
+        far, name = run.far(lab), run.name(lab)
+        title = f"{name}: FAR@100% {far:.2f}%" if far is not None else name
         png = score_histogram(labels, scores, run.threshold(lab), title)
-        out.append(f"<h3>{escape(lab)}</h3>" + img(png, f"score distribution {lab}"))
-        sweep_rows.append([lab, *(Num(c) for c in _far_at_recalls(labels, scores))])
+        out.append(f"<h3>{escape(name)}</h3>" + img(png, f"score distribution {name}"))
+        sweep_rows.append([name, *(Num(c) for c in _far_at_recalls(labels, scores))])
     if not out:
         return na(f"Score distributions: {NOT_YET.lower()} (no scored KPI set on disk).")
     sweep = table(
-        ["phase", *(f"FAR @ recall ≥ {r:g}% (threshold)" for r in RECALL_LEVELS)],
+        ["step", *(f"FAR @ recall ≥ {r:g}% (threshold)" for r in RECALL_LEVELS)],
         sweep_rows,
         table_id="recall-far-table",
     )
@@ -97,7 +98,8 @@ def defect_types(run: ReportRun) -> str:
     evaluated = [lab for lab in run.labels if run.scored(lab) is not None or run.has_rca(lab)]
     for i, lab in enumerate(evaluated):
         attr = " open" if i == len(evaluated) - 1 else ""
-        parts.append(f"<details{attr}><summary>{escape(lab)}</summary>{_defects_of(run, lab)}")
+        summary = escape(run.name(lab))
+        parts.append(f"<details{attr}><summary>{summary}</summary>{_defects_of(run, lab)}")
         parts.append("</details>")
     if not parts:
         return na(f"Defect-type analysis: {NOT_YET.lower()} (no RCA or scored KPI set on disk).")
@@ -251,21 +253,21 @@ def samples(run: ReportRun) -> str:
         return resolve_image_path(folder, ".", str(row["object_name"]), light, naming.ext)
 
     for lab in run.iteration_labels:
-        prov = run.provenance(lab)
+        prov, head = run.provenance(lab), f"<h3>{escape(run.name(lab))}</h3>"
         if prov is None:
-            out.append(f"<h3>{escape(lab)}</h3>" + na(f"{NOT_YET} (no provenance CSV)."))
+            out.append(head + na(f"{NOT_YET} (no provenance CSV)."))
             continue
         picked = pick_samples(prov)
         if picked.empty:
-            out.append(f"<h3>{escape(lab)}</h3>" + na("No generated or mined rows."))
+            out.append(head + na("No generated or mined rows."))
             continue
         if images_dir is None or naming is None:
-            out.append(f"<h3>{escape(lab)}</h3>" + na("No images_dir in the state's config."))
+            out.append(head + na("No images_dir in the state's config."))
             continue
         counts = prov["source"].value_counts()
         figures = "".join(sample_figure(row, image_of, naming) for _, row in picked.iterrows())
         out.append(
-            f'<h3>{escape(lab)}</h3><p class="meta">{int(counts.get(PROVENANCE_SDG, 0))} '
+            f'{head}<p class="meta">{int(counts.get(PROVENANCE_SDG, 0))} '
             f"synthetic and {int(counts.get(PROVENANCE_MINED, 0))} mined rows added; "
             f"{len(picked)} shown (input | golden | |diff|).</p>"
             f'<div class="flex samples">{figures}</div>'
@@ -281,7 +283,8 @@ def details(run: ReportRun) -> str:
     parts = []
     for lab in run.labels:
         attr = " open" if lab == run.labels[-1] else ""
-        parts.append(f"<details{attr}><summary>{escape(lab)}</summary>{_details_of(run, lab)}")
+        summary = escape(run.name(lab))
+        parts.append(f"<details{attr}><summary>{summary}</summary>{_details_of(run, lab)}")
         parts.append("</details>")
     return "".join(parts)
 
@@ -292,7 +295,7 @@ def _details_of(run: ReportRun, lab: str) -> str:
     facts = [
         ("status", rec.status),
         ("stage completed", rec.stage_completed),
-        ("source", rec.source),
+        ("source", SOURCE_NOTES.get(rec.source, rec.source) if rec.source else None),
         ("training CSV", state.path_of(lab, "train_csv")),
         ("checkpoint", state.path_of(lab, "best_ckpt_path")),
         ("inference CSV", state.path_of(lab, "inference_csv")),

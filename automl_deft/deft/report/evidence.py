@@ -99,17 +99,19 @@ def headline(run: ReportRun) -> str:
     out.append(_verdict(run, label))
     because = _chosen_because(run)
     if because:
+        because = run.readable(because)
         out.append(f'<p id="chosen-because"><b>Chosen because</b>: {escape(because)}.</p>')
     if summary is not None and summary.best is not None and summary.best.iteration != label:
         out.append(
             f'<p class="bad">pipeline_summary.json was written when the deliverable was '
-            f"{escape(summary.best.iteration)}; the run now ships {escape(fmt(label))}. Its "
+            f"{escape(run.name(summary.best.iteration))}; the run now ships "
+            f"{escape(run.name(label) if label else fmt(label))}. Its "
             "hold-out numbers are those finalize recorded; run finalize again for current "
             "ones.</p>"
         )
     notes = [] if summary is None else summary.notes
     if notes:
-        items = "".join(f"<li>{escape(n)}</li>" for n in notes)
+        items = "".join(f"<li>{escape(run.readable(n))}</li>" for n in notes)
         out.append(
             '<div class="callout" id="review-notes"><b>Read before trusting these numbers</b>'
             f"<ul>{items}</ul></div>"
@@ -129,7 +131,7 @@ def _steering_card(run: ReportRun, label: str) -> str:
     return (
         f'<div class="card steering" id="steering-far"><h3>{escape(STEERING_TITLE)}</h3>'
         f'<p class="big">{escape(far_ci(far, ci))}</p>'
-        f'<p class="meta">{escape(label)} ({escape(who)}). {escape(_STEERED)}</p></div>'
+        f'<p class="meta">{escape(run.name(label))} ({escape(who)}). {escape(_STEERED)}</p></div>'
     )
 
 
@@ -167,7 +169,7 @@ def _holdout_card(run: ReportRun, label: str) -> str:
             f"No untouched FAR: {held.reason or 'the KPI is undefined on the hold-out'}; {counts}."
         )
     detail = (
-        f"{label} on {counts}, at the hold-out's own recall-100 threshold "
+        f"{run.name(label)} on {counts}, at the hold-out's own recall-100 threshold "
         f"{thr(held.threshold)}; bootstrap 95% interval. Nothing was chosen on this set."
     )
     deployed = _deployed(held)
@@ -261,7 +263,9 @@ def sensitivity(run: ReportRun) -> str:
         return na(f"Sensitivity: {NOT_YET.lower()} (no phase has been evaluated).")
     frame = run.scored(label)
     if frame is None:
-        return na(f"Sensitivity: {NOT_YET.lower()} (no scored KPI set on disk for {label}).")
+        return na(
+            f"Sensitivity: {NOT_YET.lower()} (no scored KPI set on disk for {run.name(label)})."
+        )
     labels = frame["label"]
     scores = frame[SCORE_COLUMN].to_numpy(dtype=np.float64)
     try:
@@ -269,7 +273,7 @@ def sensitivity(run: ReportRun) -> str:
         setter = threshold_setter(frame)
         drops = drop_n_sensitivity(labels, scores, n_max=DROP_N)
     except KPIError as exc:
-        return na(f"Sensitivity of {label}: {first_line(exc)}")
+        return na(f"Sensitivity of {run.name(label)}: {first_line(exc)}")
     assert full.far_pct is not None  # threshold_setter raises when the KPI is undefined
     n_defect, n = full.n_defect, len(frame)
 
@@ -306,7 +310,8 @@ def sensitivity(run: ReportRun) -> str:
         else ""
     )
     return (
-        f"<p>On {escape(label)}'s scored KPI (steering) set: {n} rows, {n_defect} defect. "
+        f"<p>On {escape(run.name(label))}'s scored KPI (steering) set: {n} rows, "
+        f"{n_defect} defect. "
         f"The recall-100 threshold {escape(thr(full.threshold))} is set by the "
         f"lowest-scored defect <b>{escape(fmt(setter.object_name))}</b> "
         f"({escape(setter.label)}, board {escape(fmt(setter.boardname))}, score "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -43,21 +43,37 @@ ImageOf = Callable[[pd.Series, str, str], Path]
 
 
 def progress_chart(
-    points: Sequence[tuple[str, float]], target: KPITarget | None, best: Best | None
+    points: Sequence[tuple[str, float]],
+    target: KPITarget | None,
+    best: Best | None,
+    names: Mapping[str, str] | None = None,
 ) -> str:
-    """FAR per phase with the KPI target line and the best phase starred (base64 PNG)."""
+    """FAR per step with the KPI target line and the best step starred (base64 PNG).
+
+    Args:
+        points: (iteration label, FAR %) in run order.
+        target: the KPI target (a dashed line).
+        best: the best step (a star).
+        names: each label's reader's name (:func:`~.names.step_name`) for the axis and legend.
+    """
     from matplotlib.figure import Figure
 
-    fig = _figure(Figure(figsize=(7, 3.6), dpi=100))
+    shown = dict(names or {})
+    fig = _figure(Figure(figsize=(7.5, 3.8), dpi=100))
     ax = fig.add_subplot()
     xs = list(range(len(points)))
     ys = [far for _, far in points]
     loop = [(x, y) for x, (lab, y) in zip(xs, points, strict=True) if lab != FINAL_AUTOML]
     if loop:
-        ax.plot(*zip(*loop, strict=True), marker="o", color="tab:blue", label="FAR@100% recall")
+        ax.plot(
+            *zip(*loop, strict=True),
+            marker="o",
+            color="tab:blue",
+            label="Phase 1 winner → DEFT iterations",
+        )
     for x, (lab, y) in zip(xs, points, strict=True):
         if lab == FINAL_AUTOML:
-            ax.plot([x], [y], marker="s", color="tab:purple", linestyle="", label="Phase 3")
+            ax.plot([x], [y], marker="s", color="tab:purple", linestyle="", label="Phase 3 AutoML")
         ax.annotate(f"{y:.2f}%", (x, y), textcoords="offset points", xytext=(0, 7), ha="center")
     if target is not None:
         ax.axhline(target.value_pct, color="tab:red", linestyle="--", label=f"target {target}")
@@ -71,10 +87,11 @@ def progress_chart(
             color="gold",
             markeredgecolor="k",
             linestyle="",
-            label=f"best ({best.label})",
+            label=f"best ({shown.get(best.label, best.label)})",
         )
-    ax.set_xticks(xs, [lab for lab, _ in points])
-    ax.set_ylabel("FAR @ 100% recall (%)")
+    ax.set_xticks(xs, [shown.get(lab, lab) for lab, _ in points])
+    ax.set_xlabel("step of the run")
+    ax.set_ylabel("FAR @ 100% recall, KPI set (%)")
     top = max([*ys, target.value_pct if target else 0.0])
     ax.set_ylim(0, top * 1.2 + 1e-9 if top > 0 else 1)
     ax.grid(axis="y", alpha=0.3)

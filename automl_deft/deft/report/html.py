@@ -64,7 +64,7 @@ details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
 .card.steering{background:#f8fafc}.card.holdout{background:#f0fdf4;border-color:#16a34a}
 .card.none{background:#fff7ed;border-color:#ea580c}
 .callout{border-left:5px solid #dc2626;background:#fef2f2;padding:.6em 1em;margin:1em 0}
-.callout ul{margin:.3em 0}
+.callout ul{margin:.3em 0}.scroll{overflow-x:auto}
 """.strip()
 
 

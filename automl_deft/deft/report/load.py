@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,13 +30,16 @@ import pandas as pd
 from automl_deft.deft.assemble import provenance_name
 from automl_deft.deft.config import DeftConfig
 from automl_deft.deft.rca import METRICS_FILE
+from automl_deft.deft.report.names import readable, step_name
 from automl_deft.deft.report.salvage import read_state
 from automl_deft.deft.report.values import as_list, as_mapping, finite, first_line, total
 from automl_deft.deft.state import DeftState, now_iso, read_log
 from automl_deft.errors import AutomlDeftError, KPIError, UserError
+from automl_deft.hpo.guards import GuardReport
+from automl_deft.hpo.results import SearchBest, SearchResult, SearchTrial
 from automl_deft.kpi import KPITarget, far_interval, parse_target
-from automl_deft.layout import RunLayout, rebase_into_run
-from automl_deft.phases import iteration_number
+from automl_deft.layout import RunLayout, SearchLayout, rebase_into_run
+from automl_deft.phases import BASELINE, Phase, iteration_number
 from automl_deft.records import (
     Deliverable,
     IterationRecord,
@@ -54,6 +58,7 @@ __all__ = [
     "PROVENANCE_SDG",
     "Best",
     "ReportRun",
+    "SearchOnDisk",
     "load_run",
     "rebase_into_run",
 ]
@@ -75,6 +80,24 @@ class Best(NamedTuple):
     far_pct: float
     threshold: float | None
     checkpoint: Path | None
+
+
+@dataclass(frozen=True)
+class SearchOnDisk:
+    """A search phase as its folder shows it: ``automl_result.json`` and the trials' times.
+
+    ``result`` is None while the search runs (or when it failed before writing one);
+    ``started``/``finished`` span its trials in the Optuna journal (None without one,
+    e.g. a Katib search).
+    """
+
+    phase: Phase
+    layout: SearchLayout
+    result: SearchResult | None
+    started: datetime | None = None
+    finished: datetime | None = None
+    trials_seen: int = 0
+    """Trials in the journal (the running search's progress when there is no result yet)."""
 
 
 def load_run(root: Path) -> ReportRun:
@@ -109,6 +132,8 @@ class ReportRun:
     _scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     _provenance: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     _intervals: dict[str, list[float] | None] = field(default_factory=dict)
+    _holdout_scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    _searches: dict[Phase, SearchOnDisk | None] = field(default_factory=dict)
 
     # --- the state ---------------------------------------------------------------------
 
@@ -151,6 +176,16 @@ class ReportRun:
 
     def rec(self, label: str) -> IterationRecord:
         return self.state.iteration(label)
+
+    def name(self, label: str) -> str:
+        """``label`` in a reader's words (``Phase 1 winner``, ``DEFT iter 1``, …)."""
+        source = self.state.iterations[label].source if label in self.state.iterations else None
+        return step_name(label, source)
+
+    def readable(self, text: str) -> str:
+        """A sentence of another stage with its labels in a reader's words."""
+        baseline = self.state.iterations.get(BASELINE)
+        return readable(text, baseline.source if baseline is not None else None)
 
     def far(self, label: str) -> float | None:
         return finite(self.rec(label).far_pct)
@@ -277,6 +312,45 @@ class ReportRun:
             return finite(step.val_far_pct)
         return finite(self.rec(label).val_far_pct)
 
+    # --- the searches (Phase 1, Phase 3) ----------------------------------------------------
+
+    def search(self, phase: Phase) -> SearchOnDisk | None:
+        """The search of ``phase`` as on disk (None: its folder does not exist)."""
+        if phase not in self._searches:
+            self._searches[phase] = self._read_search(phase)
+        return self._searches[phase]
+
+    def _read_search(self, phase: Phase) -> SearchOnDisk | None:
+        layout = self.layout.search(phase)
+        if not layout.root.is_dir():
+            return None
+        path = layout.root / SearchLayout.RESULT
+        data = self.read_json(path)
+        result = None
+        if data is not None:
+            try:
+                result = search_result(data, layout.root)
+            except (UserError, KeyError, TypeError, ValueError) as exc:
+                self.note(f"{path}: {first_line(exc)}")
+        started, finished, seen = self._trial_times(layout)
+        return SearchOnDisk(phase, layout, result, started, finished, seen)
+
+    def _trial_times(self, layout: SearchLayout) -> tuple[datetime | None, datetime | None, int]:
+        journal = layout.root / SearchLayout.OPTUNA_JOURNAL
+        if not journal.is_file():
+            return None, None, 0
+        from automl_deft.hpo.optuna_backend import load_study
+
+        try:
+            trials = load_study(layout.root).get_trials(deepcopy=False)
+        except Exception as exc:  # a torn journal costs the times, never the page
+            self.note(f"{journal}: {first_line(exc)}")
+            return None, None, 0
+        # Optuna stamps trials with naive local times; the state's are UTC.
+        starts = [t.datetime_start.astimezone(UTC) for t in trials if t.datetime_start]
+        ends = [t.datetime_complete.astimezone(UTC) for t in trials if t.datetime_complete]
+        return min(starts, default=None), max(ends, default=None), len(trials)
+
     # --- files of the run ----------------------------------------------------------------
 
     def rca_dir(self, label: str) -> Path:
@@ -330,6 +404,20 @@ class ReportRun:
                     frame = None
             self._provenance[label] = frame
         return self._provenance[label]
+
+    def holdout_scored(self, label: str) -> pd.DataFrame | None:
+        """``label`` scored on the untouched hold-out by finalize (None: not scored).
+
+        Only after finalize wrote ``pipeline_summary.json``: every choice was made by then,
+        so showing these rows cannot steer anything.
+        """
+        if label not in self._holdout_scored:
+            frame = None
+            if self.layout.summary.is_file():
+                path = self.layout.holdout_scores(label)
+                frame = self._numeric_scores(path, self.read_csv(path))
+            self._holdout_scored[label] = frame
+        return self._holdout_scored[label]
 
     @cached_property
     def kpi_set(self) -> pd.DataFrame | None:
@@ -410,3 +498,40 @@ class ReportRun:
         except OSError as exc:
             self.note(f"{path}: {first_line(exc)}")
             return None
+
+
+def search_result(data: Any, root: Path) -> SearchResult:
+    """``automl_result.json`` back as a :class:`~automl_deft.hpo.results.SearchResult`.
+
+    The winner and the guards are read strictly through their records; a trial's
+    parameters are kept as written (the page never shows them).
+
+    Raises:
+        UserError: a malformed winner or guard record.
+        KeyError, TypeError, ValueError: a malformed field elsewhere.
+    """
+    if not isinstance(data, dict):
+        raise UserError("not a JSON object")
+    history = []
+    for entry in as_list(data.get("history")):
+        entry = as_mapping(entry)
+        metric = entry.get("metric")
+        pruned = entry.get("pruned_at_epoch")
+        history.append(
+            SearchTrial(
+                rec_id=str(entry["rec_id"]),
+                params=dict(as_mapping(entry.get("params"))),
+                metric=None if metric is None else float(metric),
+                status="pruned" if entry.get("status") == "pruned" else "complete",
+                pruned_at_epoch=None if pruned is None else int(pruned),
+            )
+        )
+    return SearchResult(
+        results_dir=root,
+        best=SearchBest.from_json(data["best"], "automl_result.json best"),
+        history=history,
+        algorithm=str(data.get("algorithm", "?")),
+        backend=str(data.get("backend", "?")),
+        metric=str(data.get("metric", "far_pct")),
+        guards=GuardReport.from_json(data.get("guards") or {}, "automl_result.json guards"),
+    )

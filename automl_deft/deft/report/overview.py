@@ -7,8 +7,10 @@ from html import escape
 
 import pandas as pd
 
+from automl_deft.deft.report.evidence import holdout_of
 from automl_deft.deft.report.html import NOT_YET, Num, Raw, duration, fmt, na, share, table
 from automl_deft.deft.report.load import ReportRun
+from automl_deft.deft.report.pipeline import FINALIZED, header_facts, run_stage, total_time
 from automl_deft.deft.state import HARD_STOPPED, IN_PROGRESS, NEEDS_REVIEW, stages_of
 from automl_deft.phases import (
     BASELINE,
@@ -48,44 +50,66 @@ def header(run: ReportRun) -> str:
     facts = [
         ("Generated", run.generated),
         ("KPI target", run.target_text),
-        ("Iterations", f"{done}/{state.max_iterations}"),
-        ("Status", run.status.replace("_", " ")),
-        ("Started", fmt(state.started_at)),
+        *header_facts(run),
+        ("DEFT iterations", f"{done}/{state.max_iterations}"),
+        ("DEFT status", run.status.replace("_", " ")),
+        ("DEFT started", fmt(state.started_at)),
         ("Updated", fmt(state.updated_at)),
         ("Results", str(run.root)),
     ]
     if state.created_in and state.created_in != str(run.root.resolve()):
         facts.append(("Created in", state.created_in))
     items = " · ".join(f"<b>{escape(k)}</b>: {escape(v)}" for k, v in facts)
-    return f'<p class="meta">{items}</p><p><code>{escape(status_line(run))}</code></p>'
+    return (
+        f'<p class="meta" id="run-facts">{items}</p>'
+        f'<p><code id="status-line">{escape(status_line(run))}</code></p>'
+    )
 
 
 def status_line(run: ReportRun) -> str:
-    """The one-line status, e.g. ``[iter 2/3 · train] FAR 6.34% → 3.11% (target …) · 11m``."""
+    """The one-line status of the run.
+
+    While the loop runs: ``[Phase 2 DEFT · iter 2/3 · train] FAR 26.54% → 11.14% (target …)
+    · total 11m · next: evaluate``; after finalize: ``[finalized] Phase 1 winner 26.54% →
+    DEFT iter 1 11.14% → Phase 3 winner 0.18% on the KPI set · deliverable Phase 3 winner,
+    hold-out 67.23% (target …) · total 9m``.
+    """
     state = run.state
-    current = state.current_iteration
-    label = iteration_label(current)
-    stage = run.rec(label).stage_completed or "start"
-    where = "baseline" if current == 0 else f"iter {current}/{state.max_iterations}"
-    parts = [f"[{where} · {stage}]"]
-    base, best = run.far(BASELINE), run.best()
-    if base is not None:
-        moved = best is not None and best.label != BASELINE
-        parts.append(f"FAR {base:.2f}%" + (f" → {best.far_pct:.2f}%" if best and moved else ""))
+    stage = run_stage(run)
+    parts = [f"[{stage}]"]
+    if stage == FINALIZED:
+        steps = [
+            f"{run.name(lab)} {far:.2f}%" for lab in run.labels if (far := run.far(lab)) is not None
+        ]
+        if steps:
+            parts.append(" → ".join(steps) + " on the KPI set")
+        label = run.deliverable_label()
+        if label is not None:
+            held = holdout_of(run, label)
+            parts.append(
+                f"· deliverable {run.name(label)}"
+                + (f", hold-out {held.far_pct:.2f}%" if held and held.far_pct is not None else "")
+            )
+    else:
+        base, best = run.far(BASELINE), run.best()
+        if base is not None:
+            moved = best is not None and best.label != BASELINE
+            parts.append(f"FAR {base:.2f}%" + (f" → {best.far_pct:.2f}%" if best and moved else ""))
     parts.append(f"(target {run.target_text})")
-    spent = sum(e.duration_sec for e in run.log)
-    if spent:
-        parts.append(f"· {duration(spent)}")
-    if run.status == IN_PROGRESS:
+    total = total_time(run)
+    if total:
+        parts.append(f"· total {duration(total)}")
+    if run.status == IN_PROGRESS and stage != FINALIZED:
+        current = state.current_iteration
+        label = iteration_label(current)
+        done = run.rec(label).stage_completed or "start"
         order = stages_of(label)
-        after = order.index(stage) + 1 if stage in order else 0
+        after = order.index(done) + 1 if done in order else 0
         nxt = order[after] if after < len(order) else None
         if nxt is None and current < state.max_iterations:
             nxt = f"{iteration_label(current + 1)} routing"
         if nxt:
             parts.append(f"· next: {nxt}")
-    else:
-        parts.append(f"· {run.status.replace('_', ' ')}")
     return " ".join(parts)
 
 
@@ -93,7 +117,9 @@ def banner(run: ReportRun) -> str:
     target, best = run.target, run.best()
     far = None if best is None else best.far_pct
     reason = run.state.stop_reason or "no reason recorded"
-    detail = "no KPI measured yet" if best is None else f"best FAR {far:.2f}% ({best.label})"
+    detail = (
+        "no KPI measured yet" if best is None else f"best FAR {far:.2f}% ({run.name(best.label)})"
+    )
     detail += f" · target {run.target_text}"
     if run.status == HARD_STOPPED:
         css, text = "stopped", f"HARD STOPPED: {reason}"

@@ -42,13 +42,15 @@ def recommend(run: ReportRun) -> list[str]:
         )
     if met and best is not None:
         items.append(
-            f"KPI met: deploy {best.label}'s checkpoint ({fmt(best.checkpoint)}) with threshold "
+            f"KPI met: deploy {run.name(best.label)}'s checkpoint ({fmt(best.checkpoint)}) with "
+            "threshold "
             f"{thr(best.threshold)} (see {RunLayout.DELIVERABLE} and {RunLayout.INFERENCE_SPEC})."
         )
     regressed = [lab for lab in iters if run.rec(lab).regression]
     if regressed:
         items.append(
-            f"{', '.join(regressed)} regressed against the best so far: check the sample of "
+            f"{', '.join(run.name(lab) for lab in regressed)} regressed against the best so far: "
+            "check the sample of "
             "generated data for implausible or mislabelled rows before continuing."
         )
     dropped = sorted(
@@ -63,7 +65,8 @@ def recommend(run: ReportRun) -> list[str]:
     for (prev, a), (lab, b) in itertools.pairwise(yields):
         if a and b is not None and b <= a / 2:
             items.append(
-                f"Mining yield fell from {a} ({prev}) to {b} ({lab}) rows: the pool is running "
+                f"Mining yield fell from {a} ({run.name(prev)}) to {b} ({run.name(lab)}) rows: the "
+                "pool is running "
                 "out of similar rows; add pool data (or lower mining.min_similarity with care)."
             )
     latest = next(
@@ -73,7 +76,8 @@ def recommend(run: ReportRun) -> list[str]:
         concentrated = [f for f in run.findings(latest) if "concentrate" in f]
         for finding in concentrated[:2]:
             items.append(
-                f"{latest} RCA: {finding}. Collect more training or pool data for that value."
+                f"{run.name(latest)} RCA: {finding}. Collect more training or pool data for that "
+                "value."
             )
     if (
         not met
@@ -95,15 +99,17 @@ def recommend(run: ReportRun) -> list[str]:
     final, loop_best = run.far(FINAL_AUTOML), run.best_of_loop()
     if final is not None and loop_best is not None and final > loop_best.far_pct:
         items.append(
-            f"Phase 3 ({final:.2f}%) did not beat DEFT's best {loop_best.label} "
-            f"({loop_best.far_pct:.2f}%): the pick-best safety net keeps {loop_best.label}."
+            f"Phase 3 ({final:.2f}%) did not beat DEFT's best {run.name(loop_best.label)} "
+            f"({loop_best.far_pct:.2f}%): the pick-best safety net keeps "
+            f"{run.name(loop_best.label)}."
         )
     unavailable = [
         lab for lab in run.labels if (kpi := run.rec(lab).kpi) is not None and not kpi.available
     ]
     if unavailable:
         items.append(
-            f"No threshold reaches 100% recall for {', '.join(unavailable)}: check the KPI set "
+            f"No threshold reaches 100% recall for {', '.join(run.name(u) for u in unavailable)}: "
+            "check the KPI set "
             "for mislabelled defects or duplicated images with opposite labels."
         )
     if not items:

@@ -1,4 +1,8 @@
-"""The page in order, each section guarded, and the atomic write of ``DEFT_Loop_Report.html``."""
+"""The page in order, each section guarded, and the atomic write of ``DEFT_Loop_Report.html``.
+
+The file keeps its documented name; the page is the whole run's report (Phase 1,
+the DEFT loop, Phase 3 and finalize), titled :data:`~.names.PIPELINE_TITLE`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,18 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 
-from automl_deft.deft.report import analysis, evidence, overview, recommend, results
+from automl_deft.deft.report import (
+    analysis,
+    contributions,
+    evidence,
+    overview,
+    pipeline,
+    recommend,
+    results,
+)
 from automl_deft.deft.report.html import document, na
 from automl_deft.deft.report.load import ReportRun, load_run
+from automl_deft.deft.report.names import PIPELINE_TITLE
 from automl_deft.deft.report.values import first_line
 from automl_deft.io import atomic_write_text
 from automl_deft.layout import RunLayout
@@ -34,14 +47,18 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
     ("Problem statement", overview.problem),
     ("KPI dataset characteristics", overview.dataset),
     ("Approach", overview.approach),
+    ("Pipeline at a glance", pipeline.glance),
+    ("Phase 1 AutoML", pipeline.phase1_summary),
     ("Progress", results.progress),
-    ("Per-iteration results", results.per_iteration),
+    ("Results per step", results.per_iteration),
+    ("FAR contributions by defect type and board", contributions.contributions),
     ("Sensitivity of the KPI", evidence.sensitivity),
     ("Augmentation", results.augmentation),
     ("RCA score distribution", analysis.rca_scores),
     ("Defect-type analysis", analysis.defect_types),
     ("Sample of generated data", analysis.samples),
     ("Per-iteration details", analysis.details),
+    ("Phase 3 AutoML", pipeline.phase3_summary),
     ("Recommendations", recommend.recommendations),
     ("Final status", results.final),
 )
@@ -82,7 +99,8 @@ def report_html(results_dir: str | os.PathLike[str]) -> str:
     """
     run = load_run(Path(results_dir))
     body = [
-        f"<header><h1>DEFT loop report</h1>{_guard('header', overview.header, run)}</header>",
+        f"<header><h1>{escape(PIPELINE_TITLE)}</h1>{_guard('header', overview.header, run)}"
+        "</header>",
         _guard("KPI banner", overview.banner, run),
         _guard("headline", evidence.headline, run),
     ]
@@ -96,9 +114,9 @@ def report_html(results_dir: str | os.PathLike[str]) -> str:
         )
     body.append(
         f'<p class="meta">Rendered {escape(run.generated)} from {escape(str(run.root))} '
-        "(re-rendered after every iteration).</p>"
+        "(re-rendered after every DEFT iteration and by finalize).</p>"
     )
-    return document(f"DEFT loop report: {run.root.name}", body)
+    return document(f"{PIPELINE_TITLE}: {run.root.name}", body)
 
 
 def _guard(title: str, builder: Section, run: ReportRun) -> str:

@@ -27,11 +27,12 @@ from automl_deft.deft.report.html import (
     thr,
 )
 from automl_deft.deft.report.load import ReportRun
+from automl_deft.deft.report.names import phase_name
 from automl_deft.deft.report.overview import SOURCE_NOTES
 from automl_deft.deft.report.values import first_line, total
 from automl_deft.errors import UserError
 from automl_deft.layout import RunLayout
-from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number
+from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number, phase_of
 from automl_deft.records import Deliverable, IterationRecord
 
 __all__ = ["augmentation", "final", "per_iteration", "progress"]
@@ -44,8 +45,9 @@ def progress(run: ReportRun) -> str:
     points = [(lab, far) for lab in run.labels if (far := run.far(lab)) is not None]
     if not points:
         return na(f"Progress chart: {NOT_YET.lower()} (no phase has been evaluated).")
-    png = progress_chart(points, run.target, run.best())
-    return img(png, "FAR per phase with the KPI target", "progress-chart")
+    names = {lab: run.name(lab) for lab, _ in points}
+    png = progress_chart(points, run.target, run.best(), names)
+    return img(png, "FAR per step of the run with the KPI target", "progress-chart")
 
 
 def per_iteration(run: ReportRun) -> str:
@@ -84,7 +86,8 @@ def per_iteration(run: ReportRun) -> str:
         far_text = pct(far) if far is not None else "unavailable" if unavailable else "—"
         rows.append(
             [
-                lab + (" ★" if best_label == lab else ""),
+                run.name(lab) + (" ★" if best_label == lab else ""),
+                _phase_of(run, lab),
                 rec.status,
                 Num(far_text),
                 Num(ci_text(run.steering_ci(lab)) if far is not None else "—"),
@@ -103,13 +106,14 @@ def per_iteration(run: ReportRun) -> str:
         classes.append("best" if best_label == lab else "")
     out = table(
         [
+            "step",
             "phase",
             "status",
             "FAR@100% (KPI / steering set)",
             "steering 95% interval",
             "validation FAR",
             "hold-out FAR [95% interval]",
-            "Δ vs baseline (pp)",
+            "Δ vs the first step (pp)",
             "threshold",
             "training rows",
             "synthetic rows",
@@ -122,7 +126,7 @@ def per_iteration(run: ReportRun) -> str:
         row_classes=classes,
         table_id="iterations-table",
     )
-    return out + (
+    return f'<div class="scroll">{out}</div>' + (
         '<p class="meta">FAR@100%: on the KPI (steering) set, which chose checkpoints, guided '
         "mining and ranked the phases; interval: bootstrap 95% on that set. Hold-out: the "
         "untouched kpi/holdout_set.csv, scored by finalize after every choice was made "
@@ -130,6 +134,10 @@ def per_iteration(run: ReportRun) -> str:
         "Synthetic and mined rows count what the phase's training set holds "
         "(cumulative); the augmentation table shows what each iteration added. ★ = best.</p>"
     )
+
+
+def _phase_of(run: ReportRun, label: str) -> str:
+    return phase_name(phase_of(label, run.rec(label).source).value)
 
 
 def _checkpoint_kind(rec: IterationRecord) -> str:
@@ -165,7 +173,7 @@ def augmentation(run: ReportRun) -> str:
         per_label = rec.mining.per_label if rec.mining else {}
         rows.append(
             [
-                lab,
+                run.name(lab),
                 Num(fmt(total(requested.values()))),
                 Num(fmt(new_sdg)),
                 Num(fmt(total(v.get("candidates") for v in per_label.values()))),
@@ -183,7 +191,7 @@ def augmentation(run: ReportRun) -> str:
             stats = per_label.get(name, {})
             label_rows.append(
                 [
-                    lab,
+                    run.name(lab),
                     name,
                     Num(fmt(need.get(name))),
                     ", ".join(routes) or "—",
@@ -242,7 +250,7 @@ def final(run: ReportRun) -> str:
         gap_text = "—" if gap is None else ("met" if gap == 0 else f"{gap:.1f} pp")
         held = holdout_of(run, best.label)
         rows = [
-            ["best iteration", best.label],
+            ["best step", run.name(best.label)],
             ["best FAR@100% recall (steering set)", pct(best.far_pct)],
             ["steering 95% interval", ci_text(run.steering_ci(best.label))],
             [
