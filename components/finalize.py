@@ -1,6 +1,6 @@
 """Component: Phase 3 on the KPI set, pick-best, deliverable spec, trajectory."""
 
-from kfp.dsl import HTML, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Markdown, Metrics, Model, Output
 
 
 def finalize(
@@ -11,6 +11,7 @@ def finalize(
     metrics: Output[Metrics],
     deliverable: Output[Model],
     report: Output[HTML],
+    classification: Output[ClassificationMetrics],
     phase1: str = "",
     phase3: str = "",
 ) -> str:
@@ -18,10 +19,13 @@ def finalize(
 
     Args:
         phase1, phase3: the searches' winner records (``SearchWinner`` JSON; '' = did not run).
+        classification: the deliverable's confusion matrix at the threshold it ships with
+            and its ROC curve, on the untouched hold-out (else the KPI set), for the KFP UI.
 
     Returns:
         The ``PipelineSummary`` record as JSON.
     """
+    from automl_deft.kpi.classification import deliverable_classification
     from automl_deft.records import SearchWinner
     from automl_deft.steps import finalize_step
 
@@ -51,4 +55,13 @@ def finalize(
             metrics.log_metric("holdout_far_pct_ci95_high", held.ci95[1])
     if result.best is not None:
         deliverable.metadata.update({"deliverable": result.best.dumps()})
+    shipped = deliverable_classification(results_dir)
+    if shipped is not None:
+        classification.log_confusion_matrix(
+            list(shipped.confusion.categories), shipped.confusion.matrix
+        )
+        classification.log_roc_curve(shipped.roc.fpr, shipped.roc.tpr, shipped.roc.threshold)
+        classification.metadata.update(
+            {"scored_on": shipped.scored_on, "step": shipped.label, "threshold": shipped.threshold}
+        )
     return result.dumps()

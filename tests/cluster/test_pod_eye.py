@@ -134,6 +134,13 @@ def test_the_pipeline_chains_in_pods_to_a_deliverable(pipeline_run: PipelineRun)
     assert (package / "package.json").is_file(), sorted(p.name for p in package.iterdir())
     manifest = json.loads((package / "package.json").read_text(encoding="utf-8"))
     assert (package / manifest["model_file"]).is_file()
+    # The KFP UI's view of the deliverable: a confusion matrix at its threshold and a ROC.
+    shown = run.task(finalize).artifacts["classification"].metadata
+    matrix = shown["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["PASS", "defect"]
+    assert sum(sum(row["row"]) for row in matrix["rows"]) > 0
+    assert shown["confidenceMetrics"], "the ROC curve"
+    assert shown["scored_on"] in ("holdout", "kpi")
 
 
 def test_phase3_gets_the_deft_artifacts_by_uri(pipeline_run: PipelineRun) -> None:
