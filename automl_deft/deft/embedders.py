@@ -8,7 +8,12 @@ An :class:`Embedder` maps the rows of a dataset frame to L2-normalised vectors
   means "differs from its golden in a way this model finds alike", which is
   what mining for the model's weak samples should look for.
 * ``pretrained``: ImageNet EfficientNet-Lite0 features, training-free (a first
-  iteration without a usable checkpoint, or a model-independent check).
+  iteration without a usable checkpoint, or a model-independent check); colour
+  or greyscale as the files are, each light embedded on its own.
+
+Both take colour, multi-light workspaces: ``model`` loads pairs exactly as its
+checkpoint's model takes them (:attr:`ChangeNetLite.geometry`), ``pretrained``
+splits every pair into its light tiles and never registers across a tile border.
 
 New embedders subclass :class:`Embedder` and register with
 :func:`register_embedder`; :func:`get_embedder` builds one by name.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import ClassVar, TypeVar
 
 import numpy as np
@@ -27,12 +33,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from automl_deft.errors import SpecError
-from automl_deft.model.align import register
-from automl_deft.model.data import PairSource, to_float
-from automl_deft.model.spec import BackboneSpec, Spec
+from automl_deft.model.align import register, split_tiles
+from automl_deft.model.data import PairSource, probe_channels, to_float
+from automl_deft.model.spec import BackboneSpec, InputGeometry, Spec
 from automl_deft.workspace import ImageNaming
 
 DEFAULT_BATCH_SIZE = 64
+TILE_CHUNK = DEFAULT_BATCH_SIZE
+"""Most light tiles (per side) the pretrained encoder takes in one forward pass, so a
+batch of four-light pairs needs no more memory than one of single-light pairs."""
 
 
 class Embedder(ABC):
@@ -116,8 +125,6 @@ def get_embedder(
 class _PairEmbedder(Embedder):
     """Shared loop: load pairs with :class:`PairSource`, embed batches, normalise."""
 
-    dim: int
-    size: tuple[int, int]
     device: torch.device
 
     def embed(
@@ -129,36 +136,53 @@ class _PairEmbedder(Embedder):
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> np.ndarray:
         """Embed every row of ``frame``; see :meth:`Embedder.embed`."""
-        self._check_naming(naming)
+        geometry = self.geometry_for(frame, images_dir, naming)
+        dim = self.dimension(geometry)
         if len(frame) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        source = PairSource.from_frame(frame, images_dir, naming, self.size)
-        out = np.empty((len(source), self.dim), dtype=np.float32)
+            return np.zeros((0, dim), dtype=np.float32)
+        source = PairSource.from_frame(frame, images_dir, geometry)
+        out = np.empty((len(source), dim), dtype=np.float32)
         bar = tqdm(total=len(source), desc=f"embed ({self.name})", unit="pair", disable=None)
         with torch.no_grad(), bar:
             start = 0
             for pixels, _ in source.batches(np.arange(len(source)), batch_size):
                 golden, test = to_float(pixels, self.device)
-                vec = F.normalize(self._vectors(golden, test).float(), dim=1)
+                vec = F.normalize(self._vectors(golden, test, geometry).float(), dim=1)
                 out[start : start + len(vec)] = vec.cpu().numpy()
                 start += len(vec)
                 bar.update(len(vec))
         return out
 
-    def _check_naming(self, naming: ImageNaming) -> None:
-        """Hook: reject namings the embedder cannot take."""
+    @abstractmethod
+    def geometry_for(
+        self, frame: pd.DataFrame, images_dir: str | os.PathLike[str], naming: ImageNaming
+    ) -> InputGeometry:
+        """How the pairs of ``frame`` are loaded (lights, colour, tiling, tile size).
+
+        Raises:
+            SpecError: the embedder cannot take ``naming``'s lights.
+        """
 
     @abstractmethod
-    def _vectors(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        """Un-normalised vectors ``[B, dim]`` of float pairs ``[B, C, H, W]`` in [0, 1]."""
+    def dimension(self, geometry: InputGeometry) -> int:
+        """The length of one embedding of pairs loaded as ``geometry``."""
+
+    @abstractmethod
+    def _vectors(
+        self, golden: torch.Tensor, test: torch.Tensor, geometry: InputGeometry
+    ) -> torch.Tensor:
+        """Un-normalised vectors ``[B, dim]`` of tiled float pairs ``[B, C, H, W]`` in [0, 1]."""
 
 
 @register_embedder
 class ModelEmbedder(_PairEmbedder):
     """The fused difference vector of a ChangeNetLite checkpoint (what its head sees).
 
-    Pairs are loaded at the checkpoint's training size, registered and encoded
-    exactly as in inference (bf16/fp16 autocast on CUDA when the spec enables AMP).
+    Pairs are loaded as the checkpoint's model takes them (``model.geometry``: its
+    colour, its lights tiled by its ``concat_type``/``grid_map``, its tile size),
+    registered light tile by light tile and encoded exactly as in inference (bf16/fp16
+    autocast on CUDA when the spec enables AMP). The naming's lights must be the
+    model's, in its order; the files' extension is the naming's (the workspace's).
     The vector is non-negative (ReLU, then max and mean pooling), so cosines run
     high across the board: on the tiny demo pool a row's 5th neighbour is at
     about 0.99, and the workflow's 0.9 cutoff rarely removes anything; ``top_k``
@@ -175,7 +199,6 @@ class ModelEmbedder(_PairEmbedder):
         image_size: tuple[int, int] | None = None,
     ) -> None:
         from automl_deft.model.checkpoint import load_model
-        from automl_deft.model.data import image_size as spec_image_size
         from automl_deft.model.train import amp_dtype_for, select_device
 
         if checkpoint is None:
@@ -187,20 +210,26 @@ class ModelEmbedder(_PairEmbedder):
         self.device = select_device(device)
         self.model.to(self.device).eval()
         self.amp_dtype = amp_dtype_for(self.device, self.spec)
-        self.size = spec_image_size(self.spec)
-        self.dim = self.model.difference.out_features
         self.checkpoint = str(checkpoint)
 
-    def _check_naming(self, naming: ImageNaming) -> None:
-        expected = self.spec.dataset.classify.num_input
-        if len(naming.lights) != expected:
+    def geometry_for(
+        self, frame: pd.DataFrame, images_dir: str | os.PathLike[str], naming: ImageNaming
+    ) -> InputGeometry:
+        own = self.model.geometry
+        if tuple(naming.lights) != own.lights:
             raise SpecError(
-                f"checkpoint {self.checkpoint} takes {expected} light(s), the naming gives "
-                f"{len(naming.lights)} ({', '.join(naming.lights)}); embed with the "
-                "checkpoint's spec naming"
+                f"checkpoint {self.checkpoint} takes {own.num_tiles} light(s) "
+                f"({', '.join(own.lights)}), the naming gives {len(naming.lights)} "
+                f"({', '.join(naming.lights)}); embed with the checkpoint's spec naming"
             )
+        return replace(own, ext=naming.ext)
 
-    def _vectors(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    def dimension(self, geometry: InputGeometry) -> int:
+        return int(self.model.difference.out_features)
+
+    def _vectors(
+        self, golden: torch.Tensor, test: torch.Tensor, geometry: InputGeometry
+    ) -> torch.Tensor:
         with torch.autocast(
             self.device.type,
             dtype=self.amp_dtype or torch.float32,
@@ -213,22 +242,34 @@ class ModelEmbedder(_PairEmbedder):
 class PretrainedEmbedder(_PairEmbedder):
     """ImageNet EfficientNet-Lite0 (the packaged weights), no training needed.
 
-    Lights are averaged to one grey image, the test image is registered onto its
-    golden (as the model does), and both go through the encoder. The embedding
-    is, per channel of the four block outputs (strides 4-32, 24+40+112+320 = 496
-    values), the spatial maximum of ``|test - golden|``: *how* the pair differs.
+    Each light is embedded on its own and the lights' vectors are concatenated in
+    the naming's light order, so the dimension is 496 per light (fixed for a given
+    naming): 496 for one light, 1984 for four. Per light, the test image is
+    registered onto its golden (its own best shift, never across into another light),
+    both go through the 3-channel encoder (RGB as it is, a greyscale image repeated
+    to three channels), and the light's vector is, per channel of the four block
+    outputs (strides 4-32, 24+40+112+320 = 496 values), the spatial maximum of
+    ``|test - golden|``: *how* the pair differs under that light.
 
     Why not pooled test features, or a difference of pooled features: a defect
     covers a few pixels, so any mean over the image is dominated by the board's
     own content, and the neighbours found are "the same kind of board region",
-    whatever the defect. On the tiny demo pool (16 rows per defect type), the
-    share of a defect row's 5 nearest neighbours with the same defect type was
-    0.23 for this max, 0.04 for ``[mean(test) - mean(golden), mean(test)]`` and
-    0.05 by chance; the max also keeps the 5th neighbour's cosine near 0.94, so
+    whatever the defect. On the tiny demo pool (16 rows per defect type, one grey
+    light), the share of a defect row's 5 nearest neighbours with the same defect
+    type was 0.23 for this max, 0.04 for ``[mean(test) - mean(golden), mean(test)]``
+    and 0.05 by chance; the max also keeps the 5th neighbour's cosine near 0.94, so
     the workflow's 0.9 cutoff still separates.
 
-    Pairs are resized to ``image_size`` (default: the default spec's 64x64);
-    ``checkpoint`` is not used.
+    Why concatenate the lights rather than pool over them: which light shows a
+    difference tells defect types apart (solder faults under the solder and
+    low-angle lights, a body fault under all). On the tiny SMT pool (four RGB
+    lights, 96 defect rows of seven types, 64 px tiles) the same-type share of the
+    5 nearest neighbours was 0.56 concatenated, 0.46 for the maximum over lights,
+    0.48 for their mean, 0.14 by chance; the 5th neighbour's cosine stays at 0.95.
+
+    Colour follows the files (:func:`~automl_deft.model.data.probe_channels` on the
+    frame embedded). Pairs are resized to ``image_size`` per light (default: the
+    default spec's 64x64); ``checkpoint`` is not used.
     """
 
     name = "pretrained"
@@ -250,14 +291,42 @@ class PretrainedEmbedder(_PairEmbedder):
         )
         self.max_shift = defaults.model.classify.align_max_shift
         self.device = select_device(device)
-        self.encoder = EfficientNetLite0(1, BackboneSpec(type="efficientnet_lite0"))
+        self.encoder = EfficientNetLite0(3, BackboneSpec(type="efficientnet_lite0"))
         self.encoder.to(self.device).eval()
-        self.dim = sum(self.encoder.channels)
+        self.light_dim = sum(self.encoder.channels)
 
-    def _vectors(self, golden: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-        if golden.shape[1] != 1:
-            golden, test = golden.mean(1, keepdim=True), test.mean(1, keepdim=True)
-        n = golden.shape[0]
-        test = register(golden, test, self.max_shift)
-        feats = self.encoder(torch.cat([golden, test]))
-        return torch.cat([(f[n:] - f[:n]).abs().amax(dim=(2, 3)) for f in feats], dim=1)
+    def geometry_for(
+        self, frame: pd.DataFrame, images_dir: str | os.PathLike[str], naming: ImageNaming
+    ) -> InputGeometry:
+        # One column of tiles: the layout is undone before encoding, so any would do.
+        return InputGeometry(
+            lights=tuple(naming.lights),
+            ext=naming.ext,
+            channels=probe_channels(frame, images_dir, naming),
+            tile_width=self.size[0],
+            tile_height=self.size[1],
+            rows=len(naming.lights),
+            columns=1,
+        )
+
+    def dimension(self, geometry: InputGeometry) -> int:
+        return self.light_dim * geometry.num_tiles
+
+    def _vectors(
+        self, golden: torch.Tensor, test: torch.Tensor, geometry: InputGeometry
+    ) -> torch.Tensor:
+        n, lights = golden.shape[0], geometry.num_tiles
+        # Light tiles as images of their own: [B * T, C, h, w], pair-major.
+        golden, test = (
+            split_tiles(x, geometry.rows, geometry.columns).flatten(0, 1) for x in (golden, test)
+        )
+        if golden.shape[1] == 1:
+            golden, test = golden.expand(-1, 3, -1, -1), test.expand(-1, 3, -1, -1)
+        parts = []
+        for start in range(0, len(golden), TILE_CHUNK):
+            g, t = golden[start : start + TILE_CHUNK], test[start : start + TILE_CHUNK]
+            t = register(g, t, self.max_shift)
+            feats = self.encoder(torch.cat([g, t]))
+            k = len(g)
+            parts.append(torch.cat([(f[k:] - f[:k]).abs().amax(dim=(2, 3)) for f in feats], dim=1))
+        return torch.cat(parts).view(n, lights * self.light_dim)

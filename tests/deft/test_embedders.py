@@ -21,7 +21,7 @@ from automl_deft.deft.embedders import (
 from automl_deft.deft.mining import mine
 from automl_deft.errors import CheckpointError, SpecError
 from automl_deft.model.checkpoint import save_checkpoint
-from automl_deft.model.data import PairSource, image_size, to_float
+from automl_deft.model.data import PairSource, to_float
 from automl_deft.model.network import ChangeNetLite
 from automl_deft.model.spec import Spec, load_spec
 from automl_deft.workspace import ImageNaming, Workspace, read_dataset_csv
@@ -79,8 +79,9 @@ def test_model_embedder_returns_what_the_head_sees(
     )
     _assert_unit_rows(out, len(pairs), dim)
 
-    # The same vector, by hand: the checkpoint's network up to its head.
-    source = PairSource.from_frame(pairs, ws.images_dir, spec.naming(), image_size(spec))
+    # The same vector, by hand: the checkpoint's network up to its head, on its geometry.
+    assert emb.model.geometry == spec.geometry(1)  # type: ignore[attr-defined]
+    source = PairSource.from_frame(pairs, ws.images_dir, emb.model.geometry)  # type: ignore[attr-defined]
     golden, test = to_float(source.pixels, torch.device("cpu"))  # type: ignore[arg-type]
     with torch.no_grad():
         fused = emb.model.embed(golden, test)  # type: ignore[attr-defined]
@@ -151,7 +152,9 @@ def test_model_embedder_rejects_a_naming_with_other_lights(
     ws: Workspace, pairs: pd.DataFrame, checkpoint: Path
 ) -> None:
     emb = get_embedder("model", checkpoint=checkpoint, device="cpu")
-    with pytest.raises(SpecError, match=r"takes 1 light\(s\), the naming gives 2 \(a, b\)"):
+    with pytest.raises(
+        SpecError, match=r"takes 1 light\(s\) \(SolderLight\), the naming gives 2 \(a, b\); "
+    ):
         emb.embed(pairs, ws.images_dir, ImageNaming(lights=("a", "b")))
 
 

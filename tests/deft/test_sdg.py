@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import textwrap
 import time
@@ -212,8 +213,10 @@ def test_procedural_is_deterministic(tiny_ws: Path, tmp_path: Path) -> None:
 def test_procedural_needs_one_light_and_no_options(
     tiny_ws: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    two = _ctx(tiny_ws, tmp_path, naming=ImageNaming(lights=("Top", "Side")))
+    # (the spec says greyscale, so no file of these made-up lights is probed for colour)
+    two = _ctx(tiny_ws, tmp_path, naming=ImageNaming(lights=("Top", "Side")), color_mode="grey")
     backend = get_sdg_backend("procedural-pcb")
+    assert backend.refusal(two) is None
     assert backend.supported_labels(two) == frozenset()
     with caplog.at_level(logging.WARNING):
         rows = backend.generate(_requests(tiny_ws, ["open"], 3), two)
@@ -224,6 +227,23 @@ def test_procedural_needs_one_light_and_no_options(
         StageError, match=r"unknown sdg\.options for the procedural-pcb backend: strength"
     ):
         backend.generate(_requests(tiny_ws, ["open"], 1), bad)
+
+
+def test_procedural_refuses_a_colour_spec_in_one_line(tiny_ws: Path, tmp_path: Path) -> None:
+    backend = get_sdg_backend("procedural-pcb")
+    assert backend.refusal(_ctx(tiny_ws, tmp_path)) is None  # greyscale files, color_mode auto
+    rgb = _ctx(tiny_ws, tmp_path, color_mode="rgb")
+    line = (
+        "the procedural-pcb SDG backend paints greyscale images only and this workspace is "
+        "colour (dataset.classify.color_mode is 'rgb'); set deft.sdg.backend: cutpaste, which "
+        "pastes real training defects in colour under every light"
+    )
+    assert backend.refusal(rgb) == line
+    with pytest.raises(StageError, match=rf"^{re.escape(line)}$"):
+        backend.supported_labels(rgb)
+    with pytest.raises(StageError, match=rf"^{re.escape(line)}$"):
+        backend.generate(_requests(tiny_ws, ["open"], 2), rgb)
+    assert not (tmp_path / "images").exists()  # nothing written
 
 
 # -- cutpaste ----------------------------------------------------------------------------

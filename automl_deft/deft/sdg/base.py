@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from automl_deft.errors import SpecError, StageError, UserError
 from automl_deft.io import atomic_copy, atomic_path
@@ -70,6 +70,9 @@ class SDGContext:
         seed: with ``iteration``, fixes every random choice.
         iteration: the DEFT iteration (part of every object name).
         options: backend settings from the config (``sdg.options``).
+        color_mode: the training spec's ``dataset.classify.color_mode``: ``rgb`` or
+            ``grey`` as the model reads the images, ``auto`` decided from the training
+            images (:func:`workspace_channels`).
     """
 
     images_dir: Path
@@ -81,6 +84,7 @@ class SDGContext:
     seed: int = 0
     iteration: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
+    color_mode: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,18 @@ class SDGBackend(ABC):
     @abstractmethod
     def supported_labels(self, ctx: SDGContext) -> frozenset[str] | None:
         """The normalised labels this backend can generate in ``ctx``; None means any label."""
+
+    def refusal(self, ctx: SDGContext) -> str | None:
+        """Why this backend can make nothing at all for ``ctx``'s workspace, as one line
+        that names the fix (e.g. greyscale-only painting asked for a colour workspace),
+        or None (the default) when it can work there.
+
+        A loop can ask before its first stage; a backend that refuses also raises it
+        as a :class:`~automl_deft.errors.StageError` from :meth:`supported_labels` and
+        :meth:`generate`, so it never writes images that do not fit the workspace.
+        """
+        del ctx
+        return None
 
     @abstractmethod
     def generate(self, requests: Sequence[SDGRequest], ctx: SDGContext) -> pd.DataFrame:
@@ -295,14 +311,51 @@ def read_image(path: str | os.PathLike[str], *, gray: bool = False) -> np.ndarra
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Encode ``image`` in the format of ``path``'s extension, atomically."""
+def workspace_channels(ctx: SDGContext) -> int:
+    """3 when the model reads the images as colour, 1 for greyscale: ``ctx.color_mode``
+    when it is ``rgb`` or ``grey``, else :func:`~automl_deft.model.data.probe_channels`
+    on the training rows (the rule training itself applies).
+
+    Raises:
+        WorkspaceError: ``auto`` and a file of the first training row is missing or unreadable.
+    """
+    from automl_deft.model.data import probe_channels
+
+    if ctx.color_mode in ("rgb", "grey"):
+        return 3 if ctx.color_mode == "rgb" else 1
+    return probe_channels(ctx.train_frame, ctx.images_dir, ctx.naming)
+
+
+def write_image(
+    path: str | os.PathLike[str], image: np.ndarray, *, like: str | os.PathLike[str] | None = None
+) -> None:
+    """Encode ``image`` in the format of ``path``'s extension, atomically.
+
+    ``like``: the file ``image`` was made from. When both are JPEG, ``image`` is encoded
+    with ``like``'s quantization tables and chroma subsampling, so the pixels nothing
+    changed come back within a few grey levels (PIL's default quality would blur the
+    whole image, a give-away the pasted defect's golden, copied as it is, lacks).
+    """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"cannot write {path.suffix!r} images; use e.g. '.png' as image_ext")
+    params = _jpeg_settings(like, image) if fmt == "JPEG" and like is not None else {}
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt)
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt, **params)
+
+
+def _jpeg_settings(like: str | os.PathLike[str], image: np.ndarray) -> dict[str, Any]:
+    """The save options that re-encode ``image`` as ``like`` was encoded (none when
+    ``like`` is not a JPEG file)."""
+    with Image.open(like) as raw:
+        if not isinstance(raw, JpegImagePlugin.JpegImageFile):
+            return {}
+        params: dict[str, Any] = {"qtables": raw.quantization}
+        sampling = JpegImagePlugin.get_sampling(raw)
+    if image.ndim == 3 and sampling != -1:
+        params["subsampling"] = sampling
+    return params
 
 
 class PairWriter:
@@ -351,15 +404,27 @@ class PairWriter:
         *,
         boardname: str = "",
         source: str = "",
+        inputs_like: Sequence[Path] | None = None,
     ) -> dict[str, str]:
-        """Write one pair (an array is encoded, a path copied), one image per light; record it."""
+        """Write one pair (an array is encoded, a path copied), one image per light; record it.
+
+        ``inputs_like``: per light, the file an input array was made from; it is encoded
+        with that file's settings (see :func:`write_image`).
+        """
         input_files, golden_files = self.files(name)
-        for images, files in ((goldens, golden_files), (inputs, input_files)):
-            for image, dst in zip(images, files, strict=True):
+        like: dict[str, Sequence[Path | None]] = {
+            "golden": [None] * len(golden_files),
+            "input": inputs_like if inputs_like is not None else [None] * len(input_files),
+        }
+        for side, images, files in (
+            ("golden", goldens, golden_files),
+            ("input", inputs, input_files),
+        ):
+            for image, dst, src in zip(images, files, like[side], strict=True):
                 if isinstance(image, Path):
                     atomic_copy(image, dst)
                 else:
-                    write_image(dst, image)
+                    write_image(dst, image, like=src)
         row = {
             "input_path": self.input_rel,
             "golden_path": self.golden_rel,

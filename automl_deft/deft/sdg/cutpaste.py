@@ -4,7 +4,7 @@ For each pair:
 
 1. Take a defective training row of the requested label. Its defect is where
    its tested image differs from its golden: the golden is lined up with the
-   tested image (best shift up to :data:`MAX_SHIFT` pixels), the absolute
+   tested image (best shift up to :func:`shift_radius` pixels), the absolute
    difference (largest over lights and colour channels) is thresholded at
    :data:`DIFF_FRACTION` of the golden's dynamic range, and one-pixel-thin
    differences are opened away: on a clean board those are edge jitter and
@@ -58,7 +58,10 @@ from automl_deft.deft.sdg.base import (
 from automl_deft.workspace import is_pass, normalize_label
 
 MAX_SHIFT = 2
-"""Largest misregistration (pixels) removed before differencing a pair."""
+"""Largest misregistration (pixels) removed before differencing a 64-pixel pair; larger
+images are searched further in proportion (:func:`shift_radius`)."""
+SHIFT_REFERENCE_SIZE = 64
+"""The image side :data:`MAX_SHIFT` is meant for."""
 DIFF_FRACTION = 0.4
 """A pixel is part of the defect when it moved this fraction of the golden's dynamic range."""
 MIN_DIFF = 25.0
@@ -169,12 +172,8 @@ class _Run:
                 continue
             target = pick_source(self.clean, board, rng)
             golden_files = row_files(self.ctx, target, "golden_path")
-            pasted = paste_defect(
-                found,
-                self.read(row_files(self.ctx, target, "input_path")),
-                self.read(golden_files),
-                rng,
-            )
+            input_files = row_files(self.ctx, target, "input_path")
+            pasted = paste_defect(found, self.read(input_files), self.read(golden_files), rng)
             if pasted is None:
                 continue
             self.writer.write(
@@ -184,6 +183,7 @@ class _Run:
                 golden_files,
                 boardname=str(target.get("boardname", "")),
                 source=f"{src['object_name']}{SOURCE_SEPARATOR}{target['object_name']}",
+                inputs_like=input_files,
             )
             return 1
         return 0
@@ -199,7 +199,8 @@ def find_defect(tests: list[np.ndarray], goldens: list[np.ndarray]) -> _Defect |
     for t, g in zip(tests, goldens, strict=True):
         d = np.abs(t.astype(np.float32) - _shift(g, dy, dx).astype(np.float32))
         diff = np.maximum(diff, d.max(axis=2) if d.ndim == 3 else d)
-    diff[:MAX_SHIFT], diff[-MAX_SHIFT:], diff[:, :MAX_SHIFT], diff[:, -MAX_SHIFT:] = 0, 0, 0, 0
+    r = shift_radius(g0.shape)
+    diff[:r], diff[-r:], diff[:, :r], diff[:, -r:] = 0, 0, 0, 0
     threshold = max(MIN_DIFF, DIFF_FRACTION * _range(g0))
     over = diff > threshold
     core = ndimage.binary_opening(over, structure=np.ones((2, 2), dtype=bool))
@@ -306,9 +307,18 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return p[k - dy : k - dy + h, k - dx : k - dx + w]
 
 
+def shift_radius(shape: tuple[int, ...]) -> int:
+    """The misregistration searched for in an image of ``shape`` (``(H, W, ...)``):
+    :data:`MAX_SHIFT` up to :data:`SHIFT_REFERENCE_SIZE` pixels a side, growing with the
+    smaller side above it (a camera's few pixels of offset are more pixels at a finer
+    resolution: 4 at 128 px, where the SMT workspace's captures move by up to 3)."""
+    side = min(shape[0], shape[1])
+    return max(MAX_SHIFT, round(MAX_SHIFT * side / SHIFT_REFERENCE_SIZE))
+
+
 def _best_shift(golden: np.ndarray, test: np.ndarray) -> tuple[int, int]:
     """The ``(dy, dx)`` that best moves ``golden`` onto ``test`` (ties: the smallest shift)."""
-    r = MAX_SHIFT
+    r = shift_radius(golden.shape)
     h, w = golden.shape
     if h <= 2 * r or w <= 2 * r:
         return 0, 0

@@ -10,8 +10,13 @@ the defect's size and contrast; without them, low and medium severities and low
 contrasts are favoured, since those are the misses RCA tends to find.
 
 Painting works on single-channel copper images, so the backend supports the six
-:data:`~automl_deft.synth.defects.DEFECT_TYPES` for single-light workspaces and
-nothing for multi-light ones. It takes no options.
+:data:`~automl_deft.synth.defects.DEFECT_TYPES` for single-light greyscale
+workspaces and nothing for multi-light ones. A colour workspace (RGB training
+images, or ``dataset.classify.color_mode: rgb``) is refused outright with one
+line (:meth:`ProceduralPCB.refusal`, raised as a
+:class:`~automl_deft.errors.StageError`): grey pairs in a colour training set
+would teach the model that "grey" means "defect". ``cutpaste`` works there.
+It takes no options.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from automl_deft.deft.sdg.base import (
     register_sdg_backend,
     row_files,
     warn_short,
+    workspace_channels,
 )
+from automl_deft.errors import StageError
 from automl_deft.synth.defects import (
     DEFECT_TYPES,
     FULL_CONTRAST,
@@ -60,17 +67,38 @@ class ProceduralPCB(SDGBackend):
 
     name = "procedural-pcb"
 
+    def refusal(self, ctx: SDGContext) -> str | None:
+        """One line when the workspace is colour (see the module docstring), else None."""
+        if workspace_channels(ctx) == 1:
+            return None
+        why = (
+            "dataset.classify.color_mode is 'rgb'"
+            if ctx.color_mode == "rgb"
+            else "its training images are RGB"
+        )
+        return (
+            f"the {self.name} SDG backend paints greyscale images only and this workspace is "
+            f"colour ({why}); set deft.sdg.backend: cutpaste, which pastes real training "
+            "defects in colour under every light"
+        )
+
     def supported_labels(self, ctx: SDGContext) -> frozenset[str] | None:
-        """The six painted defect types, or none when the images have several lights."""
+        """The six painted defect types, or none when the images have several lights.
+
+        Raises:
+            StageError: a colour workspace (:meth:`refusal`).
+        """
+        self._refuse(ctx)
         return frozenset(DEFECT_TYPES) if len(ctx.naming.lights) == 1 else frozenset()
 
     def generate(self, requests: Sequence[SDGRequest], ctx: SDGContext) -> pd.DataFrame:
         """Paint ``count`` pairs per request; see the module docstring.
 
         Raises:
-            StageError: ``sdg.options`` is not empty.
+            StageError: ``sdg.options`` is not empty, or a colour workspace (:meth:`refusal`).
         """
         check_options(self.name, ctx.options, ())
+        self._refuse(ctx)
         writer = PairWriter(ctx, self.name)
         supported = self.supported_labels(ctx) or frozenset()
         sources = clean_sources(ctx)
@@ -89,6 +117,11 @@ class ProceduralPCB(SDGBackend):
                 made += self._one(request, ctx, writer, sources, index, cache)
             warn_short(self.name, request, made, "no defect site on the clean rows tried")
         return writer.frame()
+
+    def _refuse(self, ctx: SDGContext) -> None:
+        why = self.refusal(ctx)
+        if why is not None:
+            raise StageError(why)
 
     def _one(
         self,
