@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "yamlio",
         "redact",
         "k8s_checks",
+        "console",
     ),
     # 1: the run's vocabulary: layout, records, the data layout, the one KPI
     ("layout", "records", "workspace", "kpi", "mount"),

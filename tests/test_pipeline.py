@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,42 @@ def test_cli_prints_the_trajectory_and_the_deliverable(run: Run) -> None:
     verdict = "KPI MET on the untouched hold-out" if kpi_gate(summary) else "KPI NOT MET on the"
     assert lines[-1].startswith(verdict), lines[-1]
     assert f"KPI set: {'met' if summary.kpi_met else 'not met'}" in lines[-1]
+
+
+RUN_TASKS = {
+    "preflight": "pre-flight",
+    "automl-search-2": "Phase 1 AutoML",
+    "quality-check": "quality check",
+    "seed-deft-baseline": "handoff 1→2",
+    "deft-loop": "Phase 2 DEFT loop",
+    "select-warm-start": "handoff 2→3",
+    "automl-search-4": "Phase 3 AutoML",
+    "finalize": "finalize",
+    "export-model": "export",
+}
+"""kfp.local's name of each task of this run → the name the terminal gives it."""
+
+
+def test_the_terminal_is_a_summary_and_the_logs_hold_everything(run: Run) -> None:
+    """Redirected, ``automl-deft run`` prints what a person reads (issue 13): each task's
+    start and end, each trial, the DEFT stages; ``RUN/logs/<task>.log`` holds the rest."""
+    lines = run.stdout.splitlines()
+    assert len(lines) <= 150, len(lines)
+    assert "executor_input" not in run.stdout and "\x1b[" not in run.stdout
+    for label in RUN_TASKS.values():
+        assert sum(line.startswith(f"[{label}] started ") for line in lines) == 1, label
+        assert sum(line.startswith(f"[{label}] done · ") for line in lines) == 1, label
+    assert sum(line.startswith("  trial ") for line in lines) == 4  # 2 trials per search
+    ends = {line.split("]")[0][1:]: line for line in lines if "] done · " in line}
+    assert re.search(r" · winner trial-\d{4}: val FAR \d+\.\d\d%", ends["Phase 1 AutoML"])
+    assert re.search(r" · best (baseline|iter1): KPI FAR \d+\.\d\d%$", ends["Phase 2 DEFT loop"])
+    assert " · deliverable iter1: KPI FAR " in ends["finalize"]
+    assert any(line.startswith("  [iter 1/1 · mining] ") for line in lines)
+    logs = RunLayout(run.root).logs
+    for task in RUN_TASKS:
+        text = (logs / f"{task}.log").read_text(encoding="utf-8")
+        assert "Got executor_input" in text and "Wrote executor output file" in text, task
+    assert "epoch 2/2" in (logs / "automl-search-2.log").read_text(encoding="utf-8")
 
 
 # --- handoff 1 → 2 --------------------------------------------------------------------

@@ -119,8 +119,20 @@ def preflight_cmd(
     default="automl-deft",
     show_default=True,
 )
-@click.option("-y", "--yes", is_flag=True, help="Do not ask; proceed after the pre-flight.")
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help="Do not ask; proceed after the pre-flight (printed in brief; the whole text goes "
+    "to RUN/logs/preflight.txt).",
+)
 @click.option("--no-images", is_flag=True, help="Pre-flight: skip decoding images.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show everything kfp.local and the tasks print (RUN/logs/<task>.log always has it).",
+)
 @click.option(
     "--fail-on-kpi-miss",
     is_flag=True,
@@ -134,6 +146,7 @@ def run_cmd(
     pipeline_name: str,
     yes: bool,
     no_images: bool,
+    verbose: bool,
     fail_on_kpi_miss: bool,
 ) -> None:
     """Run the pipeline here (the embedded default): pre-flight, one question, then
@@ -145,7 +158,8 @@ def run_cmd(
     trajectory (Phase 1 → DEFT iterations → Phase 3, FAR on the KPI set), the
     deliverable and the report. Re-run with the same -o/--results DIR to resume.
     """
-    from automl_deft.cluster.local_run import run_local
+    from automl_deft.cluster.local_run import Verbosity, run_local
+    from automl_deft.io import atomic_write_text
     from automl_deft.layout import RunLayout
     from automl_deft.preflight import build_preflight
     from automl_deft.records import PipelineSummary
@@ -165,7 +179,14 @@ def run_cmd(
         hpo_backend=backend,
         check_images=not no_images,
     )
-    click.echo(pre.text())
+    layout = RunLayout(root)
+    if yes and not verbose and not pre.blocking:
+        # Nobody is asked: a few lines here, the whole text where the task logs go.
+        full = layout.logs / "preflight.txt"
+        atomic_write_text(full, pre.text())
+        click.echo(pre.brief(str(full)))
+    else:
+        click.echo(pre.text())
     if pre.blocking:
         raise UserError(f"pre-flight blocked: {pre.blocking[0]}")
     if not yes:
@@ -180,9 +201,16 @@ def run_cmd(
     if pipeline_name != "deft-only":
         args["hpo_backend"] = LOCAL_BACKEND
     # No retries here: a local failure is a real error, and re-running resumes.
-    run = run_local(_build(pipeline_name, retries=False), args, results_dir=root)
+    quiet = (click.get_current_context().obj or {}).get("quiet", False)
+    compute = next(s for s in pre.sections if s.title == "Compute estimate")
+    run = run_local(
+        _build(pipeline_name, retries=False),
+        args,
+        results_dir=root,
+        verbosity=Verbosity.VERBOSE if verbose else Verbosity.QUIET if quiet else Verbosity.SUMMARY,
+        jobs=(compute.data.get("total") or {}).get("trainings"),
+    )
     click.echo("")
-    layout = RunLayout(root)
     summary = PipelineSummary.read(layout.summary) if layout.summary.is_file() else None
     if summary is not None:
         _print_trajectory(summary)

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from automl_deft import console
+from automl_deft.console import format_duration
 from automl_deft.deft.config import DeftConfig
 from automl_deft.deft.deliverable import final_training_set, write_deliverable
 from automl_deft.deft.stages import Stages
@@ -74,7 +76,8 @@ def workspace_inputs(
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
+    # Under ``automl-deft run`` a console event (shown as it is), else a plain line.
+    console.emit("stage", line, echo=True)
 
 
 def config_problems(cfg: DeftConfig) -> list[str]:
@@ -270,7 +273,8 @@ class _Loop:
         start = time.monotonic()
         before = self.stages.best_far()
         try:
-            fields, summary = getattr(self.stages, f"stage_{stage}")(label)
+            with console.activity(self._where(label, stage)):  # a training bar names it
+                fields, summary = getattr(self.stages, f"stage_{stage}")(label)
         except AutomlDeftError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             self.state.record_error(label, stage, message, time.monotonic() - start)
@@ -281,6 +285,7 @@ class _Loop:
             self.before_commit(label, stage)
         duration = time.monotonic() - start
         self.state.commit(label, stage, summary=summary, duration_sec=duration, **fields)
+        self._job_done(label, stage, duration)
         self._say(self._status_line(label, stage, summary, duration, before))
         if stage == "rca":
             self._render_report()
@@ -356,6 +361,18 @@ class _Loop:
         if self.status is not None:
             self.status(line)
 
+    def _job_done(self, label: str, stage: str, duration: float) -> None:
+        """A training job ended (an iteration's last stage, or the baseline trained here):
+        its time feeds ``automl-deft run``'s overall ETA."""
+        n = iteration_number(label) or 0
+        if n and stage == stages_of(label)[-1]:
+            seconds = sum(self.state.iteration(label).durations.values())
+        elif not n and stage == "train" and duration > 0:
+            seconds = duration
+        else:
+            return
+        console.emit("job", "", job_seconds=seconds, done=n, of=self.cfg.max_iterations)
+
     def _render_report(self) -> Path | None:
         from automl_deft.deft.report import render_report
 
@@ -390,13 +407,5 @@ class _Loop:
                 f"[done · {status}] best {outcome.best_label}: FAR {best_far:.2f}% "
                 f"(target {self.target.short()}) · {RunLayout(st.results_dir).deliverable}"
             )
+            console.emit("result", f"best {outcome.best_label}: KPI FAR {best_far:.2f}%")
         return outcome
-
-
-def format_duration(seconds: float) -> str:
-    """``42s``, ``11m``, ``1.5h`` (the status line's durations)."""
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"

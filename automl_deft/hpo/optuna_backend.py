@@ -15,6 +15,7 @@ import logging
 import math
 import multiprocessing
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,8 +26,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from automl_deft import console
 from automl_deft.application import EpochMetrics, metric_value
-from automl_deft.errors import InfrastructureError
+from automl_deft.errors import InfrastructureError, first_line
 from automl_deft.hpo.algorithms import canonical, make_pruner, make_sampler
 from automl_deft.hpo.base import (
     Budget,
@@ -217,16 +219,23 @@ def run_search(
             if trial.should_prune():
                 raise _Pruned(epoch)
 
+        started = time.monotonic()
         try:
-            outcome = run_trial(problem, name, values, on_epoch_end=report)
+            with console.activity(f"trial {done + 1}/{budget.max_trials}"):
+                outcome = run_trial(problem, name, values, on_epoch_end=report)
         except _Pruned as pruned:
             trial.set_user_attr("pruned_at_epoch", pruned.epoch)
             study.tell(trial, state=TrialState.PRUNED)
             record = TrialRecord(trial.number, name, values, "pruned", None, pruned.epoch)
+            _announce(study, budget, record, None, time.monotonic() - started)
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             study.tell(trial, state=TrialState.FAIL)
             log.error("%s failed: %s", name, exc)
+            seconds = time.monotonic() - started
+            console.emit(
+                "trial", f"{name} failed: {first_line(exc)} · {console.format_duration(seconds)}"
+            )
             continue
         else:
             trial.set_user_attr("far_pct", outcome.far_pct)
@@ -236,9 +245,34 @@ def run_search(
             trial.set_user_attr("epochs_run", outcome.epochs_run)
             study.tell(trial, outcome.objective())
             record = TrialRecord(trial.number, name, values, "complete", outcome.value)
+            _announce(study, budget, record, outcome.far_pct, time.monotonic() - started)
         if on_trial is not None:
             on_trial(record)
     return study, records_of(study)
+
+
+def _announce(
+    study: optuna.Study, budget: Budget, record: TrialRecord, far: float | None, seconds: float
+) -> None:
+    """``trial 3/5 (trial-0002) finished: val FAR 9.80% (best so far: trial-0001) · 42s``."""
+    done, _ = _counts(study)
+    head = f"trial {done}/{budget.max_trials} ({record.name})"
+    took = console.format_duration(seconds)
+    if record.state == "pruned":
+        text = f"{head} pruned at epoch {record.pruned_at_epoch} · {took}"
+    else:
+        complete = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if RESEED_ATTR not in t.user_attrs and t.value is not None
+        ]
+        best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+        leader = "best so far"
+        if best is not None and best.number != record.number:
+            leader = f"best so far: {trial_name(best.number)}"
+        value = "n/a" if far is None else f"{far:.2f}%"
+        text = f"{head} finished: val FAR {value} ({leader}) · {took}"
+    console.emit("trial", text, job_seconds=seconds, done=done, of=budget.max_trials)
 
 
 def records_of(study: optuna.Study) -> list[TrialRecord]:

@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from automl_deft import console
 from automl_deft.application import DEFAULT_APPLICATION
 from automl_deft.config import read_config_yaml, typed_from_dict
 from automl_deft.errors import SpecError, UserError
@@ -297,12 +299,28 @@ def _run_search(
     ranked = skip_collapsed(rank(outcomes), report)
 
     def retrain(best: TrialOutcome) -> TrialOutcome:
-        return run_trial(
-            problem, f"{best.name}-reseed", best.params, seed=base.train.seed + RESEED_OFFSET
+        name = f"{best.name}-reseed"
+        far = "n/a" if best.far_pct is None else f"{best.far_pct:.2f}%"
+        console.emit(
+            "heading",
+            f"lucky winner {best.name} (val FAR {far}) beat the runner-up by more than "
+            f"{config.guards.lucky_factor:g}x: re-training it once with a fresh seed as {name}",
         )
+        started = time.monotonic()
+        with console.activity(f"re-run {name}"):
+            again = run_trial(problem, name, best.params, seed=base.train.seed + RESEED_OFFSET)
+        seconds = time.monotonic() - started
+        far = "n/a" if again.far_pct is None else f"{again.far_pct:.2f}%"
+        console.emit(
+            "trial",
+            f"re-run {name} finished: val FAR {far} · {console.format_duration(seconds)}",
+            job_seconds=seconds,
+        )
+        return again
 
     ranked = check_lucky_winner(ranked, config.guards.lucky_factor, retrain, report)
     winner = ranked[0]
+    console.emit("result", _winner_line(winner, report))
     check_zero_shot(
         winner,
         zero_shot_far(problem, config.guards.zero_shot_method),
@@ -339,6 +357,16 @@ def _run_search(
     )
     write_outputs(result, outcomes)
     return result
+
+
+def _winner_line(winner: TrialOutcome, report: GuardReport) -> str:
+    """``winner trial-0003: val FAR 9.80%`` (and the trial the lucky-winner guard demoted)."""
+    far = "n/a" if winner.far_pct is None else f"{winner.far_pct:.2f}%"
+    text = f"winner {winner.name}: val FAR {far}"
+    lucky = report.lucky_winner
+    if lucky is not None and lucky.rec_id != winner.name:
+        text += f" ({lucky.rec_id} demoted by the lucky-winner guard)"
+    return text
 
 
 def verdict_of(winner: TrialOutcome, report: GuardReport) -> SearchVerdict:

@@ -36,8 +36,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
+from automl_deft import console
 from automl_deft.application import EpochCallback, EpochMetrics, metric_value
 from automl_deft.errors import CheckpointError, SpecError, WorkspaceError
 from automl_deft.io import atomic_write_json, fsync_dir
@@ -295,12 +295,12 @@ def train(
         model.train()
         indices = epoch_indices(train_src.targets, cfg.fpratio_sampling, rng)
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(
-            total=len(indices),
-            desc=f"epoch {epoch}/{spec.train.num_epochs}",
-            unit="pair",
-            disable=None if progress is None else not progress,
-            leave=False,
+        last_far = history[-1].get("far_pct") if history else None
+        bar = console.bar(
+            len(indices),
+            f"epoch {epoch}/{spec.train.num_epochs}",
+            progress=progress,
+            postfix=None if last_far is None else {"val FAR": f"{last_far:.2f}%"},
         )
         for pixels, y in train_src.batches(indices, cfg.batch_size, workers=cfg.workers):
             golden, test = to_float(pixels, device)
@@ -405,18 +405,21 @@ RUN_FILES = (LATEST_NAME, "train_summary.json", "history.json", BEST_NAME)
 
 def set_previous_run_aside(out: Path) -> Path | None:
     """Move the run in ``out`` (its :data:`RUN_FILES`) into ``out/previous_runs/<UTC time>/``
-    so that a run from scratch starts in an empty folder; nothing is deleted.
+    so that a run from scratch starts without it; nothing is deleted.
 
     One rename per file, ``latest.pt`` first: a kill part-way leaves every file
-    whole (here or aside) and no ``latest.pt`` to resume the old run from, so the
-    new run's checkpoints never mix with the old run's. Returns the folder (None:
-    ``out`` held no run).
+    whole (here or aside) and no ``latest.pt`` to resume the old run from; a file
+    still here is then overwritten by the next run's own. Returns the folder
+    (None: ``out`` held no run).
     """
     present = [name for name in RUN_FILES if (out / name).exists()]
     if not present:
         return None
-    aside = out / PREVIOUS_RUNS / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = aside.with_name(f"{aside.name}-{time.time_ns() % 10**9:09d}") if aside.exists() else aside
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, n = out / PREVIOUS_RUNS / stamp, 1
+    while aside.exists():  # two fresh starts within one second
+        n += 1
+        aside = out / PREVIOUS_RUNS / f"{stamp}-{n}"
     aside.mkdir(parents=True)
     for name in present:
         os.replace(out / name, aside / name)

@@ -43,6 +43,16 @@ def minutes(value: float) -> str:
 # --- the whole summary -------------------------------------------------------------------
 
 
+BRIEF_KEYS: dict[int, tuple[str, ...]] = {
+    4: ("leakage", "model input"),
+    5: ("backend", "zero-shot level", "sweep size"),
+    6: ("KPI target", "max_iterations", "SDG", "baseline"),
+    7: ("enabled", "sweep size"),
+    8: ("total",),
+}
+"""The lines of each section :meth:`Preflight.brief` keeps (by their key)."""
+
+
 @dataclass
 class Preflight:
     """The consolidated pre-flight summary.
@@ -77,6 +87,27 @@ class Preflight:
             out.extend("   " + line for line in _section_text(s))
             out.append("")
         return "\n".join(out).rstrip() + "\n"
+
+    def brief(self, full_text_at: str) -> str:
+        """A few lines for a run that does not ask (``run --yes``): the verdict, what each
+        phase will do and cost, every warning and blocking problem, and where the whole
+        text was written (``full_text_at``)."""
+        by_number = {s.number: s for s in self.sections}
+        out = [f"AutoML + DEFT pre-flight: {_verdict(self)} (full text: {full_text_at})"]
+        for number in (4, 5, 6, 7, 8):
+            section = by_number.get(number)
+            if section is None:
+                continue
+            picked = [
+                line.strip()
+                for line in _section_text(section)
+                if line.strip().split(":", 1)[0] in BRIEF_KEYS.get(number, ())
+            ]
+            if picked:
+                out.append(f"  {section.title}: " + " · ".join(" ".join(p.split()) for p in picked))
+        out.extend(f"  warning: {w}" for w in self.warnings)
+        out.extend(f"  BLOCKING: {b}" for b in self.blocking)
+        return "\n".join(out) + "\n"
 
     def markdown(self) -> str:
         """The summary as Markdown (the KFP ``Markdown`` artifact shown on the dashboard)."""
