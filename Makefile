@@ -8,6 +8,7 @@ SMT_RUN_DIR ?= .runs/smt
 SCALE     ?= small
 SEED      ?= 0
 RUN_CONFIG ?= configs/embedded.yaml
+SMT_RUN_CONFIG ?= configs/smt.yaml
 IMAGE      ?= ghcr.io/automl-deft/automl-deft:0.1.0
 BASE_IMAGE ?=
 DOCKER     ?= docker
@@ -57,7 +58,7 @@ run: $(STAMP)
 run-smt: $(STAMP)
 	@test -f $(SMT_RUN_DIR)/specs/baseline_spec.yaml || \
 		$(BIN)/automl-deft demo-workspace $(SMT_RUN_DIR) --kind smt --scale $(SCALE) --seed $(SEED)
-	$(BIN)/automl-deft run $(SMT_RUN_DIR) -c $(RUN_CONFIG) --yes
+	$(BIN)/automl-deft run $(SMT_RUN_DIR) -c $(SMT_RUN_CONFIG) --yes
 
 quickstart: $(STAMP)
 	$(BIN)/automl-deft quickstart $(RUN_DIR) --scale $(SCALE) --seed $(SEED)

@@ -37,6 +37,8 @@ ARCHITECTURE_KEYS: tuple[str, ...] = (
     "model.classify.learnable_difference_modules",
     "model.classify.embedding_vectors",
     "dataset.classify.color_mode",
+    "dataset.classify.image_width",
+    "dataset.classify.image_height",
     "dataset.classify.num_input",
     "dataset.classify.concat_type",
     "dataset.classify.grid_map",
