@@ -15,7 +15,7 @@ DOCKER     ?= docker
 FAULTS_N      ?= 3
 FAULTS_TARGET ?= deft
 
-.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict faults lock clean image
+.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict bench-gpu faults lock clean image
 
 help:
 	@echo "Start here:"
@@ -37,6 +37,7 @@ help:
 	@echo "  make bench-hpo     - TPE + pruning vs random search (epochs, far_pct)"
 	@echo "  make bench-mining  - mining search time for 10k/100k/1M pool embeddings"
 	@echo "  make bench-predict - per-pair CPU latency, torch vs TorchScript vs ONNX packages"
+	@echo "  make bench-gpu     - GPU training pairs/s vs a bare loop at 64/128/224 px (needs CUDA)"
 	@echo "  make faults        - kill/resume campaign: $(FAULTS_N) random SIGKILL/SIGTERM + resume of '$(FAULTS_TARGET)' (deft|run|both), result identical to an uninterrupted run? (~6 min)"
 	@echo "Release:"
 	@echo "  make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
@@ -92,6 +93,9 @@ bench-mining: $(STAMP)
 
 bench-predict: $(STAMP)
 	$(BIN)/python benchmarks/predict_latency.py
+
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_train.py
 
 faults: $(STAMP)
 	$(BIN)/python benchmarks/fault_campaign.py --n $(FAULTS_N) --target $(FAULTS_TARGET)

@@ -366,6 +366,8 @@ def _winner_line(winner: TrialOutcome, report: GuardReport) -> str:
     lucky = report.lucky_winner
     if lucky is not None and lucky.rec_id != winner.name:
         text += f" ({lucky.rec_id} demoted by the lucky-winner guard)"
+    elif lucky is not None:
+        text += f", ranked by its re-run's {lucky.ranked_by:.2f}% (the worse of the two)"
     return text
 
 

@@ -59,6 +59,11 @@ class TrainSpec:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
+    compile: bool = False
+    """Run the training forward and backward through ``torch.compile``. The first batch
+    pays for compiling and the first batch of another size once more (about a minute
+    each on 2 CPU cores); it needs a C++ compiler on the CPU, a C compiler for Triton on
+    CUDA. Validation and the saved weights use the uncompiled module."""
     ema_decay: float = 0.98
     """Per-step decay of the weight average that is validated and saved (0: off)."""
     optim: OptimSpec = field(default_factory=OptimSpec)

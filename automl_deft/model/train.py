@@ -17,6 +17,16 @@ fresh run and in a resumed one.
 
 Warm start (``train.pretrained_model_path``) loads *weights only*: the epoch
 counter starts at 0, so a fine-tuning run always trains its full budget.
+
+On CUDA (and only there; the CPU path is exactly the one above) training also
+uses: channels-last weights and inputs; bf16 autocast where the GPU supports it,
+else fp16 with a gradient scaler (``train.amp``); the decoded ``uint8`` sets moved
+once to the GPU when they fit in :data:`DEVICE_CACHE_SHARE` of its free memory
+(batches are then gathered on the device), else host batches copied from pinned
+memory; DataLoader workers for a lazily decoded set (:func:`loader_workers`);
+and each epoch's peak GPU memory in the log line and history (``peak_mem_mb``).
+``train.compile: true`` runs the training step through ``torch.compile`` on
+either device.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ import logging
 import math
 import os
 import random
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -61,9 +74,18 @@ from automl_deft.model.data import (
     to_float,
 )
 from automl_deft.model.network import ChangeNetLite
-from automl_deft.model.spec import Spec
+from automl_deft.model.spec import DatasetClassifySpec, Spec
 
 log = logging.getLogger(__name__)
+
+MB = 1e6
+"""Bytes in a megabyte, as ``peak_mem_mb`` counts them."""
+DEVICE_CACHE_SHARE = 0.25
+"""A decoded ``uint8`` set moves to the GPU when it needs at most this share of the
+GPU's free memory (training and validation sets together); the rest stays for
+activations, so a large batch never has to compete with the cache."""
+AUTO_WORKERS_MAX = 8
+"""At most this many DataLoader workers when ``dataset.classify.workers`` is 0 on CUDA."""
 
 
 @dataclass
@@ -147,7 +169,7 @@ def predict(
     scores, loss_sum = [], 0.0
     order = np.arange(len(source))
     for pixels, y in source.batches(order, batch_size):
-        golden, test = to_float(pixels, device)
+        golden, test = (to_model_layout(x, device) for x in model_inputs(pixels, device))
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
             logits = model(golden, test)
         y = y.to(device)
@@ -185,9 +207,163 @@ def _rank(metrics: EpochMetrics) -> tuple[float, float]:
 
 
 def amp_dtype_for(device: torch.device, spec: Spec) -> torch.dtype | None:
+    """The autocast dtype: bf16 where the GPU supports it, else fp16 (with a gradient
+    scaler); None (fp32) on the CPU or with ``train.amp: false``."""
     if device.type != "cuda" or not spec.train.amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# --- the CUDA path: each helper is the identity (or nothing) on the CPU -------------------
+
+
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(golden, test) -> logits``: a model, or its ``torch.compile`` wrapper."""
+
+
+def place_model(model: ChangeNetLite, device: torch.device) -> ChangeNetLite:
+    """``model`` on ``device``; on CUDA with channels-last weights (convolutions on
+    tensor cores prefer NHWC; checkpoints are saved contiguous all the same)."""
+    if device.type == "cuda":
+        # Module.to takes memory_format at run time; torch's stubs do not list it.
+        return model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model.to(device)
+
+
+def model_inputs(pixels: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``uint8 [B, 2, C, H, W]`` pairs as float ``golden, test`` on ``device``
+    (:func:`~automl_deft.model.data.to_float`); a host batch bound for CUDA is copied
+    from pinned memory, so the copy runs asynchronously."""
+    if device.type == "cuda" and not pixels.is_cuda and not pixels.is_pinned():
+        pixels = pixels.pin_memory()
+    return to_float(pixels, device)
+
+
+def to_model_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch ``[B, C, H, W]`` in the layout the model's weights use (channels-last on CUDA)."""
+    if device.type == "cuda":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def fits_on_device(
+    set_bytes: list[int | None], free_bytes: float, share: float = DEVICE_CACHE_SHARE
+) -> list[bool]:
+    """Which decoded sets (their sizes in bytes, in order; None: decoded lazily) go to the
+    GPU: each one that still fits in ``share`` of ``free_bytes`` after those before it."""
+    budget, fits = share * free_bytes, []
+    for n in set_bytes:
+        fits.append(n is not None and n <= budget)
+        budget -= n if fits[-1] and n is not None else 0
+    return fits
+
+
+def cache_on_device(sources: list[PairSource], device: torch.device) -> list[bool]:
+    """Move the preloaded ``uint8`` pixels of the sources that :func:`fits_on_device` picks
+    to the GPU, once; per source, whether it moved. Batches of a moved source are then
+    gathered on the device (no host copy per step). Nothing moves on the CPU."""
+    if device.type != "cuda":
+        return [False] * len(sources)
+    sizes = [None if s.pixels is None else s.pixels.nbytes for s in sources]
+    moved = fits_on_device(sizes, torch.cuda.mem_get_info(device)[0])
+    for src, move in zip(sources, moved, strict=True):
+        if move and src.pixels is not None:
+            src.pixels = src.pixels.to(device)
+    return moved
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS says, else the count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_workers(cfg: DatasetClassifySpec, device: torch.device, source: PairSource) -> int:
+    """DataLoader workers decoding a lazily loaded set: ``dataset.classify.workers``.
+
+    Left at 0 on CUDA with a lazy set, it is one fewer than the usable CPUs (the main
+    process keeps one to drive the GPU), at least 1 and at most :data:`AUTO_WORKERS_MAX`
+    (more rarely help JPEG decoding keep up and each holds a copy of the file lists).
+    A preloaded set needs none; on the CPU 0 stays 0 (decoding in the main process).
+    """
+    if cfg.workers or device.type != "cuda" or source.pixels is not None:
+        return cfg.workers
+    return max(1, min(AUTO_WORKERS_MAX, usable_cpus() - 1))
+
+
+def compiler_problem(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot build kernels for ``device`` here (None: it can).
+
+    Inductor compiles CPU kernels with ``$CXX`` (default ``g++``; ``clang++`` on macOS),
+    and Triton builds its CUDA launcher with a C compiler (``$CC``, ``cc``, ``gcc``,
+    ``clang``).
+    """
+    if device.type == "cuda":
+        names = [os.environ.get("CC") or "cc", "gcc", "clang"]
+        if not any(shutil.which(n) for n in names):
+            return "no C compiler (cc, gcc or clang) is on PATH for Triton"
+        return None
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(cxx) is None:
+        return f"no C++ compiler ({cxx}) is on PATH for torch.compile on the CPU"
+    return None
+
+
+def training_forward(model: ChangeNetLite, spec: Spec, device: torch.device) -> Forward:
+    """What computes the training logits: ``model`` itself, or with ``train.compile`` its
+    ``torch.compile`` wrapper (same parameters; validation and checkpoints use ``model``).
+
+    Raises:
+        SpecError: ``train.compile`` is true and the compiler it needs is missing.
+    """
+    if not spec.train.compile:
+        return model
+    problem = compiler_problem(device)
+    if problem is not None:
+        raise SpecError(
+            f"train.compile is true but {problem}; install one (e.g. apt-get install g++, "
+            "or set CXX/CC) or set train.compile: false"
+        )
+    return cast(Forward, torch.compile(model))
+
+
+def train_step(
+    forward: Forward,
+    golden: torch.Tensor,
+    test: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    class_weight: torch.Tensor,
+    amp_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One optimizer step on a batch (autocast when ``amp_dtype``; the loss in fp32);
+    returns the weighted cross-entropy loss (still attached to the graph)."""
+    with torch.autocast(
+        golden.device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
+    ):
+        logits = forward(golden, test)
+    loss = F.cross_entropy(logits.float(), y, weight=class_weight)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA only)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """The most GPU memory tensors held since :func:`reset_peak_memory`, in MB
+    (None on the CPU, where nothing is measured)."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / MB, 1)
 
 
 def train(
@@ -232,7 +408,20 @@ def train(
     if spec.train.pretrained_model_path:
         ckpt = load_checkpoint(spec.train.pretrained_model_path)
         load_weights_into(model, ckpt, spec.train.pretrained_model_path)
-    model.to(device)
+    model = place_model(model, device)
+    forward = training_forward(model, spec, device)
+    on_device = cache_on_device([train_src, val_src], device)
+    workers = loader_workers(cfg, device, train_src)
+    if device.type == "cuda":
+        log.info(
+            "CUDA: autocast %s, channels-last, sets on the GPU: train %s, val %s; "
+            "loader workers %d%s",
+            "off (fp32)" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+            "yes" if on_device[0] else "no",
+            "yes" if on_device[1] else "no",
+            workers,
+            ", torch.compile" if spec.train.compile else "",
+        )
     ema = make_ema(model, spec.train.ema_decay)
     optimizer = build_optimizer(model, spec)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -293,6 +482,7 @@ def train(
     images_seen = 0
     for epoch in range(start_epoch + 1, spec.train.num_epochs + 1):
         model.train()
+        reset_peak_memory(device)
         indices = epoch_indices(train_src.targets, cfg.fpratio_sampling, rng)
         loss_sum = torch.zeros((), device=device)
         last_far = history[-1].get("far_pct") if history else None
@@ -302,19 +492,11 @@ def train(
             progress=progress,
             postfix=None if last_far is None else {"val FAR": f"{last_far:.2f}%"},
         )
-        for pixels, y in train_src.batches(indices, cfg.batch_size, workers=cfg.workers):
-            golden, test = to_float(pixels, device)
-            golden, test = augment(golden, test, cfg, aug_gen)
+        for pixels, y in train_src.batches(indices, cfg.batch_size, workers=workers):
+            golden, test = augment(*model_inputs(pixels, device), cfg, aug_gen)
+            golden, test = to_model_layout(golden, device), to_model_layout(test, device)
             y = y.to(device, non_blocking=True)
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
-            ):
-                logits = model(golden, test)
-            loss = F.cross_entropy(logits.float(), y, weight=class_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(forward, golden, test, y, optimizer, scaler, class_weight, amp_dtype)
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -338,6 +520,9 @@ def train(
             record.update(
                 validation_metrics(scores, val_src.frame["label"], val_src.targets, val_loss)
             )
+        peak_mb = peak_memory_mb(device)  # training and validation of this epoch
+        if peak_mb is not None:
+            record["peak_mem_mb"] = peak_mb
         # The state the next epoch starts from, in this run and in one resumed from here.
         rng_state = capture_rng(owned)
         if validated and (not best or _rank(record) < _rank(best)):
@@ -348,12 +533,13 @@ def train(
         history.append(record)
         far = record.get("far_pct")
         log.info(
-            "epoch %d/%d  train_loss=%.4f  val_far=%s  val_loss=%s",
+            "epoch %d/%d  train_loss=%.4f  val_far=%s  val_loss=%s%s",
             epoch,
             spec.train.num_epochs,
             record["train_loss"],
             "n/a" if far is None else f"{far:.2f}%",
             f"{record['val_loss']:.4f}" if "val_loss" in record else "n/a",
+            "" if peak_mb is None else f"  peak_mem={peak_mb:.0f} MB",
         )
         if epoch % spec.train.checkpoint_interval == 0 or last:
             payload = _payload(deployed(model, ema), spec, epoch, step, record)
@@ -446,7 +632,9 @@ def deployed(model: ChangeNetLite, ema: AveragedModel | None) -> ChangeNetLite:
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # contiguous(): channels-last CUDA weights are saved in the usual layout
+    # (a no-op for the CPU path's tensors, which are contiguous already).
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def _payload(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from automl_deft.credentials import credential_status
-from automl_deft.errors import WorkspaceError
+from automl_deft.errors import SpecError, WorkspaceError, first_line
 from automl_deft.holdout import NO_HOLDOUT_WARNING
+from automl_deft.preflight import probes
 from automl_deft.preflight.context import Context
 from automl_deft.preflight.model import Block, KeyValue, Note, Section, Table
 from automl_deft.preflight.probes import (
@@ -30,6 +33,9 @@ from automl_deft.workspace import (
     refuse_kpi_set,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from automl_deft.model.spec import Spec
 
 
 def platform_section(ctx: Context) -> Section:
@@ -97,25 +103,112 @@ def platform_section(ctx: Context) -> Section:
     if plan.runs("deft"):
         batch_parts.append(f"{deft_batch} (DEFT)")
     blocks.append(KeyValue("batch size", ", ".join(batch_parts) or "n/a"))
-    blocks.append(KeyValue("GPU memory rule", RULE_TEXT))
+    rule = gpu_memory_rule(ctx)
+    blocks.append(KeyValue("GPU memory rule", RULE_TEXT if rule is None else rule.text))
     data.update(batch_size_automl=shown.batch_size, batch_size_deft=deft_batch)
+    if rule is not None:
+        data.update(gpu_batch_limit=rule.limit, gpu_batch_limit_measured=rule.measured)
     side = min(cls.image_width, cls.image_height) if cls is not None else None
-    for g in ctx.gpus[:1]:
-        limit = gpu_batch_limit(g.memory_gb)
-        worst = max((b for b in batches if b is not None), default=0)
-        if limit is not None and worst > limit:
-            smaller = (
-                f"; these images are {side} px, smaller than {RULE_IMAGE_SIDE} px, so it may "
-                "still fit"
-                if side is not None and side < RULE_IMAGE_SIDE
-                else ""
-            )
-            ctx.warn(
-                f"batch size {worst} exceeds the GPU memory rule of thumb for {g.name} "
-                f"({g.memory_gb:.0f} GB: batch ≤ {limit} at {RULE_IMAGE_SIDE} px){smaller}; "
-                "lower automl.batch_size / deft.batch_size if training runs out of memory"
-            )
+    worst = max((b for b in batches if b is not None), default=0)
+    if rule is not None and rule.limit is not None and worst > rule.limit:
+        ctx.warn(rule.warning(worst, side))
     return Section.of(1, blocks, data)
+
+
+@dataclass(frozen=True)
+class GpuMemoryRule:
+    """The largest batch the first GPU takes, and how it was found."""
+
+    gpu: str
+    limit: int | None
+    """None: the rule of thumb says nothing for a GPU this size."""
+    measured: bool
+    """True: from a measured training step of the run's spec; False: the rule of thumb."""
+    text: str
+    memory_gb: float
+
+    def warning(self, batch: int, side: int | None) -> str:
+        """The warning for a batch above :attr:`limit` (images ``side`` px)."""
+        fix = "lower automl.batch_size / deft.batch_size"
+        if self.measured:
+            return (
+                f"batch size {batch} exceeds the measured GPU memory limit for {self.gpu} "
+                f"({self.text}); {fix}, or training runs out of memory"
+            )
+        smaller = (
+            f"; these images are {side} px, smaller than {RULE_IMAGE_SIDE} px, so it may still fit"
+            if side is not None and side < RULE_IMAGE_SIDE
+            else ""
+        )
+        return (
+            f"batch size {batch} exceeds the GPU memory rule of thumb for {self.gpu} "
+            f"({self.memory_gb:.0f} GB: batch ≤ {self.limit} at {RULE_IMAGE_SIDE} px){smaller}; "
+            f"{fix} if training runs out of memory"
+        )
+
+
+def gpu_memory_rule(ctx: Context) -> GpuMemoryRule | None:
+    """The batch limit on the first visible GPU (None: no GPU).
+
+    Measured when it can be (:func:`~automl_deft.preflight.probes.gpu_step_memory`: one
+    training step of the run's spec at two batch sizes), against the GPU's free memory
+    less what training's on-device data cache will hold; else the ChangeNet rule of
+    thumb, saying why.
+    """
+    if not ctx.gpus:
+        return None
+    from automl_deft.model.memory import DEFAULT_HEADROOM
+    from automl_deft.model.train import MB
+
+    g = ctx.gpus[0]
+    try:
+        spec = _trained_spec(ctx)
+        step = probes.gpu_step_memory(spec, spec.geometry().channels)
+        cache = _device_cache_bytes(ctx, spec, step.free_bytes)
+        limit = step.batch_limit(step.free_bytes - cache)
+    except Exception as exc:  # a failed measurement falls back; it never stops the gate
+        text = f"{RULE_TEXT} (rule of thumb: the measurement failed: {first_line(exc)})"
+        return GpuMemoryRule(g.name, gpu_batch_limit(g.memory_gb), False, text, g.memory_gb)
+    cached = f", {cache / MB:.0f} MB of it for the data cache" if cache else ""
+    text = (
+        f"batch ≤ {limit} by a measured peak of {step.describe()} (this run's spec on "
+        f"{g.name}; {DEFAULT_HEADROOM:.0%} of {step.free_bytes / 1e9:.1f} GB free{cached})"
+    )
+    return GpuMemoryRule(g.name, limit, True, text, g.memory_gb)
+
+
+def _trained_spec(ctx: Context) -> Spec:
+    """The spec the searches train with (Phase 1's pinned values applied), ``color_mode:
+    auto`` decided from the training set's first row (headers only).
+
+    Raises:
+        WorkspaceError, SpecError: the spec or the training set does not load.
+    """
+    from automl_deft.model.data import resolve_color_mode
+
+    spec = ctx.plan.spec
+    if spec is None:
+        raise SpecError(f"the spec {ctx.ws.spec_path} did not load")
+    space = ctx.plan.phase1.space if ctx.plan.runs("automl") else None
+    if space is not None and space.pinned:
+        spec = spec.with_overrides(dict(space.pinned))
+    train = read_dataset_csv(ctx.ws.train_csv, role="train")
+    return resolve_color_mode(spec, train.head(1), ctx.ws.images_dir)
+
+
+def _device_cache_bytes(ctx: Context, spec: Spec, free_bytes: float) -> int:
+    """GPU memory training's decoded-once cache of the training and validation sets will
+    hold (:func:`~automl_deft.model.train.fits_on_device`, the rule training applies)."""
+    from automl_deft.model.data import PRELOAD_LIMIT_BYTES
+    from automl_deft.model.train import fits_on_device
+
+    pair = 2 * math.prod(spec.geometry().shape)
+    sizes: list[int | None] = []
+    for path, role in ((ctx.ws.train_csv, "train"), (ctx.ws.val_csv, "val")):
+        n = len(read_dataset_csv(path, role=role)) * pair
+        sizes.append(n if n <= PRELOAD_LIMIT_BYTES else None)
+    fits = fits_on_device(sizes, free_bytes)
+    return sum(n for n, f in zip(sizes, fits, strict=True) if f and n is not None)
 
 
 def credentials_section(env: Mapping[str, str] | None) -> Section:
@@ -162,23 +255,16 @@ def images_section(ctx: Context, probe: ImageProbe) -> Section:
 
 def _model_input(ctx: Context) -> str | None:
     """What the model sees per side, e.g. ``4 lights, RGB, linear of 128x128 -> 3x512x128``:
-    colour or greyscale as ``color_mode`` decides (``auto``: from the training set's
-    first row, headers only), the lights tiled as ``concat_type`` says."""
-    from automl_deft.model.data import resolve_color_mode
-
-    spec = ctx.plan.spec
-    if spec is None:
+    the spec the searches (and so DEFT and Phase 3) train with, colour or greyscale as
+    ``color_mode`` decides, the lights tiled as ``concat_type`` says."""
+    if ctx.plan.spec is None:
         return None
     try:
-        train = read_dataset_csv(ctx.ws.train_csv, role="train")
-        resolved = resolve_color_mode(spec, train.head(1), ctx.ws.images_dir)
-    except WorkspaceError:
+        resolved = _trained_spec(ctx)
+    except (WorkspaceError, SpecError):
         return None
-    how = (
-        "decided from the images (color_mode: auto)"
-        if spec.dataset.classify.color_mode == "auto"
-        else f"color_mode: {spec.dataset.classify.color_mode}"
-    )
+    mode = ctx.plan.spec.dataset.classify.color_mode
+    how = "decided from the images (color_mode: auto)" if mode == "auto" else f"color_mode: {mode}"
     return f"{resolved.geometry().describe()}; {how}"
 
 

@@ -2,6 +2,8 @@
 
 Nothing is pulled or started: an image is looked up with ``docker image inspect``
 (``PRESENT`` / ``MISSING`` / ``UNKNOWN``), and the GPUs are the CUDA devices torch sees.
+On a GPU the run spec's training step is measured (:func:`gpu_step_memory`) to bound
+the batch size; the ChangeNet rule of thumb (:func:`gpu_batch_limit`) is the fallback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from automl_deft.model.memory import StepMemory
+    from automl_deft.model.spec import Spec
 
 __all__ = [
     "DOCKER_TIMEOUT_S",
@@ -24,6 +31,7 @@ __all__ = [
     "ImageProbe",
     "docker_image_probe",
     "gpu_batch_limit",
+    "gpu_step_memory",
     "parse_probe",
     "resolve_image_ref",
     "visible_gpus",
@@ -171,3 +179,20 @@ def gpu_batch_limit(memory_gb: float) -> int | None:
         if memory_gb < below:
             return limit
     return None
+
+
+def gpu_step_memory(spec: Spec, channels: int) -> StepMemory:
+    """A training step of ``spec`` measured on the first visible GPU
+    (:func:`automl_deft.model.memory.measure_step_memory`).
+
+    Raises:
+        RuntimeError: torch sees no CUDA device; anything the measurement raises.
+    """
+    import torch
+
+    from automl_deft.model.memory import measure_step_memory
+
+    measured = measure_step_memory(spec, torch.device("cuda", 0), channels=channels)
+    if measured is None:
+        raise RuntimeError("torch sees no CUDA device")
+    return measured
