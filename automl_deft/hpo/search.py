@@ -367,7 +367,7 @@ def _winner_line(winner: TrialOutcome, report: GuardReport) -> str:
     if lucky is not None and lucky.rec_id != winner.name:
         text += f" ({lucky.rec_id} demoted by the lucky-winner guard)"
     elif lucky is not None:
-        text += f", ranked by its re-run's {lucky.ranked_by:.2f}% (the worse of the two)"
+        text += f", ranked by the worse of its two runs ({lucky.ranked_by:.2f}%)"
     return text
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from automl_deft.io import atomic_write_csv
+from automl_deft.model.allocator import keep_freed_memory
 from automl_deft.model.checkpoint import load_model
 from automl_deft.model.data import PairSource
 from automl_deft.model.train import amp_dtype_for, predict, select_device
@@ -27,6 +28,7 @@ def infer_frame(
     Returns:
         A copy of ``frame`` with a ``siamese_score`` column (defect probability).
     """
+    keep_freed_memory()  # see model/allocator.py
     model, spec, _ = load_model(checkpoint)
     dev = select_device(device)
     model.to(dev)

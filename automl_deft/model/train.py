@@ -56,6 +56,7 @@ from automl_deft.errors import CheckpointError, SpecError, WorkspaceError
 from automl_deft.io import atomic_write_json, fsync_dir
 from automl_deft.jsontypes import Checkpoint, JSONObject
 from automl_deft.kpi import compute_kpi
+from automl_deft.model.allocator import keep_freed_memory
 from automl_deft.model.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
@@ -394,6 +395,7 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory()  # no page-fault storm per step on the CPU (see model/allocator.py)
     seed_everything(spec.train.seed)
     device = select_device(spec.train.device)
     amp_dtype = amp_dtype_for(device, spec)
