@@ -408,6 +408,24 @@ def test_pick_best_keeps_the_deft_winner_when_phase3_regresses(run: Run) -> None
     assert summary.phase3.rec_id == final["rec_id"] == run.phase3["best"]["rec_id"]
 
 
+def test_each_phase_is_a_named_optuna_study_that_knows_the_projects_winner(run: Run) -> None:
+    """``optuna.load_study`` on the run's journals: Phase 1 and Phase 3, each with the
+    metric named and the project's winner (after the guards) recorded."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    winners = {"phase1": run.phase1["best"]["rec_id"], "phase3": run.phase3["best"]["rec_id"]}
+    for phase, folder in (("phase1", "automl_phase1"), ("phase3", "final_automl")):
+        storage = JournalStorage(JournalFileBackend(str(run.root / folder / "optuna_journal.log")))
+        (summary,) = optuna.get_all_study_summaries(storage)
+        assert summary.study_name == f"{run.root.name}-{phase}"
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        assert study.metric_names == ["far_pct"]
+        assert study.user_attrs["project_winner"] == winners[phase]
+        assert "guards" in study.user_attrs
+
+
 def test_final_state_and_deliverables(run: Run) -> None:
     state = run.state
     assert state["status"] == "complete"
