@@ -232,6 +232,18 @@ def _setup_script(root: Path, volumes: Sequence[Bind], cwd: str) -> str:
             lines += [f"mkdir {into}", f"mount {kind} {q(str(path))} {into}"]
             image.add(entry)
     lines.append(f"mkdir {q(f'{r}/tmp')} && mount -t tmpfs -o mode=1777 pod-tmp {q(f'{r}/tmp')}")
+    # A checkout (or its venv) under /tmp is part of the "image": put it back into the
+    # fresh /tmp at its own path (the outermost folder only: a venv inside the checkout
+    # comes with it).
+    roots = sorted(image_roots(), key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for keep in roots:
+        if keep.is_relative_to("/tmp") and not any(keep.is_relative_to(k) for k in kept):
+            kept.append(keep)
+            lines += [
+                f"mkdir -p {q(r + str(keep))}",
+                f"mount --bind {q(str(keep))} {q(r + str(keep))}",
+            ]
     covered: set[PurePosixPath] = set()
     for volume in sorted(volumes, key=lambda v: len(PurePosixPath(v.pod_path).parts)):
         target = PurePosixPath(volume.pod_path)
