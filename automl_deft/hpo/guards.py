@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from automl_deft.application import Application
 from automl_deft.errors import UserError
 from automl_deft.hpo.trial import SearchProblem, TrialOutcome
 from automl_deft.kpi import compute_kpi
@@ -145,8 +147,16 @@ def zero_shot_far(problem: SearchProblem, method: str) -> float | None:
         problem: the search (its application and evaluation set).
         method: ``guards.zero_shot_method``, passed to the application.
     """
-    frame = read_dataset_csv(problem.val_csv, role="validation")
-    scored = problem.make_application().zero_shot(frame, method=method)
+    return application_zero_shot_far(problem.make_application(), problem.val_csv, method)
+
+
+def application_zero_shot_far(
+    application: Application, val_csv: str | os.PathLike[str], method: str
+) -> float | None:
+    """far_pct of ``application``'s training-free scorer on the evaluation set ``val_csv``
+    (what the zero-shot guard compares with; the pre-flight shows it before training)."""
+    frame = read_dataset_csv(val_csv, role="validation")
+    scored = application.zero_shot(frame, method=method)
     return compute_kpi(scored["label"], scored[SCORE_COLUMN]).far_pct
 
 

@@ -62,17 +62,14 @@ def zero_shot_level(ctx: Context, cfg: AutomlConfig) -> float | None:
     """
     from automl_deft.application import get_application
     from automl_deft.errors import AutomlDeftError
-    from automl_deft.kpi import compute_kpi
-    from automl_deft.workspace import SCORE_COLUMN, read_dataset_csv
+    from automl_deft.hpo.guards import application_zero_shot_far
 
     spec = ctx.plan.spec
     if spec is None or ctx.blocking:
         return None
     try:
-        frame = read_dataset_csv(ctx.ws.val_csv, role="validation")
         app = get_application(cfg.application, ctx.ws.images_dir, spec)
-        scored = app.zero_shot(frame, method=cfg.guards.zero_shot_method)
-        return compute_kpi(scored["label"], scored[SCORE_COLUMN]).far_pct
+        return application_zero_shot_far(app, ctx.ws.val_csv, cfg.guards.zero_shot_method)
     except AutomlDeftError as exc:
         ctx.warn(f"the zero-shot level could not be computed: {exc}")
         return None
