@@ -210,6 +210,14 @@ def host_ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(parent)
 
 
+def _image_in_tmp() -> list[str]:
+    """What a fresh pod /tmp holds: nothing but a checkout (the "image") that itself
+    lives in /tmp, put back at its own path."""
+    return sorted(
+        {p.relative_to("/tmp").parts[0] for p in image_roots() if p.is_relative_to("/tmp")}
+    )
+
+
 def test_the_namespace_hides_the_host_path(host_ws: Path, tmp_path: Path) -> None:
     (host_ws / "data").mkdir()
     (host_ws / "data" / "file.txt").write_text("on the volume\n", encoding="utf-8")
@@ -234,11 +242,7 @@ def test_the_namespace_hides_the_host_path(host_ws: Path, tmp_path: Path) -> Non
     assert seen["host"] == "missing" and seen["store"] == "missing"
     # Under /tmp the parent is gone with the fresh /tmp; elsewhere it is an empty folder.
     assert seen["parent"] in ("missing", ""), seen
-    # The fresh /tmp holds nothing but a checkout (the "image") that itself lives in /tmp.
-    image_in_tmp = sorted(
-        {p.relative_to("/tmp").parts[0] for p in image_roots() if p.is_relative_to("/tmp")}
-    )
-    assert (seen["tmp"].split(), seen["tmpdir"]) == (image_in_tmp, "/tmp")
+    assert (seen["tmp"].split(), seen["tmpdir"]) == (_image_in_tmp(), "/tmp")
     assert (host_ws / "data" / "from_pod.txt").read_text(encoding="utf-8") == "written\n"
     assert (store / "a.txt").read_text(encoding="utf-8") == "stored\n"
 
@@ -256,10 +260,7 @@ def test_the_pod_tmp_is_fresh_and_private(tmp_path: Path) -> None:
         marker.unlink()
     assert result.returncode == 0, result.output
     *listing, fresh, made = result.output.splitlines()
-    image_in_tmp = sorted(
-        {p.relative_to("/tmp").parts[0] for p in image_roots() if p.is_relative_to("/tmp")}
-    )
-    assert listing == image_in_tmp and fresh == "fresh"
+    assert listing == _image_in_tmp() and fresh == "fresh"
     assert made.startswith("/tmp/tmp."), made
 
 
