@@ -35,6 +35,7 @@ __all__ = [
     "Deliverable",
     "ExportOutcome",
     "HoldoutScore",
+    "HygieneSummary",
     "IterationRecord",
     "KPISummary",
     "LogEntry",
@@ -201,7 +202,60 @@ class SDGSummary(Record):
 
     backend: str
     requested: dict[str, int] = field(default_factory=dict)
+    """Per label, the pairs asked of the backend (the budget's split, top-ups included)."""
     generated: dict[str, int] = field(default_factory=dict)
+    """Per label, the pairs written (after the independent PASS check)."""
+    warnings: list[str] = field(default_factory=list)
+    budget: int | None = None
+    """``sdg.num_sdg``: the pairs the iteration could make."""
+    unrouted: dict[str, str] = field(default_factory=dict)
+    """Weak labels the backend cannot make, each with why (they got no budget)."""
+    pass_check: dict[str, int] = field(default_factory=dict)
+    """The independent PASS check of generated PASS pairs: ``checked``, ``passed``, ``refused``."""
+
+    def line(self) -> str:
+        """``SDG: 40 requested, 40 made — PASS 39, spur 1`` (plus what was short and why)."""
+        asked = self.budget if self.budget is not None else sum(self.requested.values())
+        made = sum(self.generated.values())
+        per = ", ".join(f"{k} {v}" for k, v in sorted(self.generated.items(), key=_by_count))
+        text = f"SDG: {asked} requested, {made} made via {self.backend}"
+        if per:
+            text += f" — {per}"
+        if made < asked:
+            why = [f"{k} not made ({v})" for k, v in sorted(self.unrouted.items())]
+            refused = self.pass_check.get("refused", 0)
+            if refused:
+                why.append(f"{refused} PASS pair(s) failed the PASS check")
+            why.extend(self.warnings)
+            text += f"; {asked - made} short: {'; '.join(why) or 'the backend made fewer'}"
+        return text
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return (-item[1], item[0])
+
+
+@dataclass(frozen=True)
+class HygieneSummary(Record):
+    """What the hygiene checks did to an iteration's new rows before assemble
+    (``iterN.hygiene``; ``iterN/dataset/hygiene.json``)."""
+
+    candidates: int = 0
+    """New rows offered (generated + mined)."""
+    kept: int = 0
+    """Rows that went on to assemble (flagged rows included unless excluded)."""
+    exact_duplicates: int = 0
+    """Refused: same image content as a training row or an earlier candidate."""
+    near_duplicates: int = 0
+    """Refused: the same place and the same registered difference as another row."""
+    flagged_label_errors: int = 0
+    """Rows whose label the model and/or the independent check contradict (listed, kept)."""
+    excluded_label_errors: int = 0
+    """Flagged rows left out (``hygiene.label_errors: exclude``)."""
+    by_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per source (``sdg``, ``mining_pool``): the counts above."""
+    thresholds: dict[str, float | str] = field(default_factory=dict)
+    """The settings the checks ran with."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -276,6 +330,7 @@ class IterationRecord(Record):
     mined_rows: int | None = None
     added_rows: int | None = None
     skipped_duplicates: int | None = None
+    hygiene: HygieneSummary | None = None
 
     @property
     def evaluated(self) -> bool:

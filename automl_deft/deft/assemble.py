@@ -33,7 +33,7 @@ from automl_deft.workspace import (
 )
 
 SOURCES = ("base_train", "previous_iter_train", "mining_pool", "sdg")
-PROVENANCE_ONLY = ("mined_for", "mined_similarity", "sdg_backend", "sdg_source")
+PROVENANCE_ONLY = ("mined_for", "mined_similarity", "sdg_backend", "sdg_source", "sdg_check")
 PROVENANCE_COLUMNS = (
     "object_name",
     "input_path",

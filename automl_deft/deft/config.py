@@ -13,6 +13,7 @@ Example::
     sdg: {backend: procedural-pcb, num_sdg: 20}
     mining: {top_k_per_target: 5, min_similarity: 0.9, embedder: model}
     regression: {tolerance_pp: 5.0, patience: 2}
+    hygiene: {near_duplicate_similarity: 0.95, label_errors: flag}
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ class SDGConfig:
     """Backend settings (for ``command``: ``command``, ``timeout_s``, ``labels``, and
     ``secret_env``: names of variables whose values are masked in everything the
     command prints — the known credential variables always are)."""
+    hard_negatives: bool = True
+    """PASS is an SDG target: weak PASS rows (false alarms) get benign variations of clean
+    training pairs at the nuisance strength measured on them (``cutpaste`` and
+    ``procedural-pcb``; ``command`` when its ``labels`` list ``PASS``). False: PASS weak
+    rows go to mining only."""
+    pass_check_max_blob_px: int = 4
+    """The independent PASS check: a generated PASS pair is refused when its registered,
+    photometrically normalised difference from its golden has a blob (thin edge lines
+    opened away) larger than this many pixels, or larger than its source pair's."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,21 @@ class MiningConfig:
     on_empty_pool: Literal["hard_stop", "skip"] = "hard_stop"
     """When mining is required but the pool CSV is missing or empty."""
     block_rows: int = 65536
+
+
+@dataclass(frozen=True)
+class HygieneConfig:
+    """Checks of every new row (generated and mined) before it is assembled."""
+
+    enabled: bool = True
+    near_duplicate_similarity: float = 0.95
+    """Cosine of the registered-difference descriptors above which two pairs whose goldens
+    show the same place (``golden_similarity``) are the same sample: the new one is refused."""
+    golden_similarity: float = 0.98
+    """Correlation of two goldens' thumbnails above which they show the same place."""
+    label_errors: Literal["flag", "exclude"] = "flag"
+    """``flag``: likely label errors are listed (report, ``hygiene_flagged.csv``) and kept;
+    ``exclude``: they are also left out of the training set."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,7 @@ class DeftConfig:
     sdg: SDGConfig = field(default_factory=SDGConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     regression: RegressionGate = field(default_factory=RegressionGate)
+    hygiene: HygieneConfig = field(default_factory=HygieneConfig)
 
     def target(self) -> KPITarget:
         return parse_target(self.kpi_target)
@@ -117,6 +143,12 @@ def check_config(cfg: DeftConfig, where: str = "config") -> DeftConfig:
         problems.append("'mining.min_similarity' must be in [-1, 1] (cosine)")
     if cfg.rca.top_k_per_label < 1:
         problems.append("'rca.top_k_per_label' must be >= 1")
+    if cfg.sdg.pass_check_max_blob_px < 0:
+        problems.append("'sdg.pass_check_max_blob_px' must be >= 0")
+    if not -1.0 <= cfg.hygiene.near_duplicate_similarity <= 1.0:
+        problems.append("'hygiene.near_duplicate_similarity' must be in [-1, 1] (cosine)")
+    if not -1.0 <= cfg.hygiene.golden_similarity <= 1.0:
+        problems.append("'hygiene.golden_similarity' must be in [-1, 1] (correlation)")
     if cfg.regression.patience < 1:
         problems.append("'regression.patience' must be >= 1")
     if cfg.regression.tolerance_pp < 0:

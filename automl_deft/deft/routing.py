@@ -1,7 +1,8 @@
 """Routing: which weak samples go to mining, which to synthetic data generation.
 
 The original's rule: a weak sample goes to *mining* when its label exists in the
-mining pool, to *SDG* when the generator supports its label; it may go to both.
+mining pool, to *SDG* when the generator supports its label (``PASS`` included when
+it makes hard negatives); it may go to both.
 Labels that go nowhere are reported as dropped. When weak samples exist but
 neither branch takes any, the stage fails (the loop would retrain on the same
 data).
@@ -16,7 +17,7 @@ import pandas as pd
 
 from automl_deft.errors import StageError
 from automl_deft.jsontypes import JSONObject
-from automl_deft.workspace import normalize_label
+from automl_deft.workspace import PASS_LABEL, normalize_label
 
 
 @dataclass
@@ -62,8 +63,9 @@ def route(
     Args:
         weak: RCA weak rows (dataset columns; ``label`` any case).
         pool_labels: labels present in the mining pool (None: no pool).
-        sdg_labels: labels the SDG backend supports (None: any label except PASS,
-            since a generator makes defects).
+        sdg_labels: labels the SDG backend makes (``PASS`` among them when it makes hard
+            negatives); None: any label except PASS (a generator that names no labels
+            is taken to make defects).
         mining_enabled: False turns the mining branch off.
         sdg_enabled: False turns the SDG branch off.
 
@@ -78,7 +80,9 @@ def route(
     for label in sorted(set(labels)):
         rows = weak[labels == label]
         to_mining = mining_enabled and label in pool
-        to_sdg = sdg_enabled and label != "PASS" and (sdg_labels is None or label in sdg_labels)
+        to_sdg = sdg_enabled and (
+            label in sdg_labels if sdg_labels is not None else label != PASS_LABEL
+        )
         if to_mining:
             out.mining[label] = rows
         if to_sdg:

@@ -45,7 +45,7 @@ from automl_deft.records import (
     far_or_inf,
     rank_by_far,
 )
-from automl_deft.workspace import normalize_label, read_dataset_csv
+from automl_deft.workspace import PASS_LABEL, SCORE_COLUMN, normalize_label, read_dataset_csv
 
 Fields = dict[str, Any]
 """Changes to an :class:`~automl_deft.records.IterationRecord` (field name → value)."""
@@ -74,6 +74,12 @@ def _input_errors_stop(method: _Stage) -> _Stage:
 
     return stage  # type: ignore[return-value]  # same signature as ``method``
 
+
+SDG_SOURCE, MINED_SOURCE = "sdg", "mining_pool"
+"""The ``source`` of new rows (as in the provenance CSV)."""
+TOP_UP_ROUNDS = 2
+"""Times the SDG stage re-offers a shortfall (pairs a label could not make) to the labels
+that delivered in full, so the budget is spent where the backend can spend it."""
 
 _FIX = "restore it or remove its row (`automl-deft validate WORKSPACE` lists every problem)"
 
@@ -267,7 +273,18 @@ class Stages:
             seed=self.cfg.seed,
             iteration=iteration_number(label) or 0,
             options=dict(self.cfg.sdg.options),
+            hard_negatives=self.cfg.sdg.hard_negatives,
+            pass_check_max_blob_px=self.cfg.sdg.pass_check_max_blob_px,
         )
+
+    def _sdg_labels(self, label: str) -> frozenset[str] | None:
+        """What the SDG backend makes for this iteration's training set (PASS only with
+        ``sdg.hard_negatives``)."""
+        train_frame, _ = self.previous_train(label)
+        labels = self._sdg_backend().supported_labels(self._sdg_context(label, train_frame))
+        if labels is not None and not self.cfg.sdg.hard_negatives:
+            labels = labels - {PASS_LABEL}
+        return labels
 
     def previous_train(self, label: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         """The training set the iteration builds on, and its provenance (None for the base)."""
@@ -300,10 +317,7 @@ class Stages:
                 raise StageError(f"{msg}; add pool rows or set mining.on_empty_pool: skip")
             self.say(f"warning: {msg}; mining skipped (mining.on_empty_pool: skip)")
         pool_labels = None if pool is None else set(pool["label"].map(normalize_label))
-        sdg_labels = None
-        if self.cfg.sdg.enabled:
-            train_frame, _ = self.previous_train(label)
-            sdg_labels = self._sdg_backend().supported_labels(self._sdg_context(label, train_frame))
+        sdg_labels = self._sdg_labels(label) if self.cfg.sdg.enabled else None
         routing = route(
             weak,
             pool_labels=pool_labels,
@@ -326,6 +340,7 @@ class Stages:
 
     @_input_errors_stop
     def stage_sdg(self, label: str) -> tuple[Fields, str]:
+        from automl_deft.deft.rca import load_weak
         from automl_deft.deft.sdg import SDGRequest, allocate_budget
 
         out = self.dir(label, RunLayout.SDG)
@@ -333,31 +348,117 @@ class Stages:
         clear_dir(self.layout.sdg_images(label))
         targets = self._targets(label, "sdg")
         backend = self.cfg.sdg.backend
+        weak = load_weak(self.dir(self.previous(label), RunLayout.RCA))
+        weak_labels = set(weak["label"].map(normalize_label)) if len(weak) else set()
         if targets.empty or not self.cfg.sdg.enabled or self.cfg.sdg.num_sdg == 0:
             atomic_write_csv(out / "sdg_rows.csv", pd.DataFrame(columns=["object_name"]))
-            return {"sdg": SDGSummary(backend=backend)}, "no SDG targets"
+            why = self._no_sdg_reason(targets)
+            info = SDGSummary(
+                backend=backend, budget=0, unrouted=self._unrouted(label, weak_labels)
+            )
+            return {"sdg": info}, f"no SDG pairs ({why})"
         labels = targets["label"].map(normalize_label)
         need = {lab: int((labels == lab).sum()) for lab in sorted(set(labels))}
+        gen = self._sdg_backend()
+        ctx = self._sdg_context(label, self.previous_train(label)[0])
         budget = allocate_budget(self.cfg.sdg.num_sdg, need)
-        requests = [
-            SDGRequest(label=lab, count=k, weak_rows=targets[labels == lab])
-            for lab, k in budget.items()
-            if k > 0
-        ]
-        train_frame, _ = self.previous_train(label)
-        rows = self._sdg_backend().generate(requests, self._sdg_context(label, train_frame))
+        asked: dict[str, int] = {}
+        made: dict[str, int] = {}
+        parts: list[pd.DataFrame] = []
+        checks: dict[str, int] = {}
+        for _ in range(TOP_UP_ROUNDS + 1):  # the split, then the shortfall to labels that delivered
+            requests = [
+                SDGRequest(
+                    label=lab,
+                    count=k,
+                    weak_rows=targets[labels == lab],
+                    first_index=asked.get(lab, 0),
+                )
+                for lab, k in budget.items()
+                if k > 0
+            ]
+            if not requests:
+                break
+            rows = gen.generate(requests, ctx)
+            for key, value in getattr(gen, "pass_checks", {}).items():
+                checks[key] = checks.get(key, 0) + value
+            rows, refused = self._check_pass_rows(rows, ctx)
+            checks["refused"] = checks.get("refused", 0) + refused
+            parts.append(rows)
+            got = rows["label"].map(normalize_label).value_counts().to_dict() if len(rows) else {}
+            for r in requests:
+                asked[r.label] = asked.get(r.label, 0) + r.count
+                made[r.label] = made.get(r.label, 0) + int(got.get(r.label, 0))
+            short = self.cfg.sdg.num_sdg - sum(made.values())
+            delivered = {
+                lab: need[lab] for lab in need if asked.get(lab, 0) and made[lab] == asked[lab]
+            }
+            if short <= 0 or not delivered or len(rows) == 0:
+                break
+            budget = allocate_budget(short, delivered)
+        rows = (
+            pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["object_name"])
+        )
         atomic_write_csv(out / "sdg_rows.csv", rows)
-        generated = (
-            rows["label"].map(normalize_label).value_counts().sort_index().to_dict()
-            if len(rows)
-            else {}
+        if checks.get("checked") is not None:
+            checks["passed"] = checks["checked"] - checks.get("refused", 0)
+        warnings = [
+            f"{lab}: {made.get(lab, 0)} of {n} made"
+            for lab, n in sorted(asked.items())
+            if made.get(lab, 0) < n
+        ]
+        info = SDGSummary(
+            backend=backend,
+            requested=dict(sorted(asked.items())),
+            generated={k: v for k, v in sorted(made.items()) if v},
+            warnings=warnings,
+            budget=self.cfg.sdg.num_sdg,
+            unrouted=self._unrouted(label, weak_labels),
+            pass_check={k: checks[k] for k in ("checked", "passed", "refused") if k in checks},
         )
-        made = {str(k): int(v) for k, v in generated.items()}
-        info = SDGSummary(backend=backend, requested=dict(budget), generated=made)
-        return {"sdg": info, "sdg_rows": len(rows)}, (
-            f"{len(rows)}/{self.cfg.sdg.num_sdg} pairs via {backend} "
-            f"({', '.join(f'{k}={v}' for k, v in made.items()) or '-'})"
-        )
+        return {"sdg": info, "sdg_rows": len(rows)}, info.line()
+
+    def _no_sdg_reason(self, targets: pd.DataFrame) -> str:
+        if not self.cfg.sdg.enabled:
+            return "sdg.enabled is false"
+        if self.cfg.sdg.num_sdg == 0:
+            return "sdg.num_sdg is 0"
+        return "no weak label the backend makes" if targets.empty else "nothing asked"
+
+    def _unrouted(self, label: str, weak_labels: set[str]) -> dict[str, str]:
+        """Weak labels the SDG backend cannot make, each with the backend's reason."""
+        if not self.cfg.sdg.enabled:
+            return {}
+        made = self._sdg_labels(label)
+        gen = self._sdg_backend()
+        ctx = self._sdg_context(label, self.previous_train(label)[0])
+        return {
+            lab: gen.unsupported_reason(lab, ctx)
+            for lab in sorted(weak_labels)
+            if (lab not in made if made is not None else lab == PASS_LABEL)
+        }
+
+    def _check_pass_rows(self, rows: pd.DataFrame, ctx: Any) -> tuple[pd.DataFrame, int]:
+        """Generated PASS rows that carry no PASS check (an external generator's) checked
+        here (:func:`~automl_deft.deft.sdg.difference.pass_check` against their golden);
+        the failures are left out. Returns the rows kept and how many were refused."""
+        from automl_deft.deft.sdg.base import read_image, row_files
+        from automl_deft.deft.sdg.difference import pass_check
+
+        if rows.empty:
+            return rows, 0
+        keep = []
+        for _, row in rows.iterrows():
+            if normalize_label(row["label"]) != PASS_LABEL or str(row.get("sdg_check", "")):
+                keep.append(True)
+                continue
+            tests = [read_image(p) for p in row_files(ctx, row, "input_path")]
+            goldens = [read_image(p) for p in row_files(ctx, row, "golden_path")]
+            check = pass_check(tests, goldens, max_blob_px=self.cfg.sdg.pass_check_max_blob_px)
+            keep.append(check.ok)
+            rows.loc[row.name, "sdg_check"] = f"{check.provenance()} (checked by the SDG stage)"
+        mask = pd.Series(keep, index=rows.index)
+        return rows[mask].reset_index(drop=True), int((~mask).sum())
 
     @_input_errors_stop
     def stage_mining(self, label: str) -> tuple[Fields, str]:
@@ -411,6 +512,9 @@ class Stages:
         previous, provenance = self.previous_train(label)
         sdg = read_rows(self.dir(label, RunLayout.SDG, "sdg_rows.csv"))
         mined = read_rows(self.dir(label, RunLayout.MINING, "mined_rows.csv"))
+        hygiene = None
+        if self.cfg.hygiene.enabled:
+            hygiene, sdg, mined = self._hygiene(label, previous, sdg, mined, out)
         assembled = assemble(previous, provenance, sdg_rows=sdg, mined_rows=mined, iteration=n)
         new_rows = assembled.frame.iloc[assembled.previous_rows :]
         self.validate(assembled.frame, where=f"{label} assembled set", check_rows=new_rows)
@@ -427,10 +531,60 @@ class Stages:
             "added_rows": assembled.added_rows,
             "skipped_duplicates": assembled.skipped_duplicates,
         }
+        screened = ""
+        if hygiene is not None:
+            fields["hygiene"] = hygiene
+            refused = hygiene.exact_duplicates + hygiene.near_duplicates
+            screened = f" · hygiene: {refused} duplicate(s) refused, "
+            screened += f"{hygiene.flagged_label_errors} flagged as likely label errors"
+            if hygiene.excluded_label_errors:
+                screened += f" ({hygiene.excluded_label_errors} excluded)"
         return fields, (
             f"{assembled.previous_rows} + {assembled.sdg_rows} sdg + {assembled.mined_rows} mined "
-            f"= {len(assembled.frame)} rows"
+            f"= {len(assembled.frame)} rows{screened}"
         )
+
+    def _hygiene(
+        self,
+        label: str,
+        previous: pd.DataFrame,
+        sdg: pd.DataFrame | None,
+        mined: pd.DataFrame | None,
+        out: Path,
+    ) -> tuple[Any, pd.DataFrame | None, pd.DataFrame | None]:
+        """Screen the iteration's new rows (:func:`~automl_deft.deft.hygiene.screen_new_rows`)
+        with the current model's out-of-sample scores; write what it found under ``out``.
+        Returns the summary and the generated and mined rows that go on to assemble."""
+        from automl_deft.deft.hygiene import ScoreReference, screen_new_rows, write_screened
+
+        parts = [
+            rows.assign(source=source)
+            for source, rows in ((SDG_SOURCE, sdg), (MINED_SOURCE, mined))
+            if rows is not None and len(rows)
+        ]
+        if not parts:
+            return None, sdg, mined
+        candidates = pd.concat(parts, ignore_index=True).fillna("").astype(str)
+        best = self._checkpoint(self.best_label())
+        scores = self.app.score(best, candidates)[SCORE_COLUMN].to_numpy(dtype=float)
+        val = self.frame("val_csv")
+        val_scores = self.app.score(best, val)[SCORE_COLUMN].to_numpy(dtype=float)
+        screened = screen_new_rows(
+            candidates,
+            previous,
+            images_dir=self.images_dir,
+            naming=self.app.naming(),
+            cfg=self.cfg.hygiene,
+            scores=scores,
+            reference=ScoreReference(labels=val["label"], scores=val_scores),
+        )
+        write_screened(screened, out)
+        kept = screened.kept
+        split = [
+            kept[kept["source"] == source].drop(columns=["source"]).reset_index(drop=True)
+            for source in (SDG_SOURCE, MINED_SOURCE)
+        ]
+        return screened.summary, split[0], split[1]
 
     def validate(
         self, frame: pd.DataFrame, *, where: str, check_rows: pd.DataFrame | None = None

@@ -342,7 +342,7 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         copper = copper.copy()
         copper[ys[pick], xs[pick]] = ~copper[ys[pick], xs[pick]]
     if rng.random() < ETCH_PROB:
-        copper = _etch(copper, rng)
+        copper = etch_copper(copper, rng)
     if rng.random() < SHIFT_PROB:
         dy, dx = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)][
             int(rng.integers(8))
@@ -367,7 +367,7 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _etch(copper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def etch_copper(copper: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Move copper edges facing one direction by one pixel inside a random rectangle.
 
     Over-etching (edges recede) and under-etching (edges grow) are the benign

@@ -16,7 +16,7 @@ from automl_deft.deft.embedders import get_embedder
 from automl_deft.deft.mining import mine
 from automl_deft.deft.sdg import SDGContext, SDGRequest, get_sdg_backend
 from automl_deft.deft.sdg.base import ROW_COLUMNS, label_slug
-from automl_deft.deft.sdg.cutpaste import shift_radius
+from automl_deft.deft.sdg.difference import shift_radius
 from automl_deft.errors import SpecError, StageError
 from automl_deft.model.align import register
 from automl_deft.model.checkpoint import save_checkpoint
@@ -202,7 +202,7 @@ def test_cutpaste_pastes_one_defect_into_every_light_in_colour(
     ctx = _ctx(smt, spec, tmp_path)
     backend = get_sdg_backend("cutpaste")
     train = ctx.train_frame.set_index("object_name", drop=False)
-    assert backend.supported_labels(ctx) == frozenset(train["label"]) - {"PASS"}
+    assert backend.supported_labels(ctx) == frozenset(train["label"])  # PASS: hard negatives
     kpi = read_dataset_csv(smt.kpi_csv)
     labels = ["bridge", "excess", "missing", "tombstone"]
     rows = backend.generate([SDGRequest(lab, 2, kpi[kpi["label"] == lab]) for lab in labels], ctx)
@@ -248,7 +248,10 @@ def test_procedural_refuses_a_colour_workspace_in_one_line(
     smt: Workspace, spec: Spec, tmp_path: Path
 ) -> None:
     backend = get_sdg_backend("procedural-pcb")
-    ctx = _ctx(smt, spec, tmp_path)  # color_mode auto: decided by the RGB training files
+    # color_mode auto: decided by the RGB training files. With hard negatives (the default)
+    # it makes colour PASS pairs only; without them, nothing, and it says so.
+    assert backend.supported_labels(_ctx(smt, spec, tmp_path)) == {"PASS"}
+    ctx = _ctx(smt, spec, tmp_path, hard_negatives=False)
     line = (
         "the procedural-pcb SDG backend paints greyscale images only and this workspace is "
         "colour (its training images are RGB); set deft.sdg.backend: cutpaste, which pastes "

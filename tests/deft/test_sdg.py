@@ -148,7 +148,7 @@ def test_registry_names_the_choices() -> None:
         assert isinstance(backend, SDGBackend) and backend.name == name
     with pytest.raises(SpecError, match=r"unknown SDG backend 'gan'; choose one of command, "):
         get_sdg_backend("gan")
-    assert SDG_COLUMNS == ("sdg_backend", "sdg_source")
+    assert SDG_COLUMNS == ("sdg_backend", "sdg_source", "sdg_check")
 
 
 def test_register_a_backend_and_refuse_a_taken_name() -> None:
@@ -180,7 +180,10 @@ def test_register_a_backend_and_refuse_a_taken_name() -> None:
 def test_procedural_makes_every_requested_pair(tiny_ws: Path, tmp_path: Path) -> None:
     ctx = _ctx(tiny_ws, tmp_path)
     backend = get_sdg_backend("procedural-pcb")
-    assert backend.supported_labels(ctx) == frozenset(DEFECT_TYPES)
+    assert backend.supported_labels(ctx) == frozenset(DEFECT_TYPES) | {"PASS"}
+    assert backend.supported_labels(_ctx(tiny_ws, tmp_path, hard_negatives=False)) == frozenset(
+        DEFECT_TYPES
+    )
     rows = backend.generate(_requests(tiny_ws, list(DEFECT_TYPES), 2), ctx)
     assert len(rows) == 2 * len(DEFECT_TYPES)
     assert rows["label"].value_counts().to_dict() == dict.fromkeys(DEFECT_TYPES, 2)
@@ -217,11 +220,13 @@ def test_procedural_needs_one_light_and_no_options(
     two = _ctx(tiny_ws, tmp_path, naming=ImageNaming(lights=("Top", "Side")), color_mode="grey")
     backend = get_sdg_backend("procedural-pcb")
     assert backend.refusal(two) is None
-    assert backend.supported_labels(two) == frozenset()
+    assert backend.supported_labels(two) == frozenset({"PASS"})  # hard negatives: any lights
     with caplog.at_level(logging.WARNING):
         rows = backend.generate(_requests(tiny_ws, ["open"], 3), two)
     assert rows.empty and tuple(rows.columns) == ROW_COLUMNS
-    assert "generated 0 of 3 'open' pairs (multi-light images" in caplog.text
+    assert "generated 0 of 3 'open' pairs (procedural-pcb paints single-light images only" in (
+        caplog.text
+    )
     bad = _ctx(tiny_ws, tmp_path, options={"strength": 2})
     with pytest.raises(
         StageError, match=r"unknown sdg\.options for the procedural-pcb backend: strength"
@@ -232,7 +237,10 @@ def test_procedural_needs_one_light_and_no_options(
 def test_procedural_refuses_a_colour_spec_in_one_line(tiny_ws: Path, tmp_path: Path) -> None:
     backend = get_sdg_backend("procedural-pcb")
     assert backend.refusal(_ctx(tiny_ws, tmp_path)) is None  # greyscale files, color_mode auto
-    rgb = _ctx(tiny_ws, tmp_path, color_mode="rgb")
+    # With hard negatives (the default) a colour workspace gets PASS pairs only ...
+    assert backend.supported_labels(_ctx(tiny_ws, tmp_path, color_mode="rgb")) == {"PASS"}
+    # ... without them there is nothing it can make there.
+    rgb = _ctx(tiny_ws, tmp_path, color_mode="rgb", hard_negatives=False)
     line = (
         "the procedural-pcb SDG backend paints greyscale images only and this workspace is "
         "colour (dataset.classify.color_mode is 'rgb'); set deft.sdg.backend: cutpaste, which "
@@ -253,7 +261,7 @@ def test_cutpaste_moves_training_defects_onto_clean_boards(tiny_ws: Path, tmp_pa
     ctx = _ctx(tiny_ws, tmp_path)
     backend = get_sdg_backend("cutpaste")
     train = ctx.train_frame.set_index("object_name")
-    assert backend.supported_labels(ctx) == frozenset(train["label"]) - {"PASS"}
+    assert backend.supported_labels(ctx) == frozenset(train["label"])  # PASS: hard negatives
     rows = backend.generate(_requests(tiny_ws, ["open", "copper", "pin-hole"], 4), ctx)
     assert 6 <= len(rows) <= 12
     _check_rows(rows, ctx, "cutpaste")

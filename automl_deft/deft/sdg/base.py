@@ -32,6 +32,7 @@ from PIL import Image, JpegImagePlugin
 from automl_deft.errors import SpecError, StageError, UserError
 from automl_deft.io import atomic_copy, atomic_path
 from automl_deft.workspace import (
+    PASS_LABEL,
     REQUIRED_COLUMNS,
     ImageNaming,
     is_pass,
@@ -41,8 +42,9 @@ from automl_deft.workspace import (
 
 log = logging.getLogger(__name__)
 
-SDG_COLUMNS: tuple[str, ...] = ("sdg_backend", "sdg_source")
-"""Provenance columns on generated rows: the backend's name, the source rows' object names."""
+SDG_COLUMNS: tuple[str, ...] = ("sdg_backend", "sdg_source", "sdg_check")
+"""Provenance columns on generated rows: the backend's name, the source rows' object names,
+and for a PASS pair the independent PASS check and the variation applied."""
 ROW_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "boardname", *SDG_COLUMNS)
 """Columns of the frame :meth:`SDGBackend.generate` returns, in order."""
 OBJECT_PREFIX = "sdg_it"
@@ -73,6 +75,10 @@ class SDGContext:
         color_mode: the training spec's ``dataset.classify.color_mode``: ``rgb`` or
             ``grey`` as the model reads the images, ``auto`` decided from the training
             images (:func:`workspace_channels`).
+        hard_negatives: ``sdg.hard_negatives``: PASS is a target (benign variations of
+            clean pairs, :mod:`~automl_deft.deft.sdg.benign`).
+        pass_check_max_blob_px: ``sdg.pass_check_max_blob_px``, the independent PASS
+            check's limit (:func:`~automl_deft.deft.sdg.difference.pass_check`).
     """
 
     images_dir: Path
@@ -85,6 +91,8 @@ class SDGContext:
     iteration: int = 1
     options: Mapping[str, Any] = field(default_factory=dict)
     color_mode: str = "auto"
+    hard_negatives: bool = True
+    pass_check_max_blob_px: int = 4
 
 
 @dataclass(frozen=True)
@@ -95,13 +103,16 @@ class SDGRequest:
         label: normalised defect label (lower case), e.g. ``"open"``.
         count: how many pairs to generate.
         weak_rows: the RCA weak rows of this label from the KPI set (dataset
-            columns + ``siamese_score`` + ``weakness``). Only their metadata may
-            steer generation; their pixels must never reach training data.
+            columns + ``siamese_score`` + ``weakness``). Only their metadata (and, for
+            PASS, nuisance numbers measured on them) may steer generation; their pixels
+            must never reach training data.
     """
 
     label: str
     count: int
     weak_rows: pd.DataFrame
+    first_index: int = 0
+    """Number the pairs from here (a top-up request continues an earlier one's numbering)."""
 
 
 class SDGBackend(ABC):
@@ -124,6 +135,17 @@ class SDGBackend(ABC):
         """
         del ctx
         return None
+
+    def unsupported_reason(self, label: str, ctx: SDGContext) -> str:
+        """Why this backend makes no pair of ``label`` in ``ctx`` (for the stage line,
+        the state and the report); override to name the fix."""
+        if label == PASS_LABEL and not ctx.hard_negatives:
+            return "sdg.hard_negatives is false"
+        return f"the {self.name} backend does not make {label!r} pairs here"
+
+    pass_checks: dict[str, int]
+    """After :meth:`generate`: the independent PASS check's counts of generated PASS
+    pairs (``checked``, ``refused``; a refused pair was drawn again), when it ran any."""
 
     @abstractmethod
     def generate(self, requests: Sequence[SDGRequest], ctx: SDGContext) -> pd.DataFrame:
@@ -375,9 +397,10 @@ class PairWriter:
         self.rows: list[dict[str, str]] = []
         self._next: dict[str, int] = {}
 
-    def claim(self, label: str, count: int) -> range:
-        """Reserve ``count`` pair indices of ``label`` (requests of one label share a numbering)."""
-        start = self._next.get(label, 0)
+    def claim(self, label: str, count: int, first: int = 0) -> range:
+        """Reserve ``count`` pair indices of ``label`` from ``first`` on (requests of one
+        label share a numbering)."""
+        start = max(self._next.get(label, 0), first)
         self._next[label] = start + count
         return range(start, start + count)
 
@@ -405,11 +428,13 @@ class PairWriter:
         boardname: str = "",
         source: str = "",
         inputs_like: Sequence[Path] | None = None,
+        check: str = "",
     ) -> dict[str, str]:
         """Write one pair (an array is encoded, a path copied), one image per light; record it.
 
         ``inputs_like``: per light, the file an input array was made from; it is encoded
-        with that file's settings (see :func:`write_image`).
+        with that file's settings (see :func:`write_image`). ``check``: the ``sdg_check``
+        provenance (a PASS pair's independent check).
         """
         input_files, golden_files = self.files(name)
         like: dict[str, Sequence[Path | None]] = {
@@ -433,6 +458,7 @@ class PairWriter:
             "boardname": boardname,
             "sdg_backend": self.backend,
             "sdg_source": source,
+            "sdg_check": check,
         }
         self.rows.append(row)
         return row

@@ -224,9 +224,10 @@ class CommandSDG(SDGBackend):
             if "boardname" in sources.columns
             else {}
         )
+        first = {r.label: r.first_index for r in wanted}
         for pair in pairs:
             writer.write(
-                object_name(ctx, pair.label, writer.claim(pair.label, 1)[0]),
+                object_name(ctx, pair.label, writer.claim(pair.label, 1, first[pair.label])[0]),
                 pair.label,
                 pair.inputs,
                 pair.goldens,

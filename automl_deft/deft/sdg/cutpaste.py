@@ -4,9 +4,10 @@ For each pair:
 
 1. Take a defective training row of the requested label. Its defect is where
    its tested image differs from its golden: the golden is lined up with the
-   tested image (best shift up to :func:`shift_radius` pixels), the absolute
-   difference (largest over lights and colour channels) is thresholded at
-   :data:`DIFF_FRACTION` of the golden's dynamic range, and one-pixel-thin
+   tested image and differenced as
+   :func:`~automl_deft.deft.sdg.difference.change_mask` does (best shift, the
+   largest difference over lights and colour channels thresholded at a fraction
+   of the golden's dynamic range), and one-pixel-thin
    differences are opened away: on a clean board those are edge jitter and
    etching, and a defect that thin cannot be told from them, so its row is not
    used. The largest blob left (with the thin pixels touching it), grown by
@@ -25,6 +26,9 @@ defect away. Pixels come from training rows only; weak (KPI) rows steer the
 choice of board and nothing else. Any number of lights and grayscale or colour
 images work: one mask, the same patch position in every light. Rows made by an
 earlier SDG run are not used as sources. No options.
+
+``PASS`` requests (``sdg.hard_negatives``) get benign variations of clean training
+pairs, checked to stay PASS (:mod:`~automl_deft.deft.sdg.benign`).
 """
 
 from __future__ import annotations
@@ -55,17 +59,16 @@ from automl_deft.deft.sdg.base import (
     warn_short,
     weak_boardnames,
 )
-from automl_deft.workspace import is_pass, normalize_label
+from automl_deft.deft.sdg.benign import HardNegatives
+from automl_deft.deft.sdg.difference import (
+    best_shift,
+    change_mask,
+    difference_map,
+    dynamic_range,
+    gray,
+)
+from automl_deft.workspace import PASS_LABEL, is_pass, normalize_label
 
-MAX_SHIFT = 2
-"""Largest misregistration (pixels) removed before differencing a 64-pixel pair; larger
-images are searched further in proportion (:func:`shift_radius`)."""
-SHIFT_REFERENCE_SIZE = 64
-"""The image side :data:`MAX_SHIFT` is meant for."""
-DIFF_FRACTION = 0.4
-"""A pixel is part of the defect when it moved this fraction of the golden's dynamic range."""
-MIN_DIFF = 25.0
-"""... and at least this many grey levels (flat images have no range to speak of)."""
 MIN_DEFECT_PIXELS = 3
 """Fewest pixels over the threshold for a defect (source) or a visible paste (result)."""
 PASTE_MARGIN = 2
@@ -99,12 +102,21 @@ class CutPaste(SDGBackend):
     name = "cutpaste"
 
     def supported_labels(self, ctx: SDGContext) -> frozenset[str] | None:
-        """The defect labels of the training set (none when it has no clean row to paste onto)."""
+        """The defect labels of the training set, and PASS with ``ctx.hard_negatives``
+        (none when it has no clean row to paste onto)."""
         frame = ctx.train_frame
         if clean_sources(ctx).empty:
             return frozenset()
         labels = frame["label"][~is_generated(frame).to_numpy()]
-        return frozenset(normalize_label(v) for v in labels if not is_pass(v))
+        defects = frozenset(normalize_label(v) for v in labels if not is_pass(v))
+        return defects | {PASS_LABEL} if ctx.hard_negatives else defects
+
+    def unsupported_reason(self, label: str, ctx: SDGContext) -> str:
+        if label != PASS_LABEL and not clean_sources(ctx).empty:
+            return "no training defect of this label to paste (add some, or mine the pool)"
+        if clean_sources(ctx).empty:
+            return "the training set has no clean PASS row to paste onto"
+        return super().unsupported_reason(label, ctx)
 
     def generate(self, requests: Sequence[SDGRequest], ctx: SDGContext) -> pd.DataFrame:
         """Paste ``count`` defects per request; see the module docstring.
@@ -117,8 +129,13 @@ class CutPaste(SDGBackend):
         frame = ctx.train_frame
         labels = frame["label"].map(normalize_label)
         usable = ~is_generated(frame) & ~frame["label"].map(is_pass)
+        negatives = HardNegatives(ctx, run.writer, self.name)
         for request in requests:
-            indices = run.writer.claim(request.label, request.count)
+            if request.label == PASS_LABEL:
+                if ctx.hard_negatives:
+                    negatives.generate(request, ctx.pass_check_max_blob_px)
+                continue
+            indices = run.writer.claim(request.label, request.count, request.first_index)
             sources = frame[(usable & (labels == request.label)).to_numpy()]
             if sources.empty or run.clean.empty:
                 what = "defect" if sources.empty else "PASS"
@@ -131,6 +148,7 @@ class CutPaste(SDGBackend):
                 board = boards[int(rng.integers(len(boards)))] if boards else ""
                 made += run.pair(request.label, index, sources, board, rng)
             warn_short(self.name, request, made, "no visible defect or matching board found")
+        self.pass_checks = negatives.counts()
         return run.writer.frame()
 
 
@@ -193,28 +211,16 @@ def find_defect(tests: list[np.ndarray], goldens: list[np.ndarray]) -> _Defect |
     """The defect of a training pair (see the module docstring), or None when none shows."""
     if any(t.shape != g.shape for t, g in zip(tests, goldens, strict=True)):
         return None
-    g0, t0 = _gray(goldens[0]), _gray(tests[0])
-    dy, dx = _best_shift(g0, t0)
-    diff = np.zeros(g0.shape, dtype=np.float32)
-    for t, g in zip(tests, goldens, strict=True):
-        d = np.abs(t.astype(np.float32) - _shift(g, dy, dx).astype(np.float32))
-        diff = np.maximum(diff, d.max(axis=2) if d.ndim == 3 else d)
-    r = shift_radius(g0.shape)
-    diff[:r], diff[-r:], diff[:, :r], diff[:, -r:] = 0, 0, 0, 0
-    threshold = max(MIN_DIFF, DIFF_FRACTION * _range(g0))
-    over = diff > threshold
-    core = ndimage.binary_opening(over, structure=np.ones((2, 2), dtype=bool))
-    blobs, n = ndimage.label(core, structure=np.ones((3, 3), dtype=bool))
-    if n == 0:
+    diff, threshold, (dy, dx) = difference_map(tests, goldens, photometric=False)
+    blob = change_mask(diff, threshold)
+    if blob is None:
         return None
-    sizes = np.bincount(blobs.ravel())[1:]
-    blob = blobs == int(np.argmax(sizes)) + 1
-    blob |= ndimage.binary_dilation(blob, structure=np.ones((3, 3), dtype=bool)) & over
     if np.count_nonzero(blob) < MIN_DEFECT_PIXELS:
         return None
     mask = ndimage.binary_dilation(
         blob, structure=np.ones((3, 3), dtype=bool), iterations=PASTE_MARGIN
     )
+    g0 = gray(goldens[0])
     h, w = g0.shape
     ys, xs = np.nonzero(mask)
     # The box must lie inside the tested image and, moved back by the shift, inside the golden.
@@ -247,14 +253,14 @@ def paste_defect(
         return None
     if any(t.shape[:2] != g.shape[:2] for t, g in zip(tests, goldens, strict=True)):
         return None
-    g0 = _gray(goldens[0])
-    dy, dx = _best_shift(g0, _gray(tests[0]))
+    g0 = gray(goldens[0])
+    dy, dx = best_shift(g0, gray(tests[0]))
     bh, bw = defect.context.shape
     h, w = g0.shape
     if bh > h or bw > w:
         return None
     rms = _match_rms(g0, defect.context)
-    ok = rms <= MATCH_TOLERANCE * max(_range(g0), _range(defect.context), 1.0)
+    ok = rms <= MATCH_TOLERANCE * max(dynamic_range(g0), dynamic_range(defect.context), 1.0)
     # Golden position p lands on p + shift in the tested image: keep it inside.
     ys, xs = np.nonzero(ok)
     inside = (ys + dy >= 0) & (ys + dy + bh <= h) & (xs + dx >= 0) & (xs + dx + bw <= w)
@@ -277,16 +283,6 @@ def paste_defect(
     return out
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    a = image.astype(np.float32)
-    return a.mean(axis=2) if a.ndim == 3 else a
-
-
-def _range(gray: np.ndarray) -> float:
-    lo, hi = np.percentile(gray, (2, 98))
-    return float(hi - lo)
-
-
 def _like(patch: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``patch`` with as many channels as ``target``."""
     if patch.ndim == target.ndim:
@@ -294,41 +290,6 @@ def _like(patch: np.ndarray, target: np.ndarray) -> np.ndarray:
     if patch.ndim == 3:
         return np.rint(patch.mean(axis=2)).astype(patch.dtype)
     return np.repeat(patch[..., None], target.shape[2], axis=2)
-
-
-def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``out[y, x] = a[y - dy, x - dx]`` on the first two axes; the border repeats the edge."""
-    if dy == 0 and dx == 0:
-        return a
-    k = max(abs(dy), abs(dx))
-    pad = [(k, k), (k, k)] + [(0, 0)] * (a.ndim - 2)
-    p = np.pad(a, pad, mode="edge")
-    h, w = a.shape[:2]
-    return p[k - dy : k - dy + h, k - dx : k - dx + w]
-
-
-def shift_radius(shape: tuple[int, ...]) -> int:
-    """The misregistration searched for in an image of ``shape`` (``(H, W, ...)``):
-    :data:`MAX_SHIFT` up to :data:`SHIFT_REFERENCE_SIZE` pixels a side, growing with the
-    smaller side above it (a camera's few pixels of offset are more pixels at a finer
-    resolution: 4 at 128 px, where the SMT workspace's captures move by up to 3)."""
-    side = min(shape[0], shape[1])
-    return max(MAX_SHIFT, round(MAX_SHIFT * side / SHIFT_REFERENCE_SIZE))
-
-
-def _best_shift(golden: np.ndarray, test: np.ndarray) -> tuple[int, int]:
-    """The ``(dy, dx)`` that best moves ``golden`` onto ``test`` (ties: the smallest shift)."""
-    r = shift_radius(golden.shape)
-    h, w = golden.shape
-    if h <= 2 * r or w <= 2 * r:
-        return 0, 0
-    inner = np.s_[r : h - r, r : w - r]
-    shifts = sorted(
-        ((a, b) for a in range(-r, r + 1) for b in range(-r, r + 1)),
-        key=lambda s: (abs(s[0]) + abs(s[1]), s),
-    )
-    errs = [float(np.abs(_shift(golden, a, b)[inner] - test[inner]).mean()) for a, b in shifts]
-    return shifts[int(np.argmin(errs))]
 
 
 def _match_rms(image: np.ndarray, template: np.ndarray) -> np.ndarray:

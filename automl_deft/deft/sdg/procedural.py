@@ -9,14 +9,17 @@ golden image, make a tested image with benign nuisance
 the defect's size and contrast; without them, low and medium severities and low
 contrasts are favoured, since those are the misses RCA tends to find.
 
-Painting works on single-channel copper images, so the backend supports the six
+Painting works on single-channel copper images, so the backend paints the six
 :data:`~automl_deft.synth.defects.DEFECT_TYPES` for single-light greyscale
-workspaces and nothing for multi-light ones. A colour workspace (RGB training
-images, or ``dataset.classify.color_mode: rgb``) is refused outright with one
-line (:meth:`ProceduralPCB.refusal`, raised as a
-:class:`~automl_deft.errors.StageError`): grey pairs in a colour training set
-would teach the model that "grey" means "defect". ``cutpaste`` works there.
-It takes no options.
+workspaces only. ``PASS`` requests (``sdg.hard_negatives``, the default) get benign
+variations of clean training pairs, checked to stay PASS
+(:mod:`~automl_deft.deft.sdg.benign`), in any workspace: several lights, greyscale
+or colour. In a colour workspace (RGB training images, or
+``dataset.classify.color_mode: rgb``) it makes PASS pairs only (grey defect pairs in
+a colour training set would teach the model that "grey" means "defect"); with hard
+negatives off it is refused outright with one line (:meth:`ProceduralPCB.refusal`,
+raised as a :class:`~automl_deft.errors.StageError`). ``cutpaste`` paints colour
+defects. It takes no options.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from automl_deft.deft.sdg.base import (
     warn_short,
     workspace_channels,
 )
+from automl_deft.deft.sdg.benign import HardNegatives
 from automl_deft.errors import StageError
 from automl_deft.synth.defects import (
     DEFECT_TYPES,
@@ -52,6 +56,7 @@ from automl_deft.synth.defects import (
     sample_contrast,
 )
 from automl_deft.synth.render import apply_nuisance
+from automl_deft.workspace import PASS_LABEL
 
 DEFAULT_SEVERITIES: tuple[str, ...] = ("low", "medium")
 """Drawn evenly when the weak row has no usable ``severity``."""
@@ -68,46 +73,68 @@ class ProceduralPCB(SDGBackend):
     name = "procedural-pcb"
 
     def refusal(self, ctx: SDGContext) -> str | None:
-        """One line when the workspace is colour (see the module docstring), else None."""
-        if workspace_channels(ctx) == 1:
+        """One line when the workspace is colour and hard negatives are off (see the
+        module docstring), else None."""
+        if workspace_channels(ctx) == 1 or ctx.hard_negatives:
             return None
-        why = (
-            "dataset.classify.color_mode is 'rgb'"
-            if ctx.color_mode == "rgb"
-            else "its training images are RGB"
-        )
         return (
             f"the {self.name} SDG backend paints greyscale images only and this workspace is "
-            f"colour ({why}); set deft.sdg.backend: cutpaste, which pastes real training "
-            "defects in colour under every light"
+            f"colour ({self._colour_why(ctx)}); set deft.sdg.backend: cutpaste, which pastes "
+            "real training defects in colour under every light"
         )
 
+    @staticmethod
+    def _colour_why(ctx: SDGContext) -> str:
+        if ctx.color_mode == "rgb":
+            return "dataset.classify.color_mode is 'rgb'"
+        return "its training images are RGB"
+
     def supported_labels(self, ctx: SDGContext) -> frozenset[str] | None:
-        """The six painted defect types, or none when the images have several lights.
+        """The six painted defect types on single-light greyscale images, and PASS with
+        ``ctx.hard_negatives`` (any lights, greyscale or colour).
 
         Raises:
-            StageError: a colour workspace (:meth:`refusal`).
+            StageError: a colour workspace without hard negatives (:meth:`refusal`).
         """
         self._refuse(ctx)
-        return frozenset(DEFECT_TYPES) if len(ctx.naming.lights) == 1 else frozenset()
+        negatives = frozenset({PASS_LABEL}) if ctx.hard_negatives else frozenset()
+        if workspace_channels(ctx) != 1 or len(ctx.naming.lights) != 1:
+            return negatives
+        return frozenset(DEFECT_TYPES) | negatives
+
+    def unsupported_reason(self, label: str, ctx: SDGContext) -> str:
+        if label == PASS_LABEL:
+            return super().unsupported_reason(label, ctx)
+        if workspace_channels(ctx) != 1:
+            return (
+                f"{self.name} paints greyscale defects only and this workspace is colour "
+                f"({self._colour_why(ctx)}); deft.sdg.backend: cutpaste makes colour defects"
+            )
+        if len(ctx.naming.lights) != 1:
+            return f"{self.name} paints single-light images only; cutpaste works under every light"
+        return f"not a painted type (painted: {', '.join(DEFECT_TYPES)}); mine it or use cutpaste"
 
     def generate(self, requests: Sequence[SDGRequest], ctx: SDGContext) -> pd.DataFrame:
-        """Paint ``count`` pairs per request; see the module docstring.
+        """Paint ``count`` pairs per request, or make PASS pairs; see the module docstring.
 
         Raises:
-            StageError: ``sdg.options`` is not empty, or a colour workspace (:meth:`refusal`).
+            StageError: ``sdg.options`` is not empty, or a colour workspace without hard
+                negatives (:meth:`refusal`).
         """
         check_options(self.name, ctx.options, ())
         self._refuse(ctx)
         writer = PairWriter(ctx, self.name)
         supported = self.supported_labels(ctx) or frozenset()
         sources = clean_sources(ctx)
+        negatives = HardNegatives(ctx, writer, self.name)
         cache: dict[str, np.ndarray] = {}
         for request in requests:
-            indices = writer.claim(request.label, request.count)
+            if request.label == PASS_LABEL and PASS_LABEL in supported:
+                negatives.generate(request, ctx.pass_check_max_blob_px)
+                continue
+            indices = writer.claim(request.label, request.count, request.first_index)
             if request.label not in supported:
-                why = "multi-light images" if len(ctx.naming.lights) > 1 else "not a painted type"
-                warn_short(self.name, request, 0, f"{why}; supported: {', '.join(DEFECT_TYPES)}")
+                warn_short(self.name, request, 0, self.unsupported_reason(request.label, ctx))
                 continue
             if sources.empty:
                 warn_short(self.name, request, 0, "no PASS rows in the training set")
@@ -116,6 +143,7 @@ class ProceduralPCB(SDGBackend):
             for index in indices:
                 made += self._one(request, ctx, writer, sources, index, cache)
             warn_short(self.name, request, made, "no defect site on the clean rows tried")
+        self.pass_checks = negatives.counts()
         return writer.frame()
 
     def _refuse(self, ctx: SDGContext) -> None:
