@@ -8,7 +8,11 @@ Options (``sdg.options``):
 * ``timeout_s`` (default 3600): seconds before the command (its whole process
   group) is killed and the stage fails.
 * ``labels`` (optional): the labels the generator can make (normalised: ``PASS``
-  upper case, defects lower case); absent or null means any label.
+  upper case, defects lower case); absent or null means any defect label. List
+  ``PASS`` to make hard negatives (benign pairs for the weak PASS rows, with
+  ``sdg.hard_negatives`` on): the SDG stage checks each PASS pair it gets back with the
+  independent PASS check (:func:`~automl_deft.deft.sdg.difference.pass_check`) and
+  leaves out those that fail.
 * ``secret_env`` (optional): names of environment variables the generator reads
   whose values are secret (an API key). Their values, like those of the known
   credential variables (:data:`automl_deft.credentials.CREDENTIALS`: ``HF_TOKEN``,
