@@ -68,8 +68,14 @@ def typed_from_dict(tp: Any, value: Any, path: str, noun: str = "spec") -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return typed_from_dict(inner, value, path, noun)
+        inner = [a for a in args if a is not type(None)]
+        for i, option in enumerate(inner):  # the first type that takes the value
+            try:
+                return typed_from_dict(option, value, path, noun)
+            except SpecError:
+                if i == len(inner) - 1:
+                    raise
+        raise SpecError(f"{where}: {_show(value)} fits none of {tp}")
     if origin is Literal:
         if value not in args:
             allowed = ", ".join(repr(a) for a in args)

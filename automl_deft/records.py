@@ -213,10 +213,20 @@ class SDGSummary(Record):
     pass_check: dict[str, int] = field(default_factory=dict)
     """The independent PASS check of generated PASS pairs: ``checked``, ``passed``, ``refused``."""
 
+    @property
+    def asked(self) -> int:
+        """The pairs the stage could make: the budget (the requested pairs when an older
+        run recorded none)."""
+        return self.budget if self.budget is not None else sum(self.requested.values())
+
+    @property
+    def made(self) -> int:
+        """The pairs written."""
+        return sum(self.generated.values())
+
     def line(self) -> str:
         """``SDG: 40 requested, 40 made — PASS 39, spur 1`` (plus what was short and why)."""
-        asked = self.budget if self.budget is not None else sum(self.requested.values())
-        made = sum(self.generated.values())
+        asked, made = self.asked, self.made
         per = ", ".join(f"{k} {v}" for k, v in sorted(self.generated.items(), key=_by_count))
         text = f"SDG: {asked} requested, {made} made via {self.backend}"
         if per:

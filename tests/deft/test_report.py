@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.config import DeftConfig, HygieneConfig
 from automl_deft.deft.report import (
     REPORT_FILE,
     SECTION_TITLES,
@@ -48,6 +48,7 @@ from automl_deft.records import (
     BestPointer,
     Deliverable,
     HoldoutScore,
+    HygieneSummary,
     MiningSummary,
     PipelineSummary,
     RoutingRows,
@@ -1128,3 +1129,243 @@ def test_in_progress_header_shows_the_loop_stage(
     assert "Phase 3: not yet available" in _section(html, "Phase 3 AutoML")
     held = _section(html, "FAR contributions by defect type and board")
     assert "No hold-out scores: finalize has not run" in held
+
+
+# ------------------------------------------------- SDG budget use and row hygiene
+
+HYGIENE_REASON = "model scores this PASS like a defect (0.93 ≥ the defects' median 0.61)"
+PASS_CHECK_TEXT = "pass-check passed: largest change 0 px (limit 4, source pair 0 px)"
+N_FLAGGED = 15  # over the per-iteration cap of thumbnails
+
+
+def _short_sdg() -> SDGSummary:
+    """An SDG stage 3 pairs short of its budget, with a weak label the backend cannot make."""
+    return SDGSummary(
+        backend="cutpaste",
+        requested={"PASS": 39, "spur": 1},
+        generated={"PASS": 36, "spur": 1},
+        budget=40,
+        unrouted={"exotic": "cutpaste has no painter for 'exotic'"},
+        pass_check={"checked": 39, "passed": 36, "refused": 3},
+    )
+
+
+def _hygiene_summary() -> HygieneSummary:
+    sdg = {
+        "candidates": 20,
+        "exact_duplicates": 2,
+        "near_duplicates": 1,
+        "flagged_label_errors": 5,
+        "excluded_label_errors": 0,
+        "kept": 17,
+    }
+    mined = {"candidates": 10, "exact_duplicates": 0, "near_duplicates": 2,
+             "flagged_label_errors": 10, "excluded_label_errors": 0, "kept": 8}  # fmt: skip
+    return HygieneSummary(
+        **{key: sdg[key] + mined[key] for key in sdg},
+        by_source={"sdg": sdg, "mining_pool": mined},
+        thresholds={
+            "near_duplicate_similarity": 0.95,
+            "golden_similarity": 0.98,
+            "label_errors": "flag",
+        },
+        warnings=["2 candidates had no golden <thumbnail>"],
+    )
+
+
+def _add_pass_sdg_rows(root: Path, ws: Workspace) -> None:
+    """Two generated PASS rows (with their ``sdg_check``) first among iter1's sdg rows."""
+    path = root / "iter1" / "dataset" / "train_combined_iter1_provenance.csv"
+    prov = pd.read_csv(path, dtype=str, keep_default_na=False)
+    train = pd.read_csv(ws.train_csv, dtype=str, keep_default_na=False)
+    clean = train[train["label"].map(is_pass)].head(2)
+    generated = _copy_as_generated(
+        root,
+        ws,
+        clean.assign(
+            source="sdg", sdg_backend="cutpaste", sdg_source="benign", sdg_check=PASS_CHECK_TEXT
+        ),
+    )
+    base = prov[prov["source"] == "base_train"]
+    rest = prov[prov["source"] != "base_train"]
+    pd.concat([base, generated, rest], ignore_index=True).fillna("").to_csv(path, index=False)
+
+
+def _write_hygiene_files(root: Path, ws: Workspace) -> pd.DataFrame:
+    """iter1's hygiene.json, N_FLAGGED flagged pool rows (real images) and 5 refused rows."""
+    out = RunLayout(root).stage_dir("iter1", RunLayout.DATASET)
+    _hygiene_summary().write(out / "hygiene.json")
+    pool = pd.read_csv(ws.pool_csv, dtype=str, keep_default_na=False)
+    flagged = pool[pool["label"].map(is_pass)].head(N_FLAGGED).copy()
+    flagged["source"] = ["sdg"] * 5 + ["mining_pool"] * (N_FLAGGED - 5)
+    flagged["label_error_reason"] = HYGIENE_REASON
+    flagged.loc[flagged.index[0], "label_error_reason"] = "<b>not bold</b> & escaped"
+    flagged[SCORE_COLUMN] = [f"{0.93 - i / 100:.4f}" for i in range(N_FLAGGED)]
+    flagged["change_px"] = "12"
+    flagged["signals"] = "model"
+    flagged.to_csv(out / "hygiene_flagged.csv", index=False)
+    refused = pool.tail(5).copy()
+    refused["source"] = "mining_pool"
+    refused["hygiene_check"] = ["exact_duplicate", "exact_duplicate"] + ["near_duplicate"] * 3
+    refused["duplicate_of"] = "train_000003"
+    refused["similarity"] = ["1", "1", "0.97", "0.981", "0.99"]
+    refused.to_csv(out / "hygiene_refused.csv", index=False)
+    return flagged
+
+
+@pytest.fixture(scope="module")
+def hygiene_run(
+    tiny_ws: Path, scored: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, pd.DataFrame, str]:
+    """:func:`_make_run` plus a short SDG, PASS pairs, hygiene in the state and on disk."""
+    root = tmp_path_factory.mktemp("hygiene") / "run"
+    ws = Workspace.at(tiny_ws)
+    _make_run(root, tiny_ws, scored)
+    _add_pass_sdg_rows(root, ws)
+    flagged = _write_hygiene_files(root, ws)
+    state = DeftState.load(root)
+    state.update("iter1", sdg=_short_sdg(), hygiene=_hygiene_summary())
+    state.save()
+    return root, flagged, render_report(root).read_text(encoding="utf-8")
+
+
+def test_sdg_budget_use_is_shown_and_a_short_budget_said_plainly(
+    hygiene_run: tuple[Path, pd.DataFrame, str],
+) -> None:
+    _, _, html = hygiene_run
+    _parse(html)
+    aug = _section(html, "Augmentation")
+    line = _short_sdg().line()
+    assert line.startswith("SDG: 40 requested, 37 made via cutpaste — PASS 36, spur 1; 3 short")
+    assert escape(line) in aug
+    short = aug[aug.index('id="sdg-short-iter1"') :]
+    assert short.startswith('id="sdg-short-iter1"><b>SDG made 37 of its 40-pair budget: 3 pair')
+    assert "39 checked, 36 passed, 3 refused" in aug
+    assert _cells(aug, "sdg-unrouted-iter1") == [
+        ["exotic", escape("cutpaste has no painter for 'exotic'")]
+    ]
+    row = _cells(aug, "augmentation-table")[0]
+    # iteration, budget, made, PASS check, mining candidates, mined, refused, flagged, added
+    assert row[:4] == ["DEFT iter 1", "40", "37", "36 / 39"]
+    assert row[6:8] == ["5", "15"]
+    per_label = aug[aug.index("<h3>Per label</h3>") :]
+    assert "<td>exotic</td>" in per_label and "<td>PASS</td>" in per_label
+
+
+def test_hygiene_table_per_iteration_and_source_with_thresholds(
+    hygiene_run: tuple[Path, pd.DataFrame, str],
+) -> None:
+    _, _, html = hygiene_run
+    section = _section(html, "Row hygiene")
+    # candidates, exact, near, flagged, excluded, kept
+    assert _cells(section, "hygiene-table") == [
+        ["DEFT iter 1", "mining_pool", "10", "0", "2", "10", "0", "8"],
+        ["DEFT iter 1", "sdg", "20", "2", "1", "5", "0", "17"],
+        ["DEFT iter 1", "all sources", "30", "2", "3", "15", "0", "25"],
+    ]
+    caption = section[section.index('id="hygiene-thresholds"') :]
+    caption = caption[: caption.index("</p>")]
+    assert "golden_similarity 0.98 · label_errors flag · near_duplicate_similarity 0.95" in caption
+    assert escape("DEFT iter 1: 2 candidates had no golden <thumbnail>") in section
+    refused = _cells(section, "refused-iter1")
+    assert len(refused) == 5 and refused[0][3] == "exact duplicate"
+    assert refused[-1][3:] == ["near duplicate", "train_000003", "0.9900"]
+
+
+def test_flagged_rows_shown_as_thumbnails_up_to_the_cap(
+    hygiene_run: tuple[Path, pd.DataFrame, str],
+) -> None:
+    from automl_deft.deft.report.figures import MAX_FLAGGED_PER_ITERATION
+
+    _, flagged, html = hygiene_run
+    section = _section(html, "Row hygiene")
+    strips = section[section.index('id="flagged-iter1"') :]
+    strips = strips[: strips.index("</div>")]
+    assert MAX_FLAGGED_PER_ITERATION < N_FLAGGED
+    assert strips.count("<img ") == MAX_FLAGGED_PER_ITERATION
+    assert strips.count("data:image/png;base64,") == MAX_FLAGGED_PER_ITERATION
+    assert "image missing" not in strips
+    more = N_FLAGGED - MAX_FLAGGED_PER_ITERATION
+    assert f"{N_FLAGGED} row(s) flagged, kept in the training set" in section
+    assert f"{more} more not shown (all in iter1/dataset/hygiene_flagged.csv)" in section
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", strips)
+    first, second = captions[0].split("<br>"), captions[1].split("<br>")
+    assert first[:3] == [
+        "PASS · sdg",
+        flagged["object_name"].iloc[0],
+        "reason: &lt;b&gt;not bold&lt;/b&gt; &amp; escaped",
+    ]
+    assert second[2] == f"reason: {escape(HYGIENE_REASON)}"
+    assert second[3] == "score 0.92 · change 12 px"
+    assert "mining_pool" in captions[-1] and flagged["object_name"].iloc[11] in captions[-1]
+    assert "<b>not bold" not in html
+
+
+def test_generated_pass_rows_show_their_pass_check(
+    hygiene_run: tuple[Path, pd.DataFrame, str],
+) -> None:
+    _, _, html = hygiene_run
+    samples = _section(html, "Sample of generated data")
+    assert "sdg · PASS<br>backend cutpaste<br>" + escape(PASS_CHECK_TEXT) in samples
+    assert "image missing" not in samples
+
+
+def test_hygiene_read_from_its_file_and_no_label_names_an_internal_step(
+    hygiene_run: tuple[Path, pd.DataFrame, str], tmp_path: Path
+) -> None:
+    root, _, html = hygiene_run
+    parser = _LabelParser()
+    parser.feed(html)
+    internal = ("final_automl", "automl_phase1", "automl_phase3", "iter1", "baseline")
+    assert not [t for t in parser.labels if any(re.search(rf"\b{w}\b", t) for w in internal)]
+    # Without the state's copy the report reads dataset/hygiene.json: the same table.
+    moved = tmp_path / "run"
+    shutil.copytree(root, moved)
+    state = json.loads((moved / STATE_FILE).read_text())
+    del state["iterations"]["iter1"]["hygiene"]
+    (moved / STATE_FILE).write_text(json.dumps(state))
+    again = report_html(moved)
+    table_id = "hygiene-table"
+    assert _cells(_section(again, "Row hygiene"), table_id) == _cells(
+        _section(html, "Row hygiene"), table_id
+    )
+
+
+def test_runs_without_hygiene_or_sdg_budget_render(
+    full_run: tuple[Path, dict[str, Any], str],
+    hygiene_run: tuple[Path, pd.DataFrame, str],
+    tiny_ws: Path,
+    tmp_path: Path,
+) -> None:
+    # An older run: no hygiene files, an SDG summary without budget (not short).
+    _, _, html = full_run
+    assert "Row hygiene: not yet available" in _section(html, "Row hygiene")
+    aug = _section(html, "Augmentation")
+    assert "sdg-short-" not in aug and escape("SDG: 4 requested, 4 made via") in aug
+    assert _cells(aug, "augmentation-table")[0][6:8] == ["—", "—"]
+    # Empty flagged CSV, torn hygiene.json, no refused CSV: the page still renders.
+    root = tmp_path / "run"
+    shutil.copytree(hygiene_run[0], root)
+    state = json.loads((root / STATE_FILE).read_text())
+    del state["iterations"]["iter1"]["hygiene"]
+    (root / STATE_FILE).write_text(json.dumps(state))
+    dataset = root / "iter1" / "dataset"
+    (dataset / "hygiene_flagged.csv").write_text("")
+    (dataset / "hygiene_refused.csv").unlink()
+    (dataset / "hygiene.json").write_text('{"candidates": 3, "torn')
+    html = report_html(root)
+    _parse(html)
+    section = _section(html, "Row hygiene")
+    assert "could not be rendered" not in html and "No row flagged." in section
+    assert "Problems reading the results directory" in html and "hygiene.json" in html
+    # Hygiene disabled, nothing on disk: the section says so.
+    disabled = tmp_path / "disabled"
+    DeftState.create(
+        disabled,
+        config=DeftConfig(kpi_target=TARGET, hygiene=HygieneConfig(enabled=False)),
+        inputs=_inputs(Workspace.at(tiny_ws)),
+    )
+    state = DeftState.load(disabled)
+    state.commit("iter1", "routing", summary="routing ok", duration_sec=1.0)
+    state.save()
+    assert "Row hygiene is disabled" in _section(report_html(disabled), "Row hygiene")

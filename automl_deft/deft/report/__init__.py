@@ -23,8 +23,11 @@ approach, pipeline at a glance (each phase's start, duration, result), Phase 1
 AutoML (trials, winner, guards), progress, results per step (steering interval,
 validation and hold-out FAR per step), FAR contributions (defect type × step and
 board × step, on the KPI set and the hold-out), sensitivity of the KPI (the defect
-that sets the threshold, FAR without the 1–3 hardest defects), augmentation, RCA
-score distribution, defect-type analysis, sample of generated data, per-iteration
+that sets the threshold, FAR without the 1–3 hardest defects), augmentation (each
+iteration's SDG budget: asked, made, what could not be routed and why, the independent
+PASS check), row hygiene (duplicates refused and likely label errors flagged, per
+iteration and source, the flagged rows as thumbnails), RCA score distribution,
+defect-type analysis, sample of generated data, per-iteration
 details, Phase 3 AutoML (warm start, trials, kept or rolled back and why),
 recommendations, final status. Steps are named for a reader (``Phase 1 winner``,
 ``DEFT iter 1``, ``Phase 3 winner``: :mod:`.names`), never by their file labels. A
@@ -35,10 +38,10 @@ untouched number exists; hold-out rows are shown only from the scores finalize w
 after every choice was made.
 
 Modules: :mod:`.load` (the run as the report reads it), :mod:`.overview`,
-:mod:`.evidence`, :mod:`.pipeline`, :mod:`.results`, :mod:`.contributions`, :mod:`.analysis`
-and :mod:`.recommend` (the sections), :mod:`.names` (a reader's words for the files' labels),
-:mod:`.figures` (charts and thumbnails), :mod:`.html` (markup and formats),
-:mod:`.render` (the page).
+:mod:`.evidence`, :mod:`.pipeline`, :mod:`.results`, :mod:`.contributions`, :mod:`.hygiene`,
+:mod:`.analysis` and :mod:`.recommend` (the sections), :mod:`.names` (a reader's words
+for the files' labels), :mod:`.figures` (charts and thumbnails), :mod:`.html` (markup and
+formats), :mod:`.render` (the page).
 
 Example::
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from html import escape
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from automl_deft.deft.report.overview import SOURCE_NOTES
 from automl_deft.deft.report.results import ROUTES
 from automl_deft.deft.report.values import as_list, as_mapping, number
 from automl_deft.kpi import format_threshold, threshold_sweep
-from automl_deft.workspace import PASS_LABEL, SCORE_COLUMN, normalize_label, resolve_image_path
+from automl_deft.workspace import PASS_LABEL, SCORE_COLUMN, normalize_label
 
 __all__ = [
     "MAX_BREAKDOWN_ROWS",
@@ -244,14 +243,7 @@ def _label_table(run: ReportRun, lab: str) -> str:
 
 
 def samples(run: ReportRun) -> str:
-    images_dir, out = run.images_dir, []
-    naming = run.naming if images_dir is not None else None
-
-    def image_of(row: pd.Series, column: str, light: str) -> Path:
-        assert images_dir is not None and naming is not None
-        folder = run.image_dir(images_dir, str(row[column]))
-        return resolve_image_path(folder, ".", str(row["object_name"]), light, naming.ext)
-
+    out: list[str] = []
     for lab in run.iteration_labels:
         prov, head = run.provenance(lab), f"<h3>{escape(run.name(lab))}</h3>"
         if prov is None:
@@ -261,11 +253,13 @@ def samples(run: ReportRun) -> str:
         if picked.empty:
             out.append(head + na("No generated or mined rows."))
             continue
-        if images_dir is None or naming is None:
+        if run.images_dir is None:
             out.append(head + na("No images_dir in the state's config."))
             continue
         counts = prov["source"].value_counts()
-        figures = "".join(sample_figure(row, image_of, naming) for _, row in picked.iterrows())
+        figures = "".join(
+            sample_figure(row, run.image_file, run.naming) for _, row in picked.iterrows()
+        )
         out.append(
             f'{head}<p class="meta">{int(counts.get(PROVENANCE_SDG, 0))} '
             f"synthetic and {int(counts.get(PROVENANCE_MINED, 0))} mined rows added; "

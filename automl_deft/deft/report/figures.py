@@ -1,4 +1,5 @@
-"""The page's pictures, as inline PNGs: the progress chart, score histograms, sample strips.
+"""The page's pictures, as inline PNGs: the progress chart, score histograms, sample strips
+(generated, mined and flagged rows).
 
 Matplotlib is used through a ``Figure`` with its own Agg canvas (never pyplot), so
 rendering inside the loop leaves the process-wide backend alone.
@@ -19,22 +20,28 @@ import pandas as pd
 
 from automl_deft.deft.report.html import img
 from automl_deft.deft.report.load import PROVENANCE_MINED, PROVENANCE_SDG, Best
+from automl_deft.deft.report.values import number
 from automl_deft.errors import AutomlDeftError
 from automl_deft.kpi import KPITarget, plot_score_distribution
 from automl_deft.phases import FINAL_AUTOML
-from automl_deft.workspace import ImageNaming
+from automl_deft.workspace import SCORE_COLUMN, ImageNaming
 
 __all__ = [
+    "MAX_FLAGGED_PER_ITERATION",
     "MAX_SAMPLES_PER_ITERATION",
     "THUMB_PX",
+    "flagged_caption",
     "pick_samples",
     "progress_chart",
+    "sample_caption",
     "sample_figure",
     "score_histogram",
 ]
 
 MAX_SAMPLES_PER_ITERATION = 8
 """Generated rows shown as thumbnails per iteration (half SDG, half mined when both exist)."""
+MAX_FLAGGED_PER_ITERATION = 12
+"""Rows flagged as likely label errors shown as thumbnails per iteration (the rest counted)."""
 THUMB_PX = 128
 """Longest side of a thumbnail; keeps the page small whatever the image size."""
 
@@ -120,8 +127,20 @@ def pick_samples(prov: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([sdg.head(n_sdg), mined.head(n_mined)])
 
 
-def sample_figure(row: pd.Series, image_of: ImageOf, naming: ImageNaming) -> str:
-    """One generated row as a captioned PNG strip: input | golden | |diff|."""
+def sample_figure(
+    row: pd.Series,
+    image_of: ImageOf,
+    naming: ImageNaming,
+    caption: Sequence[str] | None = None,
+) -> str:
+    """One row as a captioned PNG strip: input | golden | |diff|.
+
+    Args:
+        row: a CSV row (``input_path``, ``golden_path``, ``object_name``, …).
+        image_of: the row's image file per column and light.
+        naming: the run's image naming (its first light is shown).
+        caption: the caption's lines (plain text); :func:`sample_caption` when None.
+    """
     light = naming.lights[0] if naming.lights else ImageNaming().lights[0]
     test = _thumb(image_of, row, "input_path", light)
     golden = _thumb(image_of, row, "golden_path", light)
@@ -134,18 +153,52 @@ def sample_figure(row: pd.Series, image_of: ImageOf, naming: ImageNaming) -> str
     gap = np.full((side, 4, 3), 255, dtype=np.uint8)
     panels = [blank if p is None else p for p in (test, golden, diff)]
     strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    lines = list(sample_caption(row) if caption is None else caption)
+    if test is None or golden is None:
+        lines.append("image missing")
+    text = "<br>".join(escape(c) for c in lines)
+    alt = f"{row.get('source', '')} {row.get('object_name', '')}: input, golden, difference"
+    return f"<figure>{img(_png_array(strip), alt)}<figcaption>{text}</figcaption></figure>"
+
+
+def sample_caption(row: pd.Series) -> list[str]:
+    """A generated or mined row's caption: source and label, where it came from, its name.
+
+    A mined row names the weak sample it resembles; a generated row its backend and, for
+    a generated PASS pair, the independent PASS check it passed (``sdg_check``).
+    """
     source = str(row.get("source", ""))
     caption = [f"{source} · {row.get('label', '')}"]
     if source == PROVENANCE_MINED and str(row.get("mined_similarity", "")):
         caption.append(f"similarity {row['mined_similarity']} to {row.get('mined_for', '?')}")
-    elif source == PROVENANCE_SDG and str(row.get("sdg_backend", "")):
-        caption.append(f"backend {row['sdg_backend']}")
+    elif source == PROVENANCE_SDG:
+        if str(row.get("sdg_backend", "")):
+            caption.append(f"backend {row['sdg_backend']}")
+        if str(row.get("sdg_check", "")):
+            caption.append(str(row["sdg_check"]))
     caption.append(str(row.get("object_name", "")))
-    if test is None or golden is None:
-        caption.append("image missing")
-    text = "<br>".join(escape(c) for c in caption)
-    alt = f"{source} {row.get('object_name', '')}: input, golden, difference"
-    return f"<figure>{img(_png_array(strip), alt)}<figcaption>{text}</figcaption></figure>"
+    return caption
+
+
+def flagged_caption(row: pd.Series, reason: str) -> list[str]:
+    """A row flagged as a likely label error: label and source, name, why, score.
+
+    Args:
+        row: a ``hygiene_flagged.csv`` row.
+        reason: its ``label_error_reason`` in a reader's words.
+    """
+    caption = [
+        f"{row.get('label', '')} · {row.get('source', '')}",
+        str(row.get("object_name", "")),
+        f"reason: {reason or '—'}",
+    ]
+    score = number(row.get(SCORE_COLUMN))
+    change = number(row.get("change_px"))
+    measured = [] if score is None else [f"score {score:.4g}"]
+    measured += [] if change is None else [f"change {change:.0f} px"]
+    if measured:
+        caption.append(" · ".join(measured))
+    return caption
 
 
 def _thumb(image_of: ImageOf, row: pd.Series, column: str, light: str) -> np.ndarray | None:

@@ -42,6 +42,7 @@ from automl_deft.layout import RunLayout, SearchLayout, rebase_into_run
 from automl_deft.phases import BASELINE, Phase, iteration_number
 from automl_deft.records import (
     Deliverable,
+    HygieneSummary,
     IterationRecord,
     LogEntry,
     PipelineSummary,
@@ -49,11 +50,14 @@ from automl_deft.records import (
     labels_in_order,
     rank_by_far,
 )
-from automl_deft.workspace import SCORE_COLUMN, ImageNaming
+from automl_deft.workspace import SCORE_COLUMN, ImageNaming, resolve_image_path
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
+    "HYGIENE_FILE",
+    "HYGIENE_FLAGGED_FILE",
+    "HYGIENE_REFUSED_FILE",
     "PROVENANCE_MINED",
     "PROVENANCE_SDG",
     "Best",
@@ -71,6 +75,12 @@ BOOTSTRAP_RESAMPLES = 1000
 """Bootstrap resamples of a steering interval computed here (finalize's number)."""
 BOOTSTRAP_SEED = 0
 """Seed of a steering interval computed here (finalize's seed)."""
+HYGIENE_FILE = "hygiene.json"
+"""The hygiene checks' summary in an iteration's dataset folder (a ``HygieneSummary``)."""
+HYGIENE_REFUSED_FILE = "hygiene_refused.csv"
+"""The candidate rows the duplicate checks refused (``hygiene_check``, ``duplicate_of``, …)."""
+HYGIENE_FLAGGED_FILE = "hygiene_flagged.csv"
+"""The candidate rows flagged as likely label errors (``label_error_reason``, …)."""
 
 
 class Best(NamedTuple):
@@ -131,6 +141,7 @@ class ReportRun:
     problems: list[str] = field(default_factory=list)
     _scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     _provenance: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    _hygiene: dict[str, HygieneSummary | None] = field(default_factory=dict)
     _intervals: dict[str, list[float] | None] = field(default_factory=dict)
     _holdout_scored: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     _searches: dict[Phase, SearchOnDisk | None] = field(default_factory=dict)
@@ -405,6 +416,32 @@ class ReportRun:
             self._provenance[label] = frame
         return self._provenance[label]
 
+    def hygiene(self, label: str) -> HygieneSummary | None:
+        """What the hygiene checks did to ``label``'s new rows: the state's copy, else
+        ``dataset/hygiene.json`` (None: hygiene did not run, or the run predates it)."""
+        if label not in self._hygiene:
+            summary = self.rec(label).hygiene if label in self.state.iterations else None
+            path = self.hygiene_path(label, HYGIENE_FILE)
+            if summary is None and path.is_file():
+                try:
+                    summary = HygieneSummary.read(path)
+                except UserError as exc:
+                    self.note(f"{path}: {first_line(exc)}")
+            self._hygiene[label] = summary
+        return self._hygiene[label]
+
+    def hygiene_path(self, label: str, name: str) -> Path:
+        """A hygiene file of ``label`` (:data:`HYGIENE_FILE`, … in its dataset folder)."""
+        return self.layout.stage_dir(label, RunLayout.DATASET, name)
+
+    def hygiene_rows(self, label: str, name: str) -> pd.DataFrame | None:
+        """``hygiene_flagged.csv`` or ``hygiene_refused.csv`` of ``label`` (None: not on
+        disk; an empty file is an empty frame)."""
+        path = self.hygiene_path(label, name)
+        if path.is_file() and path.stat().st_size == 0:  # written with no rows and no header
+            return pd.DataFrame()
+        return self.read_csv(path)
+
     def holdout_scored(self, label: str) -> pd.DataFrame | None:
         """``label`` scored on the untouched hold-out by finalize (None: not scored).
 
@@ -454,6 +491,19 @@ class ReportRun:
     def image_dir(self, images_dir: Path, rel_dir: str) -> Path:
         """A CSV row's image directory, followed into this run when the run was moved."""
         return rebase_into_run(images_dir, rel_dir, self.state.created_in, self.root)
+
+    def image_file(self, row: pd.Series, column: str, light: str) -> Path:
+        """The image of a CSV row (``input_path`` or ``golden_path``) under ``light``.
+
+        Raises:
+            UserError: the state records no ``images_dir``.
+            KeyError: the row has no such column.
+        """
+        images_dir = self.images_dir
+        if images_dir is None:
+            raise UserError("the DEFT state records no images_dir; start a new results directory")
+        folder = self.image_dir(images_dir, str(row[column]))
+        return resolve_image_path(folder, ".", str(row["object_name"]), light, self.naming.ext)
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from automl_deft.deft.report.html import (
     table,
     thr,
 )
+from automl_deft.deft.report.hygiene import hygiene_counts
 from automl_deft.deft.report.load import ReportRun
 from automl_deft.deft.report.names import phase_name
 from automl_deft.deft.report.overview import SOURCE_NOTES
@@ -33,9 +34,9 @@ from automl_deft.deft.report.values import first_line, total
 from automl_deft.errors import UserError
 from automl_deft.layout import RunLayout
 from automl_deft.phases import BASELINE, FINAL_AUTOML, iteration_label, iteration_number, phase_of
-from automl_deft.records import Deliverable, IterationRecord
+from automl_deft.records import Deliverable, IterationRecord, SDGSummary
 
-__all__ = ["augmentation", "final", "per_iteration", "progress"]
+__all__ = ["augmentation", "final", "per_iteration", "progress", "sdg_use"]
 
 ROUTES = ("mining", "sdg", "dropped")
 """Where routing sends a weak label (:class:`~automl_deft.records.RoutingSummary`)."""
@@ -161,7 +162,7 @@ def augmentation(run: ReportRun) -> str:
     if not iters:
         return na(f"Augmentation: {NOT_YET.lower()} (no iteration has started).")
     cutoff = fmt(run.config.mining.min_similarity)
-    rows, label_rows = [], []
+    rows, label_rows, budget_use = [], [], []
     for lab in iters:
         rec = run.rec(lab)
         new_sdg, new_mined = run.added(lab)
@@ -171,21 +172,32 @@ def augmentation(run: ReportRun) -> str:
         requested = rec.sdg.requested if rec.sdg else {}
         generated = rec.sdg.generated if rec.sdg else {}
         per_label = rec.mining.per_label if rec.mining else {}
+        screened = run.hygiene(lab)
+        refused, flagged = hygiene_counts(screened) if screened else (None, None)
+        asked, made = (rec.sdg.asked, rec.sdg.made) if rec.sdg else (None, new_sdg)
         rows.append(
             [
                 run.name(lab),
-                Num(fmt(total(requested.values()))),
-                Num(fmt(new_sdg)),
+                Num(fmt(asked)),
+                Num(fmt(made)),
+                Num(_pass_check_cell(rec.sdg)),
                 Num(fmt(total(v.get("candidates") for v in per_label.values()))),
                 Num(fmt(new_mined)),
+                Num(fmt(refused)),
+                Num(fmt(flagged)),
                 Num(fmt(added)),
                 rec.sdg.backend if rec.sdg else run.config.sdg.backend,
             ]
         )
+        if rec.sdg is not None:
+            budget_use.append(sdg_use(run, lab, rec.sdg))
         # RCA of the phase before chose this iteration's targets (and wrote ``need``).
         need = run.rec(iteration_label((iteration_number(lab) or 1) - 1)).need or {}
         routed = {route: _routed(rec, route) for route in ROUTES}
-        names = sorted({*need, *requested, *generated, *per_label}.union(*routed.values()))
+        unrouted = rec.sdg.unrouted if rec.sdg else {}
+        names = sorted(
+            {*need, *requested, *generated, *per_label, *unrouted}.union(*routed.values())
+        )
         for name in names:
             routes = [route for route in ROUTES if name in routed[route]]
             stats = per_label.get(name, {})
@@ -206,16 +218,27 @@ def augmentation(run: ReportRun) -> str:
     out = table(
         [
             "iteration",
-            "SDG requested",
-            "SDG generated",
+            "SDG budget",
+            "SDG made",
+            "PASS check (passed / checked)",
             f"mining candidates (≥ {cutoff})",
             "mined, selected",
+            "duplicates refused (hygiene)",
+            "flagged label errors (hygiene)",
             "total added",
             "SDG backend",
         ],
         rows,
         table_id="augmentation-table",
     )
+    out = f'<div class="scroll">{out}</div>' + (
+        '<p class="meta">SDG budget: the pairs the iteration could make (sdg.num_sdg); made: '
+        "the pairs written after the independent PASS check. Hygiene: the new rows refused as "
+        "duplicates and flagged as likely label errors before assemble (see Row hygiene); "
+        "total added counts what reached the training set.</p>"
+    )
+    if budget_use:
+        out += "<h3>SDG budget use</h3>" + "".join(budget_use)
     if label_rows:
         out += "<h3>Per label</h3>" + table(
             [
@@ -233,6 +256,43 @@ def augmentation(run: ReportRun) -> str:
             label_rows,
         )
     return out
+
+
+def sdg_use(run: ReportRun, label: str, sdg: SDGSummary) -> str:
+    """One iteration's SDG: its stage line, a visible sentence when it made fewer pairs than
+    its budget, the independent PASS check, and the weak labels it could not make and why."""
+    asked, made = sdg.asked, sdg.made
+    out = [
+        f"<p><b>{escape(run.name(label))}</b>: "
+        f'<code id="sdg-line-{escape(label)}">{escape(run.readable(sdg.line()))}</code></p>'
+    ]
+    if made < asked:
+        out.append(
+            f'<p class="bad" id="sdg-short-{escape(label)}"><b>SDG made {made} of its '
+            f"{asked}-pair budget: {asked - made} pair(s) short.</b></p>"
+        )
+    check = sdg.pass_check
+    if check:
+        out.append(
+            "<p>Independent PASS check of the generated PASS pairs (no model involved): "
+            f"{fmt(check.get('checked'))} checked, {fmt(check.get('passed'))} passed, "
+            f"{fmt(check.get('refused'))} refused (left out).</p>"
+        )
+    if sdg.unrouted:
+        out.append(
+            table(
+                ["weak label", f"why {sdg.backend} cannot make it (it got no SDG budget)"],
+                [[lab, run.readable(why)] for lab, why in sorted(sdg.unrouted.items())],
+                table_id=f"sdg-unrouted-{label}",
+            )
+        )
+    return "".join(out)
+
+
+def _pass_check_cell(sdg: SDGSummary | None) -> str:
+    if sdg is None or not sdg.pass_check:
+        return "—"
+    return f"{fmt(sdg.pass_check.get('passed'))} / {fmt(sdg.pass_check.get('checked'))}"
 
 
 def _routed(rec: IterationRecord, route: str) -> list[str]:
