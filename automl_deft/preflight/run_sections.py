@@ -192,8 +192,19 @@ def phase2_section(ctx: Context) -> Section:
     ctx.block(*deft_plugin_problems(cfg))
     target = str(deft.target) if deft.target is not None else f"{cfg.kpi_target} (invalid)"
     epochs = _epochs_text(deft)
+    negatives = "hard negatives for weak PASS rows" if cfg.sdg.hard_negatives else "defects only"
     sdg = (
-        f"{cfg.sdg.backend}, num_sdg {cfg.sdg.num_sdg} per iteration" if cfg.sdg.enabled else "off"
+        f"{cfg.sdg.backend}, num_sdg {cfg.sdg.num_sdg} per iteration, {negatives}"
+        if cfg.sdg.enabled
+        else "off"
+    )
+    h = cfg.hygiene
+    hygiene = (
+        f"duplicates refused (pair cosine ≥ {num(h.near_duplicate_similarity)} where goldens "
+        f"correlate ≥ {num(h.golden_similarity)}), likely label errors "
+        + ("flagged and left out" if h.label_errors == "exclude" else "flagged (kept)")
+        if h.enabled
+        else "off"
     )
     m = cfg.mining
     mining = (
@@ -223,6 +234,7 @@ def phase2_section(ctx: Context) -> Section:
         KeyValue("fine-tune epochs", epochs),
         KeyValue("SDG", sdg),
         KeyValue("mining", mining),
+        KeyValue("row hygiene", hygiene),
         KeyValue("regression gate", regression),
         KeyValue("GPUs", str(n_gpus) if n_gpus else "0 (CPU)"),
         KeyValue("run", run),
@@ -234,7 +246,13 @@ def phase2_section(ctx: Context) -> Section:
         "max_iterations": deft.max_iterations,
         "num_epochs": cfg.num_epochs,
         "epochs": epochs,
-        "sdg": {"enabled": cfg.sdg.enabled, "backend": cfg.sdg.backend, "num_sdg": cfg.sdg.num_sdg},
+        "sdg": {
+            "enabled": cfg.sdg.enabled,
+            "backend": cfg.sdg.backend,
+            "num_sdg": cfg.sdg.num_sdg,
+            "hard_negatives": cfg.sdg.hard_negatives,
+        },
+        "hygiene": {"enabled": h.enabled, "label_errors": h.label_errors},
         "mining": {
             "enabled": m.enabled,
             "top_k_per_target": m.top_k_per_target,
