@@ -112,7 +112,11 @@ def seed_baseline(
     state.commit(
         BASELINE,
         "train",
-        summary="baseline train skipped — reused Phase 1 winner",
+        summary=(
+            "baseline train skipped — reused Phase 1 winner"
+            if source == SOURCE_PHASE1
+            else f"baseline train skipped — reused a trained baseline ({source})"
+        ),
         duration_sec=0.0,
         best_ckpt_path=dest,
         best_ckpt_kind="best_val",
