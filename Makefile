@@ -14,8 +14,10 @@ BASE_IMAGE ?=
 DOCKER     ?= docker
 FAULTS_N      ?= 3
 FAULTS_TARGET ?= deft
+HARDNEG_DIR   ?= .runs/hardneg
+HARDNEG_SEEDS ?= 1
 
-.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict bench-gpu faults lock clean image
+.PHONY: help setup run quickstart test lint format typecheck bench bench-hpo bench-mining bench-predict bench-gpu bench-hardneg faults lock clean image
 
 help:
 	@echo "Start here:"
@@ -38,6 +40,7 @@ help:
 	@echo "  make bench-mining  - mining search time for 10k/100k/1M pool embeddings"
 	@echo "  make bench-predict - per-pair CPU latency, torch vs TorchScript vs ONNX packages"
 	@echo "  make bench-gpu     - GPU training pairs/s vs a bare loop at 64/128/224 px (needs CUDA)"
+	@echo "  make bench-hardneg - hard negatives vs mining only vs DEFT's control on the hold-out, '$(SCALE)' pcb ($(RUN_CONFIG)) and smt ($(SMT_RUN_CONFIG)) workspaces in $(HARDNEG_DIR), $(HARDNEG_SEEDS) seed(s)"
 	@echo "  make faults        - kill/resume campaign: $(FAULTS_N) random SIGKILL/SIGTERM + resume of '$(FAULTS_TARGET)' (deft|run|both), result identical to an uninterrupted run? (~6 min)"
 	@echo "Release:"
 	@echo "  make image IMAGE=ghcr.io/<org>/automl-deft:<tag> - build the component image"
@@ -96,6 +99,17 @@ bench-predict: $(STAMP)
 
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu_train.py
+
+# One workspace per kind and scale (made once); a new, timestamped results folder per run.
+bench-hardneg: $(STAMP)
+	@test -f $(HARDNEG_DIR)/pcb-$(SCALE)/specs/baseline_spec.yaml || \
+		$(BIN)/automl-deft demo-workspace $(HARDNEG_DIR)/pcb-$(SCALE) --scale $(SCALE) --seed $(SEED)
+	@test -f $(HARDNEG_DIR)/smt-$(SCALE)/specs/baseline_spec.yaml || \
+		$(BIN)/automl-deft demo-workspace $(HARDNEG_DIR)/smt-$(SCALE) --kind smt --scale $(SCALE) --seed $(SEED)
+	$(BIN)/python benchmarks/hard_negatives.py $(HARDNEG_DIR)/pcb-$(SCALE) -c $(RUN_CONFIG) \
+		--seeds $(HARDNEG_SEEDS) --json --out $(HARDNEG_DIR)/out-pcb-$(SCALE)-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/python benchmarks/hard_negatives.py $(HARDNEG_DIR)/smt-$(SCALE) -c $(SMT_RUN_CONFIG) \
+		--seeds $(HARDNEG_SEEDS) --json --out $(HARDNEG_DIR)/out-smt-$(SCALE)-$$(date +%Y%m%d-%H%M%S)
 
 faults: $(STAMP)
 	$(BIN)/python benchmarks/fault_campaign.py --n $(FAULTS_N) --target $(FAULTS_TARGET)

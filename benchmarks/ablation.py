@@ -18,7 +18,8 @@ On one workspace and one run config (the same budget everywhere), per seed:
    DEFT's epochs and seed, on the BASE training set; each warm-starts from the best
    step so far on the steering set and keeps best_val or latest by steering FAR
    (DEFT's evaluate); the step reported is picked by DEFT's rule (lowest steering
-   FAR, the earlier on a tie, the start included).
+   FAR, the earlier on a tie, the start included). :func:`control_from` runs it for any
+   DEFT run's state (``benchmarks/hard_negatives.py`` imports it).
 
 Two reference rows cost no training: ``ref_deft_pick`` is the full run's DEFT-loop
 pick before Phase 3 (what ``deft_control`` competes with) and ``ref_phase3_warm`` the
@@ -430,21 +431,60 @@ class ControlStep:
 
 def deft_control(ws: Workspace, full_root: Path, out: Path, seed: int, scorer: Scorer) -> ArmResult:
     """Arm 5: DEFT's fine-tunings without DEFT's data (see the module docstring)."""
-    t0 = time.perf_counter()
     state = DeftState.load(full_root, reconcile=False)
-    dcfg = state.config  # the settings the full run's loop ran with (seed included)
+    summary = PipelineSummary.read(RunLayout(full_root).summary)
+    # the start's steering interval, as finalize gives it
+    start_ci95 = next((s.far_pct_ci95 for s in summary.trajectory if s.step == BASELINE), None)
+    return control_from(ws, state, out, seed, scorer, start_ci95=start_ci95)
+
+
+def control_from(
+    ws: Workspace,
+    state: DeftState,
+    out: Path,
+    seed: int,
+    scorer: Scorer,
+    *,
+    arm: str = "deft_control",
+    start_ci95: list[float] | None = None,
+) -> ArmResult:
+    """DEFT's control for the loop recorded in ``state``: its fine-tunings without its data.
+
+    From the checkpoint the loop started from (its evaluated baseline), as many
+    fine-tunings as the loop trained iterations, each with the loop's epochs and seed
+    (``deft.seed + n``), on the workspace's base training set; each warm-starts from the
+    best step so far on the steering set and keeps best_val or latest by steering FAR
+    (DEFT's evaluate). The step reported is DEFT's pick (lowest steering FAR, the
+    earlier on a tie, the start included); every step is then scored on the hold-out.
+
+    Args:
+        ws: the workspace the loop ran on.
+        state: the loop's state (its config, baseline record and iterations).
+        out: the control's folder (trainings, KPI scores, hold-out scores).
+        seed: the benchmark seed, for the row.
+        scorer: steering evaluation and hold-out scoring.
+        arm: the row's arm key.
+        start_ci95: the start's steering-set interval (reported when the start is picked).
+
+    Raises:
+        UserError: the loop's baseline has no checkpoint.
+    """
+    t0 = time.perf_counter()
+    dcfg = state.config  # the settings the loop ran with (seed included)
     ran = sorted(
         n
         for label in state.iterations
         if (n := iteration_number(label)) and state.done(label, "train")
     )
-    _, start = phase1_winner(full_root)
+    start = state.path_of(BASELINE, "best_ckpt_path")
+    if start is None:
+        raise UserError(f"{state.results_dir}: the DEFT baseline has no checkpoint")
     base = state.iterations[BASELINE]
     start_spec: Spec = spec_of(load_checkpoint(start), start)
     app = get_application(dcfg.application, ws.images_dir, start_spec)
     train = read_dataset_csv(ws.train_csv, role="train")
     val = read_dataset_csv(ws.val_csv, role="validation")
-    steps = [ControlStep(BASELINE, 0, start, base.far_pct, base.threshold, None)]
+    steps = [ControlStep(BASELINE, 0, start, base.far_pct, base.threshold, start_ci95)]
 
     def best_so_far() -> ControlStep:  # DEFT's rule: lowest steering FAR, the earlier on a tie
         return min(steps, key=lambda s: (far_or_inf(s.far), s.n))
@@ -471,13 +511,10 @@ def deft_control(ws: Workspace, full_root: Path, out: Path, seed: int, scorer: S
         steps.append(ControlStep(label, n, ckpt, far, thr, ci, kind, warm.label))
     picked = best_so_far()
     # Every choice is made: only now the hold-out (each step, for the record).
+    held_csv = {s.label: out / "holdout" / f"{s.label}.csv" for s in steps}
     held = {
-        s.label: scorer.holdout(app, s.checkpoint, s.threshold, out / "holdout" / f"{s.label}.csv")
-        for s in steps
+        s.label: scorer.holdout(app, s.checkpoint, s.threshold, held_csv[s.label]) for s in steps
     }
-    if picked.label == BASELINE:  # the start's steering interval, as finalize gives it
-        summary = PipelineSummary.read(RunLayout(full_root).summary)
-        picked.ci95 = next((s.far_pct_ci95 for s in summary.trajectory if s.step == BASELINE), None)
     last = steps[-1]
     note = None
     if not ran:
@@ -485,7 +522,7 @@ def deft_control(ws: Workspace, full_root: Path, out: Path, seed: int, scorer: S
     elif last is not picked:
         note = f"last step {last.label}: hold-out {format_far(held[last.label].far_pct)}"
     return ArmResult(
-        arm="deft_control",
+        arm=arm,
         seed=seed,
         steering_far=picked.far,
         steering_ci95=picked.ci95,
@@ -505,6 +542,8 @@ def deft_control(ws: Workspace, full_root: Path, out: Path, seed: int, scorer: S
                     "kept": s.kind,
                     "steering_far": s.far,
                     "holdout_far": held[s.label].far_pct,
+                    "holdout_ci95": held[s.label].ci95,
+                    "holdout_csv": str(held_csv[s.label]),
                     "checkpoint": str(s.checkpoint),
                 }
                 for s in steps
