@@ -81,7 +81,8 @@ class HygieneConfig:
     enabled: bool = True
     near_duplicate_similarity: float = 0.95
     """Cosine of the registered-difference descriptors above which two pairs whose goldens
-    show the same place (``golden_similarity``) are the same sample: the new one is refused."""
+    show the same place (``golden_similarity``) and whose exposure matches (gain within 0.02
+    per channel) are the same sample: the new one is refused."""
     golden_similarity: float = 0.98
     """Correlation of two goldens' thumbnails above which they show the same place."""
     label_errors: Literal["flag", "exclude"] = "flag"

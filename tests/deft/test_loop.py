@@ -147,7 +147,8 @@ def _scripted_score(self: AOIChangeNet, checkpoint: Path, frame: pd.DataFrame) -
     out = frame.reset_index(drop=True).copy()
     good = (out["label"].map(normalize_label) == "PASS").to_numpy()
     scores = np.where(good, 0.95 if worse else 0.1, 0.9)
-    scores[np.flatnonzero(good)[0]] = 0.95
+    if good.any():  # (the hygiene check also scores frames of new defect rows only)
+        scores[np.flatnonzero(good)[0]] = 0.95
     out["siamese_score"] = scores
     return out
 

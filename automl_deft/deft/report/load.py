@@ -29,6 +29,7 @@ import pandas as pd
 
 from automl_deft.deft.assemble import provenance_name
 from automl_deft.deft.config import DeftConfig
+from automl_deft.deft.hygiene import FLAGGED_FILE, REFUSED_FILE, SUMMARY_FILE
 from automl_deft.deft.rca import METRICS_FILE
 from automl_deft.deft.report.names import readable, step_name
 from automl_deft.deft.report.salvage import read_state
@@ -75,12 +76,8 @@ BOOTSTRAP_RESAMPLES = 1000
 """Bootstrap resamples of a steering interval computed here (finalize's number)."""
 BOOTSTRAP_SEED = 0
 """Seed of a steering interval computed here (finalize's seed)."""
-HYGIENE_FILE = "hygiene.json"
-"""The hygiene checks' summary in an iteration's dataset folder (a ``HygieneSummary``)."""
-HYGIENE_REFUSED_FILE = "hygiene_refused.csv"
-"""The candidate rows the duplicate checks refused (``hygiene_check``, ``duplicate_of``, …)."""
-HYGIENE_FLAGGED_FILE = "hygiene_flagged.csv"
-"""The candidate rows flagged as likely label errors (``label_error_reason``, …)."""
+HYGIENE_FILE, HYGIENE_REFUSED_FILE, HYGIENE_FLAGGED_FILE = SUMMARY_FILE, REFUSED_FILE, FLAGGED_FILE
+"""The hygiene checks' files in an iteration's dataset folder (:mod:`automl_deft.deft.hygiene`)."""
 
 
 class Best(NamedTuple):

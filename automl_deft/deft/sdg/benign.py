@@ -16,7 +16,9 @@ boards. For each requested PASS pair this module
    (:func:`vary`): the weak row's misregistration, its exposure and white balance
    relative to the source's, the extra gradient and noise, and on greyscale bare
    boards over/under-etching and specks when the weak row has more of them — each
-   bounded by :data:`BOUNDS`, the nuisance model's limits;
+   bounded by :data:`BOUNDS`, the nuisance model's limits. A variation the model
+   would not see (:meth:`Variation.visible`: a shift alone, which the model registers,
+   or an exposure change under 3%) is drawn again within the bounds;
 3. checks the result with the independent PASS check
    (:func:`~automl_deft.deft.sdg.difference.pass_check`: the registered,
    photometrically normalised difference from the golden has no blob larger than the
@@ -69,6 +71,13 @@ MAX_TRIES = 6
 """Weak-row/source draws for one PASS pair before it is given up."""
 MAX_PROFILES = 64
 """Weak rows measured per request (drawn evenly); enough to span what they show."""
+MIN_GAIN_CHANGE = 0.03
+"""Least exposure (or white-balance) change that counts as a variation; below it a pair is
+a near duplicate of its source (the hygiene check refuses those)."""
+MIN_GRADIENT = 3.0
+"""Least illumination gradient (grey levels) that counts as a variation."""
+MIN_NOISE = 1.5
+"""Least added noise sigma (grey levels) that counts as a variation."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,19 @@ class Variation:
     noise: float
     etched: bool
     specks: int
+
+    def visible(self) -> bool:
+        """Whether the model sees anything new: a shift alone does not count (the model
+        registers every pair), nor an exposure change under :data:`MIN_GAIN_CHANGE`, a
+        gradient under :data:`MIN_GRADIENT` or noise under :data:`MIN_NOISE` levels."""
+        return bool(
+            abs(self.gain - 1.0) >= MIN_GAIN_CHANGE
+            or self.white_balance >= MIN_GAIN_CHANGE
+            or self.gradient >= MIN_GRADIENT
+            or self.noise >= MIN_NOISE
+            or self.etched
+            or self.specks
+        )
 
     def text(self) -> str:
         parts = [f"shift {self.shift[0]:+d},{self.shift[1]:+d}", f"gain {self.gain:.2f}"]
@@ -371,12 +393,17 @@ class HardNegatives:
             new, applied = vary(
                 tests, own, target or random_profile(own, rng), rng, bare_board=bare
             )
+            if not applied.visible():  # this weak row shows no more than the source does
+                target = None
+                new, applied = vary(tests, own, random_profile(own, rng), rng, bare_board=bare)
+                if not applied.visible():
+                    continue
             check = pass_check(new, goldens, max_blob_px=max_blob_px, source_tests=tests)
             self.checked += 1
             if not check.ok:
                 self.refused += 1
                 continue
-            why = "like a weak PASS row" if target is not None else "drawn (no weak row measured)"
+            why = "like a weak PASS row" if target is not None else "drawn within the bounds"
             self.writer.write(
                 object_name(ctx, PASS_LABEL, index),
                 PASS_LABEL,
