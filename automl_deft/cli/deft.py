@@ -61,9 +61,15 @@ def deft_cmd(
     acknowledge_regression: bool,
     as_json: bool,
 ) -> None:
-    """Phase 2 alone: the DEFT loop (RCA → routing → SDG → mining → assemble →
-    fine-tune → evaluate on the KPI set), until the KPI is met, max_iterations,
-    a hard stop, or the regression gate.
+    """Phase 2 alone: the DEFT loop (RCA → routing → SDG → mining → hygiene and
+    assemble → fine-tune → evaluate on the KPI set), until the KPI is met,
+    max_iterations, a hard stop, or the regression gate.
+
+    SDG makes defect pairs and, for weak PASS rows (false alarms), hard
+    negatives: benign variations of clean training pairs, each checked to stay a
+    PASS (sdg.hard_negatives). Every new row is screened before it is assembled:
+    exact and near duplicates are refused, likely label errors are flagged in
+    the report (hygiene.*).
 
     Every stage is committed to RESULTS/deft_state.json once its outputs exist,
     so a killed run continues when re-run with the same -o/--results DIR. A baseline pre-seeded by
