@@ -68,7 +68,10 @@ signal flags alone; the residual signal flags unless the model confidently confi
 the label** (its score passes the labelled class's own threshold: ``1 - score >=
 t_PASS`` for PASS, ``score >= t_defect`` for a defect), **and always when it is
 strong** (a PASS-labelled row whose change reaches the training defects' median).
-Without a model (no scores or no reference) the residual alone decides.
+Without a model (no scores or no reference) the residual alone decides. A
+*generated* defect row (``source`` ``sdg``) is a defect by construction (a painter or
+a paste put it there, faint on purpose when the weak rows are faint): it is flagged
+only when both signals agree.
 
 Measured with the real baseline and iteration-2 scores of the ``small`` workspaces
 (half the KPI set as reference; 300 rows of the other half as candidates, 20% of
@@ -186,6 +189,8 @@ COUNT_KEYS = (
 """The counts of :class:`~automl_deft.records.HygieneSummary` kept per source too."""
 NO_SOURCE = "candidates"
 """``by_source`` key of candidates without a ``source`` column."""
+GENERATED = "sdg"
+"""The ``source`` of generated rows: a generated defect is flagged only on both signals."""
 
 
 @dataclass(frozen=True)
@@ -714,11 +719,17 @@ def screen_new_rows(
     cl = measured if measured is not None and measured.auc >= MIN_REFERENCE_AUC else None
     use_scores = None if cl is None or scores is None else np.asarray(scores, dtype=float)
     verdicts: dict[int, LabelVerdict] = {}
+    painted = [
+        src == GENERATED and not is_pass(lab)
+        for src, lab in zip(sources, candidates["label"], strict=True)
+    ]
     for i, label in enumerate(candidates["label"]):
         if i in refused:
             continue
         score = None if use_scores is None else float(use_scores[i])
         verdict = judge_label(str(label), int(cand.change_px[i]), score, bounds, cl)
+        if painted[i] and len(verdict.signals) < 2:
+            continue  # a generated defect is one by construction: only both signals flag it
         if verdict.signals:
             verdicts[i] = verdict
     thresholds.update(_label_thresholds(measured, bounds))

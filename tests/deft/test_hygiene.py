@@ -496,3 +496,20 @@ def test_write_screened_round_trips(tiny_ws: Path, tmp_path: Path) -> None:
     write_screened(empty, tmp_path / "none")
     assert "hygiene_check" in pd.read_csv(tmp_path / "none" / "hygiene_refused.csv").columns
     assert "signals" in pd.read_csv(tmp_path / "none" / "hygiene_flagged.csv").columns
+
+
+def test_a_generated_defect_is_flagged_only_when_both_signals_agree(
+    ws: tuple[Workspace, ImageNaming],
+) -> None:
+    """The same flipped rows as mined rows and as generated ones: a generated defect label
+    is one by construction, so the residual alone does not flag it (a faint painted defect
+    is what SDG is asked for); generated PASS rows are judged like any other."""
+    w, naming = ws
+    rows, _, _ = _flip_candidates(w)
+    mined = _screen(w, naming, rows)
+    made = _screen(w, naming, rows.assign(source="sdg"))
+    pass_labelled = set(rows.loc[rows["label"] == "PASS", "object_name"])
+    mined_defects = set(mined.flagged["object_name"]) - pass_labelled
+    assert mined_defects  # the residual alone flags some defect labels of mined rows ...
+    assert not set(made.flagged["object_name"]) - pass_labelled  # ... never of generated ones
+    assert set(made.flagged["object_name"]) == set(mined.flagged["object_name"]) & pass_labelled
