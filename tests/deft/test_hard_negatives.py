@@ -233,6 +233,7 @@ def _stages(ws: Path, root: Path, weak: pd.DataFrame, **sdg: Any) -> Stages:
     state = seed_baseline(
         root, checkpoint=ckpt, train_metric=None, config=cfg, inputs=workspace_inputs(ws)
     )
+    state.commit("baseline", "evaluate", summary="(test)", duration_sec=0.0, far_pct=50.0)
     rca = RunLayout(root).stage_dir("baseline", RunLayout.RCA)
     rca.mkdir(parents=True, exist_ok=True)
     weak.assign(siamese_score=0.9, weakness=0.5).to_csv(rca / WEAK_FILE, index=False)
@@ -252,6 +253,16 @@ def test_weak_rows_all_pass_spend_the_whole_budget_on_pass(tiny_ws: Path, tmp_pa
     assert info.pass_check["passed"] == 20 and info.unrouted == {}
     rows = pd.read_csv(stages.dir("iter1", RunLayout.SDG, "sdg_rows.csv"), dtype=str)
     assert (rows["label"] == PASS_LABEL).all() and rows["sdg_check"].str.startswith("pass").all()
+    # Assembled: labelled PASS, provenance sdg, the check recorded beside it.
+    fields, _ = stages.stage_data_merge("iter1")
+    prov = pd.read_csv(
+        Path(fields["train_csv"]).with_name("train_combined_iter1_provenance.csv"),
+        dtype=str,
+        keep_default_na=False,
+    )
+    new = prov[prov["iteration_added"] == "1"]
+    assert len(new) == 20 and set(new["source"]) == {"sdg"} and set(new["label"]) == {"PASS"}
+    assert new["sdg_check"].str.startswith("pass-check passed").all()
 
 
 def test_a_short_label_hands_its_budget_on_and_unroutable_labels_are_named(
@@ -301,3 +312,76 @@ def test_a_budget_that_cannot_be_spent_says_why(tiny_ws: Path, tmp_path: Path) -
         "SDG: 20 requested, 1 made via test-short-on-open — open 1; 19 short: "
         "PASS not made (sdg.hard_negatives is false); open: 1 of 20 made"
     )
+
+
+# -- row hygiene at assemble, through the stage -------------------------------------------
+
+
+def _planted_pool(
+    ws: Workspace, n: int, seed: int = 0
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Mined rows with planted faults: ``n`` near copies of training rows (PNG with +-2 grey
+    levels of noise) and ``n`` pool rows with their label flipped, among ``2n`` honest pool
+    rows; returns the rows, the copies' names and the flipped rows' names."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    train = read_dataset_csv(ws.train_csv)
+    pool = read_dataset_csv(ws.pool_csv)
+    naming = _spec(ws).naming()
+    copies = []
+    for k, (_, row) in enumerate(train.sample(n, random_state=seed).iterrows()):
+        new = row.copy()
+        new["object_name"] = f"copy_{k:03d}"
+        for column in ("input_path", "golden_path"):
+            rel = f"planted/{column}"
+            for light in naming.lights:
+                src = ws.images_dir / row[column] / f"{row['object_name']}_{light}{naming.ext}"
+                image = read_image(src).astype(np.int16) + rng.integers(-2, 3, size=(1,))
+                dest = ws.images_dir / rel / f"{new['object_name']}_{light}{naming.ext}"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(dest)
+            new[column] = rel
+        copies.append(new)
+    honest = pool.sample(3 * n, random_state=seed + 1).reset_index(drop=True)
+    flipped = honest.iloc[:n].copy()
+    flipped["label"] = ["open" if lab == PASS_LABEL else PASS_LABEL for lab in flipped["label"]]
+    rows = pd.concat([pd.DataFrame(copies), flipped, honest.iloc[n:]], ignore_index=True)
+    rows = rows.assign(mined_for="kpi_000000", mined_similarity="0.99").fillna("").astype(str)
+    return rows, [c["object_name"] for c in copies], list(flipped["object_name"])
+
+
+def test_planted_duplicates_are_refused_at_assemble_and_flipped_labels_reported(
+    tiny_ws_copy: Path, tmp_path: Path
+) -> None:
+    from automl_deft.deft.report.render import render_report
+
+    ws = Workspace.at(tiny_ws_copy)
+    stages = _stages(tiny_ws_copy, tmp_path / "run", _weak_pass(ws, 4))
+    stages.cfg = config_from_dict({"hygiene": {"enabled": True}})
+    mined, copies, flipped = _planted_pool(ws, 10)
+    mining_dir = stages.dir("iter1", RunLayout.MINING)
+    mining_dir.mkdir(parents=True, exist_ok=True)
+    mined.to_csv(mining_dir / "mined_rows.csv", index=False)
+    fields, line = stages.stage_data_merge("iter1")
+    hygiene = fields["hygiene"]
+    out = stages.dir("iter1", RunLayout.DATASET)
+    refused = pd.read_csv(out / "hygiene_refused.csv", dtype=str, keep_default_na=False)
+    flagged = pd.read_csv(out / "hygiene_flagged.csv", dtype=str, keep_default_na=False)
+    combined = read_dataset_csv(fields["train_csv"])
+    caught = set(refused["object_name"]) & set(copies)
+    assert len(caught) >= 8, refused[["object_name", "hygiene_check", "duplicate_of"]]
+    assert not caught & set(combined["object_name"])  # refused at assemble
+    assert len(set(flagged["object_name"]) & set(flipped)) >= 8, flagged
+    assert set(flipped) & set(flagged["object_name"]) <= set(combined["object_name"])  # flag keeps
+    assert hygiene.near_duplicates + hygiene.exact_duplicates == len(refused)
+    assert fields["mined_rows"] == len(mined) - len(refused)
+    assert f"{len(refused)} duplicate(s) refused" in line
+    for stage in ("routing", "sdg", "mining"):  # (this test ran data_merge alone)
+        stages.state.commit("iter1", stage, summary="(test)", duration_sec=0.0)
+    stages.state.commit("iter1", "data_merge", summary=line, duration_sec=0.0, **fields)
+    page = render_report(tmp_path / "run").read_text(encoding="utf-8")
+    section = page[page.index("Row hygiene") :]
+    for name in set(flagged["object_name"]) & set(flipped):
+        assert name in section  # each flagged row is shown (a thumbnail strip with its name)
+    assert section.count("<img") >= min(len(flagged), 12)
