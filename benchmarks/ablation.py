@@ -681,6 +681,29 @@ def render(rows: list[ArmResult]) -> str:
     return text
 
 
+def say(line: str) -> None:
+    """A progress line on stderr (the table goes to stdout)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def bench_inputs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, name: str
+) -> tuple[Workspace, dict[str, Any], Path]:
+    """A benchmark's workspace (it must have a hold-out), its run-config document and a
+    fresh output folder (``--out`` or a new temp dir); ``parser.error`` on bad input."""
+    ws = Workspace.at(args.workspace)
+    if not ws.has_holdout:
+        parser.error(f"{ws.root} has no kpi/holdout_set.csv (automl-deft demo-workspace makes one)")
+    doc: dict[str, Any] = {}
+    if args.config is not None:
+        doc = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    out = (args.out or Path(tempfile.mkdtemp(prefix=f"automl-deft-{name}-"))).resolve()
+    if out.exists() and any(out.iterdir()):
+        parser.error(f"--out {out} is not empty: the arms must start fresh (pick a new folder)")
+    out.mkdir(parents=True, exist_ok=True)
+    return ws, doc, out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workspace", type=Path)
@@ -692,20 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
-    ws = Workspace.at(args.workspace)
-    if not ws.has_holdout:
-        parser.error(f"{ws.root} has no kpi/holdout_set.csv (automl-deft demo-workspace makes one)")
-    doc: dict[str, Any] = {}
-    if args.config is not None:
-        doc = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        run_config_from_dict(doc, str(args.config))  # fail now on a bad config
-    out = (args.out or Path(tempfile.mkdtemp(prefix="automl-deft-ablation-"))).resolve()
-    if out.exists() and any(out.iterdir()):
-        parser.error(f"--out {out} is not empty: the arms must start fresh (pick a new folder)")
-    out.mkdir(parents=True, exist_ok=True)
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    ws, doc, out = bench_inputs(parser, args, "ablation")
+    run_config_from_dict(doc, str(args.config or "defaults"))  # fail now on a bad config
 
     say(f"ablation on {ws.root} with {args.config or 'the default config'}; out: {out}")
     t0 = time.perf_counter()

@@ -50,7 +50,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from ablation import ArmResult, Scorer, automl_deft_cli, control_from
+from ablation import ArmResult, Scorer, automl_deft_cli, bench_inputs, control_from, say
 
 from automl_deft.application import get_application
 from automl_deft.deft.config import DeftConfig, config_from_dict
@@ -745,21 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         arms = parse_arms(args.arms)
     except ValueError as exc:
         parser.error(f"--arms: {exc}")
-    ws = Workspace.at(args.workspace)
-    if not ws.has_holdout:
-        parser.error(f"{ws.root} has no kpi/holdout_set.csv (automl-deft demo-workspace makes one)")
-    doc: JSONObject = {}
-    if args.config is not None:
-        doc = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    ws, doc, out = bench_inputs(parser, args, "hardneg")
     cfg = run_config_from_dict(doc, str(args.config or "defaults"))  # fail now on a bad config
-    out = (args.out or Path(tempfile.mkdtemp(prefix="automl-deft-hardneg-"))).resolve()
-    if out.exists() and any(out.iterdir()):
-        parser.error(f"--out {out} is not empty: the arms must start fresh (pick a new folder)")
-    out.mkdir(parents=True, exist_ok=True)
-
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     say(f"hard negatives on {ws.root} with {args.config or 'the default config'}; out: {out}")
     t0 = time.perf_counter()
     scorer = Scorer(ws)
