@@ -277,11 +277,13 @@ class Stages:
             pass_check_max_blob_px=self.cfg.sdg.pass_check_max_blob_px,
         )
 
-    def _sdg_labels(self, label: str) -> frozenset[str] | None:
-        """What the SDG backend makes for this iteration's training set (PASS only with
-        ``sdg.hard_negatives``)."""
-        train_frame, _ = self.previous_train(label)
-        labels = self._sdg_backend().supported_labels(self._sdg_context(label, train_frame))
+    def _sdg_setup(self, label: str) -> tuple[Any, Any]:
+        """The SDG backend and its context for this iteration's training set."""
+        return self._sdg_backend(), self._sdg_context(label, self.previous_train(label)[0])
+
+    def _sdg_labels(self, gen: Any, ctx: Any) -> frozenset[str] | None:
+        """What the SDG backend makes in ``ctx`` (PASS only with ``sdg.hard_negatives``)."""
+        labels = gen.supported_labels(ctx)
         if labels is not None and not self.cfg.sdg.hard_negatives:
             labels = labels - {PASS_LABEL}
         return labels
@@ -317,7 +319,7 @@ class Stages:
                 raise StageError(f"{msg}; add pool rows or set mining.on_empty_pool: skip")
             self.say(f"warning: {msg}; mining skipped (mining.on_empty_pool: skip)")
         pool_labels = None if pool is None else set(pool["label"].map(normalize_label))
-        sdg_labels = self._sdg_labels(label) if self.cfg.sdg.enabled else None
+        sdg_labels = self._sdg_labels(*self._sdg_setup(label)) if self.cfg.sdg.enabled else None
         routing = route(
             weak,
             pool_labels=pool_labels,
@@ -350,17 +352,18 @@ class Stages:
         backend = self.cfg.sdg.backend
         weak = load_weak(self.dir(self.previous(label), RunLayout.RCA))
         weak_labels = set(weak["label"].map(normalize_label)) if len(weak) else set()
-        if targets.empty or not self.cfg.sdg.enabled or self.cfg.sdg.num_sdg == 0:
+        if not self.cfg.sdg.enabled:
             atomic_write_csv(out / "sdg_rows.csv", pd.DataFrame(columns=["object_name"]))
-            why = self._no_sdg_reason(targets)
-            info = SDGSummary(
-                backend=backend, budget=0, unrouted=self._unrouted(label, weak_labels)
-            )
-            return {"sdg": info}, f"no SDG pairs ({why})"
+            info = SDGSummary(backend=backend, budget=0)
+            return {"sdg": info}, f"no SDG pairs ({self._no_sdg_reason(targets)})"
+        gen, ctx = self._sdg_setup(label)
+        unrouted = self._unrouted(gen, ctx, weak_labels)
+        if targets.empty or self.cfg.sdg.num_sdg == 0:
+            atomic_write_csv(out / "sdg_rows.csv", pd.DataFrame(columns=["object_name"]))
+            info = SDGSummary(backend=backend, budget=0, unrouted=unrouted)
+            return {"sdg": info}, f"no SDG pairs ({self._no_sdg_reason(targets)})"
         labels = targets["label"].map(normalize_label)
         need = {lab: int((labels == lab).sum()) for lab in sorted(set(labels))}
-        gen = self._sdg_backend()
-        ctx = self._sdg_context(label, self.previous_train(label)[0])
         budget = allocate_budget(self.cfg.sdg.num_sdg, need)
         asked: dict[str, int] = {}
         made: dict[str, int] = {}
@@ -413,7 +416,7 @@ class Stages:
             generated={k: v for k, v in sorted(made.items()) if v},
             warnings=warnings,
             budget=self.cfg.sdg.num_sdg,
-            unrouted=self._unrouted(label, weak_labels),
+            unrouted=unrouted,
             pass_check={k: checks[k] for k in ("checked", "passed", "refused") if k in checks},
         )
         return {"sdg": info, "sdg_rows": len(rows)}, info.line()
@@ -425,13 +428,9 @@ class Stages:
             return "sdg.num_sdg is 0"
         return "no weak label the backend makes" if targets.empty else "nothing asked"
 
-    def _unrouted(self, label: str, weak_labels: set[str]) -> dict[str, str]:
+    def _unrouted(self, gen: Any, ctx: Any, weak_labels: set[str]) -> dict[str, str]:
         """Weak labels the SDG backend cannot make, each with the backend's reason."""
-        if not self.cfg.sdg.enabled:
-            return {}
-        made = self._sdg_labels(label)
-        gen = self._sdg_backend()
-        ctx = self._sdg_context(label, self.previous_train(label)[0])
+        made = self._sdg_labels(gen, ctx)
         return {
             lab: gen.unsupported_reason(lab, ctx)
             for lab in sorted(weak_labels)
